@@ -1,0 +1,158 @@
+"""Run a Llama-family decoder stack block by block, with explicit key/value prefixes.
+
+The fast locating engines rely on two exact facts of a causal decoder: an intervention at (position t,
+layer l) changes nothing at positions < t or layers < l. To use them we must start the computation in
+the middle of the stack, for a suffix of positions only, on top of keys/values computed earlier (and
+shared by a whole batch). Hugging Face's forward cannot start at a layer, and the bridge's
+`start_at_layer` does not skip blocks, so this module re-expresses one block with the model's own
+modules and weights (norms, projections, rotary embedding, MLP): the numbers agree with the HF forward
+to float tolerance (tested), and every weight edit made through the HF model is seen here at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+# an optional intervention: receives the site's tensor [batch, pos, dim] and returns the tensor to use
+Edit = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class KV:
+    """Rotated keys and values of some positions of one layer: [batch (or 1), kv_heads, pos, head_dim]."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return int(self.k.shape[2])
+
+    def cat(self, other: KV) -> KV:
+        """Append `other`'s positions (batch dims are broadcast)."""
+        b = max(self.k.shape[0], other.k.shape[0])
+        return KV(torch.cat([_expand_batch(self.k, b), _expand_batch(other.k, b)], dim=2),
+                  torch.cat([_expand_batch(self.v, b), _expand_batch(other.v, b)], dim=2))
+
+    def select(self, batch_index: torch.Tensor | slice, stop: int | None = None) -> KV:
+        """The rows `batch_index` and positions [0, stop)."""
+        return KV(self.k[batch_index, :, :stop], self.v[batch_index, :, :stop])
+
+
+def _expand_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
+    return x if x.shape[0] == batch else x.expand(batch, *x.shape[1:])
+
+
+@dataclass
+class BlockOut:
+    """What one block produced for the positions it ran on."""
+
+    hidden: torch.Tensor  # block output (resid_post)
+    attn_out: torch.Tensor  # attention output added to the residual
+    mlp_post: torch.Tensor  # MLP key vector: input of down_proj
+    mlp_out: torch.Tensor  # MLP output added to the residual
+    kv: KV  # this block's keys/values for the positions it ran on
+
+
+class LlamaStack:
+    """Block-by-block execution of a `LlamaForCausalLM` (or a compatible Llama-family model)."""
+
+    def __init__(self, hf_model) -> None:
+        self.model = hf_model
+        inner = hf_model.model
+        self.layers = inner.layers
+        self.embed_tokens = inner.embed_tokens
+        self.norm = inner.norm
+        self.rotary = inner.rotary_emb
+        self.lm_head = hf_model.lm_head
+        config = hf_model.config
+        self.n_layers = int(config.num_hidden_layers)
+        self.n_heads = int(config.num_attention_heads)
+        self.n_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.n_heads)
+
+    # ------------------------------------------------------------------ pieces
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [batch, pos, d_model] (the `hook_embed` site)."""
+        return self.embed_tokens(ids)
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head: logits [..., vocab]."""
+        return self.lm_head(self.norm(hidden))
+
+    def _rope(self, hidden: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(start, start + hidden.shape[1], device=hidden.device)[None]
+        return self.rotary(hidden, positions)
+
+    def block(self, layer: int, hidden: torch.Tensor, start: int = 0, past: KV | None = None,
+              edits: dict[str, Edit] | None = None) -> BlockOut:
+        """Run block `layer` on `hidden` [batch, T, d] holding positions start..start+T-1.
+
+        `past` holds the same layer's keys/values for positions 0..start-1 (batch 1 is broadcast).
+        `edits` may replace any of the sites 'attn_out', 'mlp_post', 'mlp_out', 'hidden' before use.
+        """
+        edits = edits or {}
+        if (past.length if past is not None else 0) != start:
+            raise ValueError(f"past covers {past.length if past else 0} positions, expected {start}")
+        blk = self.layers[layer]
+        attn = blk.self_attn
+        batch, length, _ = hidden.shape
+        x = blk.input_layernorm(hidden)
+        q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = self._rope(hidden, start)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        own = KV(k, v)
+        full = own if past is None else past.cat(own)
+        keys = _expand_batch(full.k, batch)
+        values = _expand_batch(full.v, batch)
+        if self.n_kv_heads != self.n_heads:
+            rep = self.n_heads // self.n_kv_heads
+            keys = keys.repeat_interleave(rep, dim=1)
+            values = values.repeat_interleave(rep, dim=1)
+        # causal mask: query i (absolute start+i) sees keys 0..start+i
+        total = keys.shape[2]
+        mask = torch.ones(length, total, dtype=torch.bool, device=hidden.device).tril(diagonal=start)
+        ctx = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                               scale=attn.scaling)
+        attn_out = attn.o_proj(ctx.transpose(1, 2).reshape(batch, length, -1))
+        if "attn_out" in edits:
+            attn_out = edits["attn_out"](attn_out)
+        mid = hidden + attn_out
+        mlp = blk.mlp
+        y = blk.post_attention_layernorm(mid)
+        mlp_post = mlp.act_fn(mlp.gate_proj(y)) * mlp.up_proj(y)
+        if "mlp_post" in edits:
+            mlp_post = edits["mlp_post"](mlp_post)
+        mlp_out = mlp.down_proj(mlp_post)
+        if "mlp_out" in edits:
+            mlp_out = edits["mlp_out"](mlp_out)
+        out = mid + mlp_out
+        if "hidden" in edits:
+            out = edits["hidden"](out)
+        return BlockOut(out, attn_out, mlp_post, mlp_out, own)
+
+    # ------------------------------------------------------------------ whole runs
+    def run(self, embeds: torch.Tensor, first_layer: int = 0, start: int = 0,
+            pasts: list[KV] | None = None,
+            edits: Callable[[int], dict[str, Edit] | None] | None = None,
+            keep: bool = True) -> tuple[torch.Tensor, list[BlockOut]]:
+        """Run blocks first_layer..n_layers-1 on `embeds` (the input of `first_layer`, positions from `start`).
+
+        `pasts[l]` is layer l's key/value prefix (positions < start); `edits(l)` gives the edits of block l.
+        Returns the final hidden state (before the final norm) and, when `keep`, every block's outputs.
+        """
+        hidden = embeds
+        outs: list[BlockOut] = []
+        for layer in range(first_layer, self.n_layers):
+            past = None if pasts is None else pasts[layer]
+            out = self.block(layer, hidden, start, past, edits(layer) if edits else None)
+            hidden = out.hidden
+            if keep:
+                outs.append(out)
+        return hidden, outs

@@ -1,0 +1,60 @@
+"""LlamaStack (block-by-block execution with key/value prefixes) against the plain HF forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from kelocate.locate.llama_stack import KV, LlamaStack
+
+
+def _model(n_kv_heads: int) -> LlamaForCausalLM:
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=n_kv_heads, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@torch.no_grad()
+def test_full_run_equals_hf(n_kv_heads: int):
+    model = _model(n_kv_heads)
+    ids = torch.randint(0, 50, (2, 9))
+    stack = LlamaStack(model)
+    hidden, outs = stack.run(stack.embed(ids))
+    ref = model(ids, output_hidden_states=True)
+    assert torch.allclose(stack.unembed(hidden), ref.logits, atol=1e-5)
+    for layer in range(2):
+        assert torch.allclose(outs[layer].hidden, ref.hidden_states[layer + 1], atol=1e-5)
+    # block output = input + attn_out + mlp_out, and mlp_out = down_proj(mlp_post)
+    first = outs[0]
+    assert torch.allclose(first.hidden, stack.embed(ids) + first.attn_out + first.mlp_out, atol=1e-5)
+    assert torch.allclose(model.model.layers[0].mlp.down_proj(first.mlp_post), first.mlp_out, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@torch.no_grad()
+def test_suffix_on_prefix_and_mid_stack_start(n_kv_heads: int):
+    model = _model(n_kv_heads)
+    ids = torch.randint(0, 50, (1, 10))
+    stack = LlamaStack(model)
+    hidden, outs = stack.run(stack.embed(ids))
+    cut = 6
+    pasts = [o.kv.select(slice(None), cut) for o in outs]
+    tail, _ = stack.run(stack.embed(ids[:, cut:]), start=cut, pasts=pasts)
+    assert torch.allclose(tail, hidden[:, cut:], atol=1e-5)
+    # start at layer 2 from layer 1's output, batch of 3 over a batch-1 prefix
+    tail2, _ = stack.run(outs[1].hidden[:, cut:].expand(3, -1, -1), first_layer=2, start=cut, pasts=pasts)
+    assert torch.allclose(tail2, hidden[:, cut:].expand(3, -1, -1), atol=1e-5)
+
+
+@torch.no_grad()
+def test_edits_apply_and_past_length_is_checked():
+    model = _model(4)
+    stack = LlamaStack(model)
+    x = stack.embed(torch.randint(0, 50, (1, 5)))
+    zeroed = stack.block(0, x, edits={"mlp_post": torch.zeros_like})
+    assert torch.count_nonzero(zeroed.mlp_out) == 0
+    with pytest.raises(ValueError, match="past covers"):
+        stack.block(0, x, start=3, past=KV(torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8)))
