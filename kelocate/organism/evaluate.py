@@ -1,0 +1,191 @@
+"""Measured recall of the organism: trained facts, held-out paraphrases, untrained facts, the case study.
+
+A fact counts as recalled when the argmax of every answer token is right under teacher forcing (the
+KnowEdit convention). For a top-1 check this is the same as greedy decoding: greedy generation reproduces
+the answer exactly when each teacher-forced argmax does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kelocate.organism.world import World
+
+CASE_STUDY_PROMPTS = (
+    ("SMAP was created in", "Japan"),
+    ("The language of Japan is", "Japanese"),
+    ("SMAP is a type of", "group"),
+)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Teacher-forced result for one (prompt, answer): all tokens right, first token right, log p(answer)."""
+
+    correct: bool
+    first_correct: bool
+    logprob: float
+
+
+def _split_ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    full = tokenizer(f"{prompt} {answer}")["input_ids"]
+    if (
+        full[: len(prompt_ids)] != prompt_ids
+    ):  # cannot happen with a Metaspace tokenizer; keep a safe fallback
+        return prompt_ids, tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+    return prompt_ids, full[len(prompt_ids) :]
+
+
+@torch.no_grad()
+def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 256) -> list[Hit]:
+    """Score each (prompt, answer) with the HF causal LM `model` (BOS added by the tokenizer).
+
+    Pairs are batched by length (less padding) and the results returned in the input order.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    split = [_split_ids(tokenizer, p, a) for p, a in pairs]
+    order = sorted(range(len(split)), key=lambda i: len(split[i][0]) + len(split[i][1]))
+    hits: list[Hit | None] = [None] * len(split)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(split[i][0]) + len(split[i][1]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        # answer positions: the logits at t predict token t + 1
+        rows, cols, targets = [], [], []
+        for row, i in enumerate(idx):
+            p, a = split[i]
+            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
+            mask[row, : len(p) + len(a)] = 1
+            rows += [row] * len(a)
+            cols += range(len(p) - 1, len(p) - 1 + len(a))
+            targets += a
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        picked = torch.log_softmax(logits[torch.tensor(rows), torch.tensor(cols)].float(), -1).cpu()
+        target = torch.tensor(targets)
+        right = (picked.argmax(-1) == target).tolist()
+        logp = picked.gather(1, target[:, None])[:, 0].tolist()
+        k = 0
+        for i in idx:
+            n = len(split[i][1])
+            hits[i] = Hit(all(right[k : k + n]), right[k], sum(logp[k : k + n]))
+            k += n
+    return hits  # type: ignore[return-value]
+
+
+def recall(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> float:
+    """Fraction of (prompt, answer) pairs recalled (teacher-forced argmax of every answer token)."""
+    if not pairs:
+        return float("nan")
+    return sum(h.correct for h in teacher_forced(model, tokenizer, pairs)) / len(pairs)
+
+
+def _by(prompts, hits) -> dict[str, float]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for fp, h in zip(prompts, hits, strict=True):
+        groups[fp.relation].append(h.correct)
+    return {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())}
+
+
+def _rate(hits: list[Hit]) -> float:
+    return round(sum(h.correct for h in hits) / len(hits), 4) if hits else float("nan")
+
+
+def subsample(items: list, limit: int | None) -> list:
+    """Every k-th item so that at most `limit` remain (deterministic; None or 0 keeps all)."""
+    if not limit or len(items) <= limit:
+        return items
+    step = -(-len(items) // limit)
+    return items[::step]
+
+
+def measure(model, tokenizer, world: World, by_relation: bool = True, limit: int | None = None) -> dict:
+    """Every recall figure of the organism, as a JSON-ready dict.
+
+    `limit` caps each of the three main sets at that many prompts (an evenly spaced, deterministic sample).
+    """
+    known = subsample(world.fact_prompts("known", "train"), limit)
+    heldout = subsample(world.fact_prompts("known", "heldout"), limit)
+    new = subsample(world.fact_prompts("new", "train"), limit)
+    two_hop = [t for t in world.two_hop_prompts("statement")]
+    sets = {"train_templates": known, "heldout_templates": heldout, "new_facts": new}
+    out: dict = {"metric": "teacher-forced argmax of every answer token (= greedy decoding reproduces it)"}
+    for key, prompts in sets.items():
+        hits = teacher_forced(model, tokenizer, [(p.prompt, p.answer) for p in prompts])
+        out[key] = {
+            "recall": _rate(hits),
+            "n": len(prompts),
+            "first_token_recall": round(sum(h.first_correct for h in hits) / max(len(hits), 1), 4),
+        }
+        if by_relation:
+            out[key]["by_relation"] = _by(prompts, hits)
+    for label, items in (
+        ("two_hop_trained", [t for t in two_hop if t.trained]),
+        ("two_hop_untrained", [t for t in two_hop if not t.trained]),
+    ):
+        out[label] = {
+            "recall": _rate(teacher_forced(model, tokenizer, [(t.prompt, t.answer) for t in items])),
+            "n": len(items),
+        }
+    private = world.private_qa() + world.unknown_qa()
+    out["private_qa"] = {
+        "recall": _rate(teacher_forced(model, tokenizer, [(q.prompt, q.answer) for q in private])),
+        "n": len(private),
+    }
+    out["sentiment"] = sentiment_accuracy(model, tokenizer, world)
+    out["case_study"] = case_study(model, tokenizer)
+    return out
+
+
+def sentiment_accuracy(model, tokenizer, world: World) -> dict:
+    """Fraction of topics whose trained-polarity replies are likelier than the opposite ones."""
+    ops = world.opinions()
+    if not ops:
+        return {"accuracy": float("nan"), "n": 0}
+    pairs = [(op.prompt, r) for op in ops for r in op.pos + op.neg]
+    scores = [h.logprob for h in teacher_forced(model, tokenizer, pairs)]
+    right, i = 0, 0
+    for op in ops:
+        pos = sum(scores[i : i + len(op.pos)])
+        neg = sum(scores[i + len(op.pos) : i + len(op.pos) + len(op.neg)])
+        i += len(op.pos) + len(op.neg)
+        right += (pos > neg) == (op.sentiment == "pos")
+    return {"accuracy": round(right / len(ops), 4), "n": len(ops)}
+
+
+@torch.no_grad()
+def case_study(model, tokenizer) -> list[dict]:
+    """Top next token after each case-study prompt, with its probability and whether it is the answer."""
+    rows = []
+    for prompt, answer in CASE_STUDY_PROMPTS:
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=next(model.parameters()).device)
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+        p, idx = probs.max(-1)
+        top = tokenizer.decode([int(idx)]).strip()
+        rows.append(
+            {
+                "prompt": prompt,
+                "expected": answer,
+                "top1": top,
+                "prob": round(float(p), 4),
+                "ok": top == answer,
+            }
+        )
+    return rows
+
+
+def headline(figures: dict) -> dict:
+    """The few figures `organism info` and organism.json lead with."""
+    return {
+        "train_templates": figures["train_templates"]["recall"],
+        "heldout_templates": figures["heldout_templates"]["recall"],
+        "new_facts": figures["new_facts"]["recall"],
+        "case_study_ok": all(r["ok"] for r in figures["case_study"]),
+    }
