@@ -23,7 +23,7 @@ def test_bridge_logits_equal_hf_logits(tiny_model: HookedModel):
 
 def test_bridge_hooks_see_hf_hidden_states(tiny_model: HookedModel):
     ids = tiny_model.encode("The language of Japan is").ids[None]
-    names = [tiny_model.hook_name("embed")] + [tiny_model.hook_name("hidden", l) for l in range(3)]
+    names = [tiny_model.hook_name("embed")] + [tiny_model.hook_name("hidden", i) for i in range(3)]
     _, cache = tiny_model.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
     with torch.no_grad():
         hidden = tiny_model.hf(ids, output_hidden_states=True).hidden_states

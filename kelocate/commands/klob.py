@@ -1,0 +1,104 @@
+"""`kelocate klob`: KLoB RSim (consistency, relevance, unbiasedness) of a locator over top-k layers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kelocate.commands.common import console, err_console, load, user_errors
+from kelocate.errors import KelocateError
+
+LOCATORS = ("causal-trace", "neurons")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @user_errors
+    def klob(
+        locator: str = typer.Option("causal-trace", "--locator", help="causal-trace or neurons."),
+        kind: str = typer.Option("mlp", "--kind", help="Causal-trace kind: hidden, mlp or attn."),
+        data: Path = typer.Option(None, "--data", "-d", help="Folder with KLoB-c.jsonl and KLoB-r.jsonl "
+                                  "(default: the organism's KLoB export)."),
+        klob_u: Path = typer.Option(None, "--klob-u", help="KLoB-u file for unbiasedness (default: the "
+                                    "project's ../shared/data/KLoB-u.jsonl when present)."),
+        limit: int = typer.Option(40, "--limit", "-n", min=2, help="Facts and chains to sample (each)."),
+        random_limit: int = typer.Option(40, "--random-limit", min=0, help="Random-word sentences to use."),
+        similarity: str = typer.Option("jaccard", "--similarity", help="jaccard or overlap of top-k layers."),
+        samples: int = typer.Option(10, "--samples", min=1, help="Causal-trace noise samples."),
+        steps: int = typer.Option(20, "--steps", min=1, help="Knowledge-neuron IG steps."),
+        token: str = typer.Option("last_subject", "--token", help="Causal-trace row: last_subject or last."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the record sample."),
+        out: Path = typer.Option(Path("klob-results"), "--out", "-o", help="Folder for the JSON and plots."),
+        model: str = typer.Option(None, "--model", "-m", help="Local HF model directory or cached hub name "
+                                  "(default: the embedded model organism)."),
+        device: str = typer.Option(None, help="torch device, e.g. cpu or cuda."),
+        as_json: bool = typer.Option(False, "--json", help="Print the curves as JSON."),
+    ) -> None:
+        """Score a locator with KLoB: RSim curves over k = 1..n_layers, drawn and saved (Figure 8)."""
+        from kelocate.atomic import write_text
+        from kelocate.locate.locators import CausalTraceLocator, NeuronLocator
+        from kelocate.studies.klob_figure import draw_klob_curves
+        from kelocate.studies.klob_study import load_klob_data, organism_klob_dir, run_klob_study
+
+        if locator not in LOCATORS:
+            raise KelocateError(f"unknown locator {locator!r}; use {' or '.join(LOCATORS)}")
+        if kind not in ("hidden", "mlp", "attn"):
+            raise KelocateError(f"unknown --kind {kind!r}; use hidden, mlp or attn")
+        if similarity not in ("jaccard", "overlap"):
+            raise KelocateError(f"unknown --similarity {similarity!r}; use jaccard or overlap")
+        if token not in ("last_subject", "last"):
+            raise KelocateError(f"unknown --token {token!r}; use last_subject or last")
+        if out.exists() and not out.is_dir():
+            raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
+        hooked = load(model, device)
+        folder = data if data is not None else organism_klob_dir(hooked)
+        records = load_klob_data(folder, limit, random_limit, klob_u, seed)
+        if locator == "neurons":
+            loc = NeuronLocator(steps=steps)
+        else:
+            subjects = sorted({f.subject for f in records.facts} | {c.subject for c in records.chains})
+            loc = CausalTraceLocator(kind=kind, samples=samples, token=token,
+                                     options={"sigma_subjects": subjects})
+        total = sum(len(f.prompts) for f in records.facts) + sum(len(c.prompts) + 1 for c in records.chains) \
+            + len(records.randoms)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err_console, transient=True) as bar:
+            task = bar.add_task(f"locating with {locator}", total=total)
+            result = run_klob_study(hooked, loc, records, similarity,
+                                    progress=lambda n: bar.advance(task, n), seed=seed)
+        name = f"klob_{locator}" + (f"_{kind}" if locator == "causal-trace" else "")
+        json_path = write_text(out / f"{name}.json", json.dumps(result, indent=1))
+        figures = draw_klob_curves(result, out / name)
+        if as_json:
+            brief = {k: v for k, v in result.items() if k not in ("locations", "details")}
+            console.print_json(json.dumps(brief))
+            return
+        _print(result, [json_path, *figures])
+
+
+def _print(result: dict, files: list[Path]) -> None:
+    n = result["n"]
+    title = result["locator"] + (f" ({result['kind']})" if result.get("kind") else "")
+    table = Table(title=f"KLoB RSim of {title} on {result['model']}: {n['facts']} facts, {n['chains']} "
+                  f"chains, {n['random']} random sentences; {result['similarity']} overlap of top-k layers",
+                  title_justify="left")
+    table.add_column("k", justify="right")
+    names = [k for k in ("consistency", "relevance", "unbiasedness") if result.get(k)]
+    for name in names:
+        table.add_column(name, justify="right")
+    for i, k in enumerate(result["k"]):
+        table.add_row(str(k), *(f"{result[name][i]:.3f}" for name in names))
+    console.print(table)
+    if "neuron_level" in result:
+        nl = result["neuron_level"]
+        console.print("neuron sets: " + ", ".join(f"{k} RSim {v['rsim']:.3f}" for k, v in nl.items()))
+    if "profiles" in result:
+        console.print(f"layer-score profiles, factual vs random inputs: total-variation distance "
+                      f"{result['profiles']['profile_distance']:.3f}")
+    if result["skipped"]:
+        console.print(f"skipped {len(result['skipped'])} record(s); first: {result['skipped'][0]['reason']}")
+    console.print("saved " + ", ".join(str(f) for f in files), highlight=False)

@@ -1,0 +1,186 @@
+"""`kelocate trace`: causal tracing of one prompt, or averaged over a data set (--dataset)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+
+from kelocate.commands.common import console, err_console, load, user_errors
+from kelocate.errors import KelocateError
+
+DEFAULT_OUT = Path("kelocate_out") / "trace"
+
+
+def slug(text: str, width: int = 60) -> str:
+    """A file-name stem from a prompt: 'SMAP was created in' -> 'smap_was_created_in'."""
+    stem = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return stem[:width].rstrip("_") or "trace"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @user_errors
+    def trace(
+        prompt: str = typer.Argument(
+            None, help="Prompt to trace, e.g. 'SMAP was created in' (omit with --dataset)."
+        ),
+        subject: str = typer.Option(None, "--subject", "-s", help="Words to corrupt (default: inferred)."),
+        answer: str = typer.Option(
+            None,
+            "--answer",
+            "-a",
+            help="Answer to trace (default: the top token); "
+            "a multi-token answer is traced by its first token.",
+        ),
+        kind: str = typer.Option(
+            "all", "--kind", "-k", help="hidden, mlp, attn or all (comma-separated OK)."
+        ),
+        severed: str = typer.Option(
+            None, "--severed", help="Also trace hidden states with mlp or attn severed."
+        ),
+        samples: int = typer.Option(10, "--samples", "-n", help="Noise samples per cell."),
+        noise: str = typer.Option(
+            "3sigma", "--noise", help="3sigma, Ksigma, a float scale, or uniform[:SCALE]."
+        ),
+        replace: bool = typer.Option(False, "--replace", help="Replace the subject embeddings with noise."),
+        window: int = typer.Option(
+            None,
+            "--window",
+            "-w",
+            help="Layers restored around each layer for mlp/attn (default: scaled to the model's depth).",
+        ),
+        seed: int = typer.Option(1, "--seed", help="Seed of the noise draws."),
+        model: str = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help="Local HF model directory or cached hub name (default: the embedded model organism).",
+        ),
+        device: str = typer.Option(None, help="torch device, e.g. cpu or cuda."),
+        dtype: str = typer.Option(None, help="float32 (default), bfloat16, float16."),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Folder for the JSON, npz and figures."),
+        formats: str = typer.Option(
+            "png,pdf", "--format", help="Figure formats: png, pdf, svg (comma-separated)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+        dataset: str = typer.Option(
+            None,
+            "--dataset",
+            help="'organism' or a KnowEdit .json / KLoB-c .jsonl file: "
+            "average indirect effects over its facts.",
+        ),
+        limit: int = typer.Option(
+            None, "--limit", help="Trace at most N facts of --dataset (seeded sample)."
+        ),
+        all_facts: bool = typer.Option(
+            False,
+            "--all-facts",
+            help="With --dataset, also trace facts whose answer "
+            "the model does not predict (default: known facts only, as ROME).",
+        ),
+        engine: str = typer.Option("fast", "--engine", hidden=True, help="fast, oracle or per_cell."),
+    ) -> None:
+        """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
+        from kelocate.locate.causal_trace import ENGINES, parse_kinds, parse_severed
+        from kelocate.locate.noise import parse_noise
+        from kelocate.studies.figures import parse_formats
+
+        kinds = parse_kinds(kind)
+        severed_t = parse_severed(severed)
+        parse_noise(noise)
+        fmts = parse_formats(formats)
+        if engine not in ENGINES:
+            raise KelocateError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+        if samples < 1:
+            raise KelocateError(f"--samples must be at least 1, got {samples}")
+        if window is not None and window < 1:
+            raise KelocateError(f"--window must be at least 1 layer, got {window}")
+        if limit is not None and limit < 1:
+            raise KelocateError(f"--limit must be at least 1, got {limit}")
+        if dataset is None and not prompt:
+            raise KelocateError(
+                "give a prompt to trace (e.g. kelocate trace 'SMAP was created in') or --dataset"
+            )
+        if dataset is not None and prompt:
+            raise KelocateError("give either a prompt or --dataset, not both")
+        if out.exists() and not out.is_dir():
+            raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
+        options = dict(samples=samples, noise=noise, window=window, replace=replace, seed=seed, engine=engine)
+        hooked = load(model, device, dtype)
+        if dataset is not None:
+            _average(hooked, dataset, limit, kinds, options, out, fmts, as_json, not all_facts)
+            return
+        from kelocate.locate.causal_trace import trace as run_trace
+        from kelocate.studies.figures import save_trace_figures
+
+        with err_console.status("tracing ..."):
+            result = run_trace(hooked, prompt, subject, answer, kinds=kinds, severed=severed_t, **options)
+        name = slug(prompt)
+        json_path, npz_path = result.save(out / name)
+        written = [str(json_path), str(npz_path)] + [
+            str(p) for p in save_trace_figures(result, out, name, fmts)
+        ]
+        if as_json:
+            console.print_json(json.dumps(result.to_dict() | {"written": written}))
+            return
+        from kelocate.commands.trace_view import trace_panel
+
+        console.print(trace_panel(result, written))
+
+
+def _average(
+    hooked,
+    dataset: str,
+    limit: int | None,
+    kinds: tuple[str, ...],
+    options: dict,
+    out: Path,
+    fmts: tuple[str, ...],
+    as_json: bool,
+    require_known: bool,
+) -> None:
+    """`kelocate trace --dataset`: average indirect effects, JSON + figure, a progress bar meanwhile."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kelocate.atomic import write_text
+    from kelocate.locate.average import average_indirect_effect, load_facts
+    from kelocate.studies.figures import average_figure, save_figure
+
+    facts, source, skipped_on_load = load_facts(hooked, dataset, limit)
+    progress = Progress(
+        TextColumn("tracing facts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("trace", total=len(facts))
+        result = average_indirect_effect(
+            hooked,
+            facts,
+            kinds,
+            source,
+            require_known=require_known,
+            on_step=lambda i, f: progress.update(task, completed=i),
+            skipped_on_load=skipped_on_load,
+            **options,
+        )
+        progress.update(task, completed=len(facts))
+    name = "average_" + slug(Path(dataset).stem if dataset != "organism" else "organism")
+    json_path = write_text(out / f"{name}.json", json.dumps(result, indent=1))
+    written = [str(json_path)] + [str(p) for p in save_figure(average_figure(result), out / name, fmts)]
+    if as_json:
+        console.print_json(json.dumps(result | {"written": written}))
+        return
+    from kelocate.commands.trace_view import average_table
+
+    console.print(average_table(result))
+    skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result["skipped"].items() if v)
+    if skipped:
+        console.print(f"skipped {skipped}", style="yellow")
+    console.print("wrote " + ", ".join(written), style="dim")

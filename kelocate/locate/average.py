@@ -1,0 +1,199 @@
+"""Dataset-level causal tracing: the average indirect effect (AIE) per token group and layer, as in ROME.
+
+For every fact the trace's indirect effect (restored - corrupted probability) is averaged within six token
+groups: first / middle / last subject token, first subsequent token, further tokens, last token. Groups are
+then averaged over facts with a Student-t confidence interval. A fact whose answer is given is traced only
+when the model predicts its first token (`require_known`), as ROME did with its known facts.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from kelocate.errors import KelocateError
+from kelocate.locate.causal_trace import parse_kinds, trace
+from kelocate.locate.trace_problem import KINDS
+
+GROUPS = (
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first subsequent token",
+    "further tokens",
+    "last token",
+)
+FORMAT = "kelocate-trace-average"
+
+
+@dataclass(frozen=True)
+class TraceFact:
+    """A prompt to trace, its subject, and (optionally) the answer the model should know."""
+
+    prompt: str
+    subject: str
+    answer: str | None = None
+    source: str = ""
+
+
+def token_groups(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
+    """Token rows of each group; a group can be empty (e.g. no middle tokens for a two-token subject)."""
+    start, end = span
+    last = n_tokens - 1
+    return {
+        "first subject token": [start],
+        "middle subject tokens": list(range(start + 1, end - 1)),
+        "last subject token": [end - 1],
+        "first subsequent token": [end] if end < last else [],
+        "further tokens": list(range(end + 1, last)),
+        "last token": [last],
+    }
+
+
+# ---------------------------------------------------------------------- fact sources
+def organism_facts(model) -> list[TraceFact]:
+    """The organism's known facts on its training templates."""
+    try:
+        from kelocate.organism.world import load_world
+    except ImportError as exc:
+        raise KelocateError("the organism's world module is not available; pass --dataset FILE") from exc
+    world = load_world(model.world_file)
+    return [
+        TraceFact(f.prompt, f.subject, f.answer, f"organism:{f.relation}")
+        for f in world.fact_prompts(split="known", templates="train")
+    ]
+
+
+def file_facts(path: str | Path) -> tuple[list[TraceFact], int]:
+    """(facts, records skipped by the loader) of a KLoB-c (.jsonl) or KnowEdit (.json) file.
+
+    A KnowEdit fact's answer is its ground truth when it has one (else the model's own top token).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise KelocateError(
+            f"dataset {str(p)!r} does not exist; pass a KnowEdit .json, a KLoB-c .jsonl, or 'organism'"
+        )
+    if p.suffix == ".jsonl":
+        from kelocate.probes.klob import load_klob_c
+
+        return [
+            TraceFact(prompt, f.subject, f.object, f.source) for f in load_klob_c(p) for prompt in f.prompts
+        ], 0
+    from kelocate.studies.knowedit import load_knowedit
+
+    with warnings.catch_warnings():  # skipped records are counted and reported by the caller
+        warnings.simplefilter("ignore")
+        cases = load_knowedit(p)
+    facts = [TraceFact(c.prompt, c.subject, c.ground_truth, f"{p.name}:{c.source[1]}") for c in cases]
+    return facts, len(cases.skipped)
+
+
+def load_facts(
+    model, dataset: str, limit: int | None = None, seed: int = 0
+) -> tuple[list[TraceFact], str, int]:
+    """(facts, source name, records skipped while loading) for 'organism' or a file.
+
+    With `limit`, a seeded random subset of that size.
+    """
+    facts, skipped = (organism_facts(model), 0) if dataset == "organism" else file_facts(dataset)
+    if limit is not None and limit < len(facts):
+        facts = random.Random(seed).sample(facts, limit)
+    return facts, "organism known facts" if dataset == "organism" else Path(dataset).name, skipped
+
+
+# ---------------------------------------------------------------------- averaging
+def _summary(rows: list[np.ndarray], confidence: float) -> dict[str, Any]:
+    """Mean and t-interval per layer of a list of [layers] arrays (None where undefined)."""
+    if not rows:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    data = np.stack(rows)
+    mean = data.mean(axis=0)
+    if len(rows) > 1:
+        sem = data.std(axis=0, ddof=1) / np.sqrt(len(rows))
+        half = stats.t.ppf(0.5 + confidence / 2, len(rows) - 1) * sem
+    else:
+        half = np.full_like(mean, np.nan)
+
+    def clean(a: np.ndarray) -> list[float | None]:
+        return [None if not np.isfinite(v) else float(v) for v in a]
+
+    return {"mean": clean(mean), "ci_low": clean(mean - half), "ci_high": clean(mean + half), "n": len(rows)}
+
+
+def average_indirect_effect(
+    model,
+    facts: Sequence[TraceFact],
+    kinds: str | Sequence[str] = KINDS,
+    source: str = "facts",
+    confidence: float = 0.95,
+    require_known: bool = True,
+    on_step: Callable[[int, TraceFact], None] | None = None,
+    skipped_on_load: int = 0,
+    **trace_options: Any,
+) -> dict[str, Any]:
+    """Trace every fact and average indirect effects per token group and layer (JSON-ready dict).
+
+    trace_options go to `trace` (samples, noise, window, replace, seed, ...). Facts whose subject is not in
+    the prompt, or (with `require_known`) whose answer the model does not predict, are counted and skipped
+    (`skipped_on_load`: records a loader already dropped because their subject is not in the prompt).
+    """
+    kinds_t = parse_kinds(kinds)
+    per: dict[str, dict[str, list[np.ndarray]]] = {k: {g: [] for g in GROUPS} for k in kinds_t}
+    skipped = {"subject_not_in_prompt": skipped_on_load, "not_known": 0}
+    examples: list[str] = []
+    clean, corrupted = [], []
+    window = None
+    for i, fact in enumerate(facts):
+        if on_step:
+            on_step(i, fact)
+        if fact.subject not in fact.prompt:
+            skipped["subject_not_in_prompt"] += 1
+            if len(examples) < 5:
+                examples.append(f"{fact.source}: subject {fact.subject!r} not in {fact.prompt!r}")
+            continue
+        if fact.answer is not None and require_known:
+            top = int(model.logits(model.encode(fact.prompt).ids)[0, -1].argmax())
+            if top != model.answer_ids(fact.prompt, fact.answer)[0]:
+                skipped["not_known"] += 1
+                continue
+        result = trace(model, fact.prompt, fact.subject, fact.answer, kinds=kinds_t, **trace_options)
+        window = result.config["window"]
+        clean.append(result.clean_score)
+        corrupted.append(result.corrupted_score)
+        groups = token_groups(result.subject_span, len(result.tokens))
+        for kind in kinds_t:
+            effect = result.indirect_effect(kind)
+            for group, rows in groups.items():
+                if rows:
+                    per[kind][group].append(effect[rows].mean(axis=0))
+    traced = len(clean)
+    if not traced:
+        raise KelocateError(
+            f"none of the {len(facts)} facts could be traced (skipped: {skipped}); check that the "
+            "model knows them or pass facts whose subject occurs in the prompt"
+        )
+    return {
+        "format": FORMAT,
+        "model": model.name,
+        "source": source,
+        "n_facts": traced,
+        "skipped": skipped,
+        "skipped_examples": examples,
+        "kinds": list(kinds_t),
+        "groups": list(GROUPS),
+        "window": window,
+        "n_layers": model.n_layers,
+        "confidence": confidence,
+        "mean_clean": float(np.mean(clean)),
+        "mean_corrupted": float(np.mean(corrupted)),
+        "config": {k: v for k, v in trace_options.items() if isinstance(v, int | float | str | bool)},
+        "effects": {k: {g: _summary(per[k][g], confidence) for g in GROUPS} for k in kinds_t},
+    }

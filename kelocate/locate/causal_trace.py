@@ -1,0 +1,175 @@
+"""Causal tracing (ROME, Meng et al. 2022): where does the model recall the fact a prompt asks for?
+
+`trace(model, "SMAP was created in")` corrupts the subject's token embeddings with noise, then restores clean
+activations one (token, layer) cell at a time and records how much of the answer's probability comes back.
+See `trace_problem.py` for the exact semantics, `trace_engine.py` for the fast exact engine and
+`trace_oracle.py` for the plain reference loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from kelocate.errors import KelocateError
+from kelocate.locate.noise import default_subjects, draw_noise, embedding_sigma, parse_noise
+from kelocate.locate.subject import infer_subject
+from kelocate.locate.trace_problem import KINDS, SEVERABLE, TraceProblem, default_window
+from kelocate.locate.trace_result import TraceResult
+
+ENGINES = ("fast", "oracle", "per_cell")
+DEFAULT_SEED = 1
+WINDOW_RULE = "clip(round(10 * n_layers / 28), 1, 10): ROME's 10 layers at GPT-J depth, scaled"
+
+
+def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    """'all' / 'hidden' / 'mlp,attn' / a sequence -> validated tuple of kinds."""
+    items = kinds.split(",") if isinstance(kinds, str) else list(kinds)
+    out: list[str] = []
+    for item in (k.strip() for k in items):
+        for k in KINDS if item == "all" else (item,):
+            if k not in KINDS:
+                raise KelocateError(f"unknown trace kind {k!r}; use hidden, mlp, attn or all")
+            if k not in out:
+                out.append(k)
+    if not out:
+        raise KelocateError("no trace kind given; use hidden, mlp, attn or all")
+    return tuple(out)
+
+
+def parse_severed(severed: str | Sequence[str] | None) -> tuple[str, ...]:
+    """None / 'mlp' / 'attn' / 'mlp,attn' -> validated tuple of severed sites."""
+    if not severed:
+        return ()
+    items = severed.split(",") if isinstance(severed, str) else list(severed)
+    out = tuple(dict.fromkeys(s.strip() for s in items))
+    for site in out:
+        if site not in SEVERABLE:
+            raise KelocateError(f"unknown severed site {site!r}; use mlp or attn")
+    return out
+
+
+def _run_engine(model, problem: TraceProblem, engine: str, notes: list[str], max_tokens: int):
+    if engine == "fast":
+        from kelocate.locate.trace_engine import fast_grids
+
+        try:
+            return fast_grids(model.hf, problem, max_tokens=max_tokens), "fast"
+        except AttributeError as exc:  # not a Llama-family module layout
+            notes.append(f"fast engine unavailable for this architecture ({exc}); used the oracle")
+            engine = "oracle"
+    from kelocate.locate.trace_oracle import oracle_grids, per_cell_grids
+
+    grids = (
+        oracle_grids(model.bridge, problem) if engine == "oracle" else per_cell_grids(model.bridge, problem)
+    )
+    return grids, engine
+
+
+def resolve_answer(model, prompt: str, ids: torch.Tensor, answer: str | None, notes: list[str]) -> int:
+    """The traced answer token: the clean run's top token, or the first token of `answer`."""
+    if answer is None:
+        return int(model.logits(ids)[0, -1].argmax())
+    answer_ids = model.answer_ids(prompt, answer)
+    if len(answer_ids) > 1:
+        notes.append(
+            f"the answer {answer!r} has {len(answer_ids)} tokens; tracing its first token "
+            f"{model.decode(answer_ids[:1])!r}"
+        )
+    return int(answer_ids[0])
+
+
+def trace(
+    model,
+    prompt: str,
+    subject: str | None = None,
+    answer: str | None = None,
+    kinds: str | Sequence[str] = KINDS,
+    samples: int = 10,
+    noise: str | float = "3sigma",
+    window: int | None = None,
+    replace: bool = False,
+    seed: int = DEFAULT_SEED,
+    severed: str | Sequence[str] | None = None,
+    engine: str = "fast",
+    sigma_subjects: list[str] | None = None,
+    max_tokens: int = 16384,
+) -> TraceResult:
+    """Trace `prompt` on a `HookedModel` and return the restored-probability grids.
+
+    subject: the corrupted words (inferred when None, see `subject.py`); answer: traced token (default: the
+    clean top token; a multi-token answer is traced by its first token); kinds: hidden / mlp / attn / 'all';
+    noise: '3sigma', 'Ksigma', a float scale, 'uniform[:SCALE]'; window: layers restored around each layer for
+    mlp/attn (None: `default_window`, recorded in the config); replace: substitute noise instead of adding;
+    severed: 'mlp' and/or 'attn' adds hidden grids with that module frozen at later layers; engine: 'fast'
+    (default), 'oracle' or 'per_cell' (reference loops); sigma_subjects: subjects for sigma (default: the
+    organism's entity names, else a built-in list).
+    """
+    kinds_t, severed_t = parse_kinds(kinds), parse_severed(severed)
+    spec = parse_noise(noise)
+    if engine not in ENGINES:
+        raise KelocateError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+    if samples < 1:
+        raise KelocateError(f"--samples must be at least 1, got {samples}")
+    if window is not None and window < 1:
+        raise KelocateError(f"--window must be at least 1 layer, got {window}")
+    if not prompt or not prompt.strip():
+        raise KelocateError("the prompt is empty; pass the text to trace, e.g. 'SMAP was created in'")
+    notes: list[str] = []
+    subject_source = "given"
+    if subject is None:
+        guess = infer_subject(model, prompt)
+        subject, subject_source = guess.subject, guess.method
+        notes.append(f"subject inferred ({guess.method}): {subject!r}; pass --subject to choose another")
+    span = model.subject_span(prompt, subject)
+    ids = model.encode(prompt).ids
+    answer_id = resolve_answer(model, prompt, ids, answer, notes)
+
+    sigma = None
+    sigma_source = None
+    scale = spec.value
+    if spec.relative:
+        sigma_source = "given" if sigma_subjects is not None else default_subjects(model)[1]
+        sigma = embedding_sigma(model, sigma_subjects)
+        scale = spec.value * sigma
+    draws = draw_noise(samples, span[1] - span[0], model.d_model, spec.distribution, seed) * scale
+    win = default_window(model.n_layers) if window is None else int(window)
+    problem = TraceProblem(ids, span, answer_id, draws, replace, kinds_t, severed_t, win)
+    grids, used = _run_engine(model, problem, engine, notes, max_tokens)
+
+    tokens = model.tokens(prompt)
+    config = {
+        "kinds": list(kinds_t),
+        "severed": list(severed_t),
+        "samples": samples,
+        "noise": spec.text,
+        "noise_distribution": spec.distribution,
+        "noise_scale": scale,
+        "sigma": sigma,
+        "sigma_subjects": sigma_source,
+        "replace": replace,
+        "window": win,
+        "window_rule": "given" if window is not None else WINDOW_RULE,
+        "seed": seed,
+        "engine": used,
+        "model": model.name,
+        "n_layers": model.n_layers,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "subject_source": subject_source,
+        "answer_given": answer,
+    }
+    return TraceResult(
+        prompt,
+        tokens,
+        [int(i) for i in ids.tolist()],
+        subject,
+        span,
+        model.decode([answer_id]),
+        answer_id,
+        grids.clean,
+        grids.corrupted,
+        grids.grids,
+        config,
+        notes,
+    )

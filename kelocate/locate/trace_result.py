@@ -1,0 +1,190 @@
+"""The result of a causal trace: restored-probability grids with everything needed to read them again.
+
+Saved as two files side by side: ``NAME.json`` (prompt, tokens, subject, answer, scores, config) and
+``NAME.npz`` (one [tokens x layers] grid per kind), both written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kelocate.atomic import write_text, write_with
+from kelocate.errors import KelocateError
+
+FORMAT = "kelocate-trace"
+VERSION = 1
+TOKEN_CHOICES = ("last_subject", "first_subject", "last")
+
+
+def severed_key(site: str) -> str:
+    """Grid name of the hidden-state trace with `site` ('mlp' or 'attn') severed."""
+    return f"hidden_severed_{site}"
+
+
+@dataclass
+class TraceResult:
+    """Clean/corrupted scores and one grid of restored answer probabilities per kind ([tokens, layers]).
+
+    grids: 'hidden', 'mlp', 'attn' and, when asked, 'hidden_severed_mlp' / 'hidden_severed_attn'. For mlp and
+    attn, column l restores the module outputs of the window of layers around l (`config['window']`).
+    """
+
+    prompt: str
+    tokens: list[str]
+    token_ids: list[int]
+    subject: str
+    subject_span: tuple[int, int]  # token range [start, end)
+    answer: str  # the traced answer token, decoded
+    answer_id: int
+    clean_score: float
+    corrupted_score: float
+    grids: dict[str, np.ndarray]
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.grids)
+
+    @property
+    def n_layers(self) -> int:
+        return int(next(iter(self.grids.values())).shape[1])
+
+    def grid(self, kind: str) -> np.ndarray:
+        if kind not in self.grids:
+            raise KelocateError(f"this trace has no {kind!r} grid; it has {', '.join(self.grids)}")
+        return self.grids[kind]
+
+    def indirect_effect(self, kind: str) -> np.ndarray:
+        """Restored minus corrupted probability, [tokens, layers]."""
+        return self.grid(kind) - self.corrupted_score
+
+    def token_index(self, token: str | int = "last_subject") -> int:
+        """Row of a token: 'last_subject', 'first_subject', 'last' or an index (negative: from the end)."""
+        start, end = self.subject_span
+        named = {"last_subject": end - 1, "first_subject": start, "last": len(self.tokens) - 1}
+        if isinstance(token, str) and token in named:
+            return named[token]
+        try:
+            index = int(token)
+        except (TypeError, ValueError):
+            raise KelocateError(
+                f"unknown token {token!r}; use {', '.join(TOKEN_CHOICES)} or an index"
+            ) from None
+        if not -len(self.tokens) <= index < len(self.tokens):
+            raise KelocateError(f"token index {index} is outside the prompt's {len(self.tokens)} tokens")
+        return index % len(self.tokens)
+
+    def top_layers(self, kind: str = "mlp", k: int = 1, token: str | int = "last_subject") -> list[int]:
+        """The k layers whose restoration at `token` recovers the answer most (best first; ties: lower layer).
+
+        For windowed kinds a layer is the centre of its restored window, as in ROME's figures.
+        """
+        row = self.grid(kind)[self.token_index(token)]
+        order = np.lexsort((np.arange(row.shape[0]), -row))
+        return [int(i) for i in order[: max(1, k)]]
+
+    def peak(self, kind: str, where: str = "subject") -> tuple[int, int, float]:
+        """(token, layer, restored probability) of the strongest cell among the subject tokens ('subject') or
+        all tokens ('all')."""
+        grid = self.grid(kind)
+        lo, hi = self.subject_span if where == "subject" else (0, grid.shape[0])
+        sub = grid[lo:hi]
+        token, layer = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        return int(token) + lo, int(layer), float(sub[token, layer])
+
+    def located(self, k: int = 1) -> dict[str, list[int]]:
+        """Top-k layers of every kind at the last subject token (what the CLI prints)."""
+        return {kind: self.top_layers(kind, k) for kind in self.grids}
+
+    def to_location(self, kind: str = "mlp", token: str | int = "last_subject"):
+        """This trace as a KLoB `Location`: per-layer indirect effects at `token`."""
+        from kelocate.locate.location import Location
+
+        row = self.indirect_effect(kind)[self.token_index(token)]
+        return Location(
+            layer_scores=row.astype(float),
+            meta={"locator": "causal_trace", "kind": kind, "token": token, "answer": self.answer},
+        )
+
+    # ------------------------------------------------------------------ saving
+    def summary(self) -> dict[str, Any]:
+        """Everything but the grids, JSON-ready."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "prompt": self.prompt,
+            "tokens": self.tokens,
+            "token_ids": self.token_ids,
+            "subject": self.subject,
+            "subject_span": list(self.subject_span),
+            "answer": self.answer,
+            "answer_id": self.answer_id,
+            "clean_score": self.clean_score,
+            "corrupted_score": self.corrupted_score,
+            "kinds": self.kinds,
+            "located": self.located(3),
+            "config": self.config,
+            "notes": self.notes,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary plus grids as nested lists (for --json)."""
+        out = self.summary()
+        out["grids"] = {k: np.round(v, 6).tolist() for k, v in self.grids.items()}
+        return out
+
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write NAME.json and NAME.npz (path may be NAME, NAME.json or NAME.npz); returns both paths."""
+        stem = Path(path)
+        if stem.suffix in (".json", ".npz"):
+            stem = stem.with_suffix("")
+        json_path, npz_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: np.asarray(v, dtype=np.float64) for k, v in self.grids.items()})
+        write_with(npz_path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        meta = self.summary() | {"grids_file": npz_path.name}
+        write_text(json_path, json.dumps(meta, indent=1))
+        return json_path, npz_path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TraceResult:
+        """Read a trace written by `save` (give NAME, NAME.json or NAME.npz)."""
+        stem = Path(path)
+        if stem.suffix in (".json", ".npz"):
+            stem = stem.with_suffix("")
+        json_path = stem.with_name(stem.name + ".json")
+        if not json_path.is_file():
+            raise KelocateError(
+                f"no saved trace at {str(json_path)!r}; pass the .json written by `kelocate trace`"
+            )
+        try:
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+            if meta.get("format") != FORMAT:
+                raise ValueError("not a kelocate trace file")
+            with np.load(json_path.with_name(meta.get("grids_file", stem.name + ".npz"))) as data:
+                grids = {k: np.asarray(data[k]) for k in meta["kinds"]}
+            return cls(
+                meta["prompt"],
+                list(meta["tokens"]),
+                [int(i) for i in meta["token_ids"]],
+                meta["subject"],
+                (int(meta["subject_span"][0]), int(meta["subject_span"][1])),
+                meta["answer"],
+                int(meta["answer_id"]),
+                float(meta["clean_score"]),
+                float(meta["corrupted_score"]),
+                grids,
+                dict(meta.get("config", {})),
+                list(meta.get("notes", [])),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise KelocateError(f"cannot read the trace {str(json_path)!r}: {exc}") from exc

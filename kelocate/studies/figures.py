@@ -1,0 +1,158 @@
+"""Figures: causal-trace heatmaps and averaged indirect effects (matplotlib, no display needed).
+
+Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas (no pyplot, no global backend) and
+written atomically, one file per requested format (png, pdf, svg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from kelocate.atomic import write_with
+from kelocate.errors import KelocateError
+
+FORMATS = ("png", "pdf", "svg")
+CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
+NAMES = {"hidden": "single restored layer", "mlp": "MLP", "attn": "Attn"}
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """'png,pdf' -> ('png', 'pdf'); an unknown format is a KelocateError."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise KelocateError(f"unknown figure format {bad[0] if bad else formats!r}; use {', '.join(FORMATS)}")
+    return out
+
+
+def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str]) -> list[Path]:
+    """Write `fig` as STEM.<fmt> for every format, each atomically; returns the paths."""
+    FigureCanvasAgg(fig)
+    paths = []
+    for fmt in formats:
+        path = Path(f"{stem}.{fmt}")
+        write_with(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150))
+        paths.append(path)
+    return paths
+
+
+def _label(token: str) -> str:
+    return token.replace("$", r"\$") if token.strip() else repr(token)
+
+
+def _base_kind(kind: str) -> str:
+    return "hidden" if kind.startswith("hidden") else kind
+
+
+def trace_heatmap(result, kind: str) -> Figure:
+    """ROME-style heatmap of one grid: tokens (subject marked '*') x layers, floor at the corrupted score."""
+    grid = result.grid(kind)
+    base = _base_kind(kind)
+    start, end = result.subject_span
+    labels = [_label(t) + ("*" if start <= i < end else "") for i, t in enumerate(result.tokens)]
+    n_tokens, n_layers = grid.shape
+    fig = Figure(figsize=(max(3.5, 0.28 * n_layers + 2.0), max(2.0, 0.3 * n_tokens + 0.9)))
+    ax = fig.add_subplot()
+    vmax = max(float(grid.max()), result.corrupted_score + 1e-9)
+    mesh = ax.pcolormesh(grid, cmap=CMAPS[base], vmin=result.corrupted_score, vmax=vmax)
+    ax.invert_yaxis()
+    ax.set_yticks(np.arange(n_tokens) + 0.5, labels)
+    step = max(1, n_layers // 12)
+    ax.set_xticks(np.arange(0, n_layers, step) + 0.5, [str(i) for i in range(0, n_layers, step)])
+    window = result.config.get("window")
+    model = Path(str(result.config.get("model", "the model"))).name
+    if base == "hidden" and kind != "hidden":
+        site = kind.removeprefix("hidden_severed_")
+        ax.set_title(f"Restoring states with {NAMES[site]} severed", fontsize=10)
+        ax.set_xlabel(f"single restored layer within {model}")
+    elif base == "hidden":
+        ax.set_title("Impact of restoring state after corrupted input", fontsize=10)
+        ax.set_xlabel(f"single restored layer within {model}")
+    else:
+        ax.set_title(f"Impact of restoring {NAMES[base]} after corrupted input", fontsize=10)
+        ax.set_xlabel(
+            f"single restored {NAMES[base]} layer"
+            if window == 1
+            else f"center of interval of {window} restored {NAMES[base]} layers"
+        )
+    bar = fig.colorbar(mesh, ax=ax)
+    bar.set_label(f"p({result.answer.strip() or repr(result.answer)})")
+    return fig
+
+
+def save_trace_figures(
+    result,
+    out_dir: str | Path,
+    name: str,
+    formats: Sequence[str] = ("png",),
+    kinds: Sequence[str] | None = None,
+) -> list[Path]:
+    """Heatmaps of every grid of `result` as OUT_DIR/NAME_<kind>.<fmt>; returns the written paths."""
+    paths: list[Path] = []
+    for kind in kinds or result.kinds:
+        paths += save_figure(trace_heatmap(result, kind), Path(out_dir) / f"{name}_{kind}", formats)
+    return paths
+
+
+def _values(values: list[float | None] | None, n: int) -> np.ndarray:
+    """A JSON list with None for undefined values (or None for an empty group) as a float array with NaN."""
+    if values is None:
+        return np.full(n, np.nan)
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def average_figure(average: dict[str, Any]) -> Figure:
+    """ROME's averaged figure: per kind, the average indirect effect per token group x layer (heatmap),
+    and the last-subject-token and last-token curves with their confidence intervals."""
+    kinds = list(average["kinds"])
+    groups = list(average["groups"])
+    fig = Figure(figsize=(4.2 * len(kinds), 6.0))
+    axes = fig.subplots(2, len(kinds), squeeze=False)
+    for col, kind in enumerate(kinds):
+        data = average["effects"][kind]
+        mean = np.array([_values(data[g]["mean"], average["n_layers"]) for g in groups], dtype=float)
+        ax = axes[0][col]
+        mesh = ax.pcolormesh(
+            np.nan_to_num(mean, nan=0.0),
+            cmap=CMAPS[_base_kind(kind)],
+            vmin=0.0,
+            vmax=max(1e-9, float(np.nanmax(mean)) if np.isfinite(mean).any() else 1e-9),
+        )
+        ax.invert_yaxis()
+        n_layers = mean.shape[1]
+        step = max(1, n_layers // 12)
+        ax.set_xticks(np.arange(0, n_layers, step) + 0.5, [str(i) for i in range(0, n_layers, step)])
+        ax.set_yticks(np.arange(len(groups)) + 0.5, [f"{g} (n={data[g]['n']})" for g in groups], fontsize=8)
+        ax.set_title(
+            f"Average indirect effect of {NAMES[_base_kind(kind)] if kind != 'hidden' else 'state'}",
+            fontsize=10,
+        )
+        ax.set_xlabel("layer" if kind == "hidden" else f"center of {average['window']}-layer window")
+        fig.colorbar(mesh, ax=ax).set_label("AIE")
+        line = axes[1][col]
+        for group, colour in (("last subject token", "tab:blue"), ("last token", "tab:orange")):
+            g = data.get(group)
+            if not g or not g["n"]:
+                continue
+            m, lo, hi = (_values(g[key], average["n_layers"]) for key in ("mean", "ci_low", "ci_high"))
+            x = np.arange(len(m))
+            line.plot(x, m, color=colour, label=group)
+            line.fill_between(x, lo, hi, color=colour, alpha=0.25)
+        line.axhline(0.0, color="grey", lw=0.5)
+        line.set_xlabel("layer")
+        line.set_ylabel("AIE")
+        line.legend(fontsize=8)
+    fig.suptitle(
+        f"{average['model']}: {average['n_facts']} facts ({average['source']}), "
+        f"{int(average['confidence'] * 100)}% CI",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,220 @@
+"""The KLoB study (the comprehensive study's Figure 8): RSim of a locator as a curve over top-k layers.
+
+For every KLoB-c fact the locator runs on each paraphrase (answer = the object, subject from the
+`knowledge` triple); for every KLoB-r record on each single-hop prompt and on the two-hop chain prompt
+(answer = the chain's final object, same subject); on KLoB-u random-word sentences with the model's own
+top token as the answer and the sentence's first word as the "subject" (causal tracing must corrupt
+something). Layer-level locations are compared by the overlap of their top-k layers, k = 1..n_layers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kelocate.errors import KelocateError
+from kelocate.locate.location import Location
+from kelocate.probes.klob import (
+    KlobChain,
+    KlobFact,
+    consistency,
+    find_klob_file,
+    layer_similarity,
+    load_klob_c,
+    load_klob_r,
+    load_klob_u,
+    neuron_similarity,
+    relevance,
+    shared_klob_u,
+    unbiasedness,
+)
+
+
+@dataclass
+class KlobData:
+    """The records a study runs on, with the files they came from."""
+
+    facts: list[KlobFact]
+    chains: list[KlobChain]
+    randoms: list[str]
+    files: dict[str, str | None] = field(default_factory=dict)
+
+
+def _sample(items: list, limit: int | None, rng: random.Random) -> list:
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.sample(range(len(items)), limit))]
+
+
+def load_klob_data(directory: str | os.PathLike, limit: int | None = 40, random_limit: int | None = 40,
+                   klob_u: str | os.PathLike | None = None, seed: int = 0) -> KlobData:
+    """KLoB-c and KLoB-r from `directory` (at most `limit` records each, a seeded sample) and KLoB-u.
+
+    KLoB-u: the given file, else the project's real file (../shared/data) when present, else one in
+    `directory`; `random_limit` sentences are sampled from it.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise KelocateError(f"KLoB data folder {str(folder)!r} does not exist; pass --data DIR holding "
+                            "KLoB-c.jsonl and KLoB-r.jsonl")
+    c_file, r_file = find_klob_file(folder, "c"), find_klob_file(folder, "r")
+    if c_file is None or r_file is None:
+        raise KelocateError(f"{str(folder)!r} lacks {'KLoB-c.jsonl' if c_file is None else 'KLoB-r.jsonl'}; "
+                            "pass --data DIR holding both KLoB-c.jsonl and KLoB-r.jsonl")
+    u_file = Path(klob_u) if klob_u is not None else shared_klob_u() or find_klob_file(folder, "u")
+    rng = random.Random(seed)
+    facts = _sample(load_klob_c(c_file), limit, rng)
+    chains = _sample(load_klob_r(r_file), limit, rng)
+    randoms = _sample(load_klob_u(u_file), random_limit, rng) if u_file is not None and random_limit else []
+    return KlobData(facts, chains, randoms,
+                    {"c": str(c_file), "r": str(r_file), "u": str(u_file) if u_file is not None else None})
+
+
+def random_subject(sentence: str) -> str:
+    """The word a causal trace corrupts in a random-word sentence: its first word."""
+    return sentence.split()[0]
+
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class _Located:
+    groups: list[list[Location]] = field(default_factory=list)  # KLoB-c paraphrases per fact
+    singles: list[list[Location]] = field(default_factory=list)  # KLoB-r single-hop per record
+    chains: list[Location] = field(default_factory=list)  # KLoB-r chain prompt per record
+    randoms: list[Location] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # every location, for the JSON
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _locate_all(model, locator, data: KlobData, advance: Progress) -> _Located:
+    out = _Located()
+
+    def run(prompt: str, answer: str | None, subject: str | None, role: str, source: str) -> Location:
+        try:
+            loc = locator.locate(model, prompt, answer=answer, subject=subject)
+        finally:
+            advance(1)
+        scores = None if loc.layer_scores is None else [round(float(s), 6) for s in loc.layer_scores]
+        out.rows.append({"role": role, "source": source, "prompt": prompt, "answer": answer,
+                         "subject": subject, "layer_scores": scores,
+                         "neurons": None if loc.neurons is None else sorted(map(list, loc.neurons))})
+        return loc
+
+    for fact in data.facts:
+        try:
+            group = [run(q, fact.object, fact.subject, "paraphrase", fact.source) for q in fact.prompts]
+            out.groups.append(group)
+        except KelocateError as exc:
+            out.skipped.append({"source": fact.source, "reason": str(exc)})
+    for chain in data.chains:
+        try:
+            singles = [run(q, chain.object, chain.subject, "single", chain.source) for q in chain.prompts]
+            hop = run(chain.chain_prompt, chain.object2, chain.subject, "chain", chain.source)
+            out.singles.append(singles)
+            out.chains.append(hop)
+        except KelocateError as exc:
+            out.skipped.append({"source": chain.source, "reason": str(exc)})
+    for sentence in data.randoms:
+        try:
+            out.randoms.append(run(sentence, None, random_subject(sentence), "random", "KLoB-u"))
+        except KelocateError as exc:
+            out.skipped.append({"source": f"KLoB-u: {sentence[:40]}", "reason": str(exc)})
+    return out
+
+
+def run_klob_study(model, locator, data: KlobData, similarity: str = "jaccard",
+                   progress: Progress | None = None, seed: int = 0) -> dict[str, Any]:
+    """Locate every prompt, then RSim of consistency, relevance and unbiasedness for k = 1..n_layers."""
+    if not data.facts or not data.chains:
+        raise KelocateError("the KLoB data holds no KLoB-c facts or no KLoB-r records; pass --data with both")
+    total = sum(len(f.prompts) for f in data.facts) + sum(len(c.prompts) + 1 for c in data.chains) \
+        + len(data.randoms)
+    t0 = time.perf_counter()
+    found = _locate_all(model, locator, data, progress or (lambda n: None))
+    if len(found.groups) < 2 or len(found.chains) < 2:
+        reasons = "; ".join(s["reason"] for s in found.skipped[:2])
+        raise KelocateError(f"too few records could be located (facts {len(found.groups)}, chains "
+                            f"{len(found.chains)}); first reasons: {reasons or 'none'}")
+    n_layers = model.n_layers
+    ks = list(range(1, n_layers + 1))
+    curves: dict[str, list[float] | None] = {"consistency": [], "relevance": [],
+                                             "unbiasedness": [] if found.randoms else None}
+    details: dict[str, list[dict[str, Any]]] = {name: [] for name in curves}
+    layer_level = all(loc.layer_scores is not None for g in found.groups for loc in g)
+    if layer_level:
+        for k in ks:
+            def sim(a: Location, b: Location, k: int = k) -> float:
+                return layer_similarity(a, b, k, similarity)
+
+            scores = {"consistency": consistency(found.groups, sim, seed=seed).to_dict(),
+                      "relevance": relevance(found.singles, found.chains, sim).to_dict()}
+            if found.randoms:
+                scores["unbiasedness"] = unbiasedness(found.groups, found.randoms, sim, seed=seed)
+            for name, score in scores.items():
+                curves[name].append(score["rsim"])
+                details[name].append({"k": k, "rsim": score["rsim"], "sim_cand": score["sim_cand"],
+                                      "sim_all": score["sim_all"]})
+    result: dict[str, Any] = {
+        "study": "KLoB RSim over top-k layers (Figure 8 of the comprehensive study)",
+        "locator": locator.name, "kind": getattr(locator, "kind", None), "model": model.name,
+        "n_layers": n_layers, "similarity": similarity, "k": ks, **curves, "details": details,
+        "n": {"facts": len(found.groups), "chains": len(found.chains), "random": len(found.randoms),
+              "prompts_located": len(found.rows), "prompts_planned": total},
+        "data": data.files, "skipped": found.skipped, "seed": seed,
+    }
+    if found.randoms and layer_level:
+        last = unbiasedness(found.groups, found.randoms, lambda a, b: layer_similarity(a, b, 1, similarity))
+        result["profiles"] = {k: last[k] for k in ("profile_fact", "profile_random", "profile_distance")}
+    if all(loc.neurons is not None for g in found.groups for loc in g):
+        def nsim(a: Location, b: Location) -> float:
+            return neuron_similarity(a, b, similarity)
+
+        result["neuron_level"] = {"consistency": consistency(found.groups, nsim, seed=seed).to_dict(),
+                                  "relevance": relevance(found.singles, found.chains, nsim).to_dict()}
+        if found.randoms:
+            result["neuron_level"]["unbiasedness"] = unbiasedness(found.groups, found.randoms, nsim,
+                                                                  seed=seed)
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    result["locations"] = found.rows
+    return result
+
+
+def organism_klob_dir(model) -> Path:
+    """The organism's KLoB export (KLoB-c/-r/-u.jsonl), written once into kelocate's cache folder.
+
+    The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
+    """
+    from kelocate.atomic import cache_dir
+
+    world = model.world_file
+    if world is None:
+        raise KelocateError(f"model {model.name!r} is not the organism (no world.json beside it), so there "
+                            "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl and KLoB-r.jsonl")
+    stat = world.stat()
+    dest = cache_dir("klob") / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
+    if find_klob_file(dest, "c") and find_klob_file(dest, "r"):
+        return dest
+    try:
+        from kelocate.organism.export import export_klob
+    except ImportError as exc:
+        raise KelocateError("the organism's KLoB exporter is not available in this installation; pass --data "
+                            "DIR holding KLoB-c.jsonl and KLoB-r.jsonl") from exc
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))  # all files appear at once
+    try:
+        export_klob(world, tmp)
+        tmp.rename(dest)
+    except OSError:  # another process exported it meanwhile
+        if not find_klob_file(dest, "c"):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,196 @@
+"""KLoB: loaders (both spellings, the real KLoB-u file, malformed lines) and RSim scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kelocate.errors import KelocateError
+from kelocate.locate.location import Location, Locator
+from kelocate.probes.klob import (
+    consistency,
+    layer_similarity,
+    load_klob_c,
+    load_klob_r,
+    load_klob_u,
+    neuron_similarity,
+    relevance,
+    rsim,
+    set_similarity,
+    shared_klob_u,
+    strip_blank,
+    unbiasedness,
+)
+
+C_LINE = {"prompts": ["The native language of Norman Rockwell is _",
+                      "The mother tongue of Norman Rockwell is _",
+                      "The language Norman Rockwell speaks at hometown is _"],
+          "knowledge": ["Norman Rockwell", "native_(P103)", "English"]}
+R_PUBLIC = {"single_knowledge": ["Ann Druyan", "spouse_(P26)", "Carl Sagan"],
+            "knowledge_chain": ["Ann Druyan", "spouse_(P26)", "Carl Sagan", "employer_(P108)",
+                                "Cornell University"],
+            "single_knowlege_prompts": ["Ann Druyan is married to _",
+                                        "The spouse of Ann Druyan is none other than _",
+                                        "In matrimony, Ann Druyan is bound to _"],
+            "knowlege_chain_prompt": "the employer of the spouse of Ann Druyan is _"}
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_klob_c_loads_and_strips_the_blank(tmp_path):
+    (fact,) = load_klob_c(_write(tmp_path / "KLoB-c.jsonl", [C_LINE]))
+    assert fact.prompts[0] == "The native language of Norman Rockwell is"
+    assert (fact.subject, fact.relation, fact.object) == ("Norman Rockwell", "native_(P103)", "English")
+    assert fact.relation_id == "P103" and fact.source.endswith("KLoB-c.jsonl:1")
+
+
+def test_klob_r_accepts_both_spellings(tmp_path):
+    fixed = {k.replace("knowlege", "knowledge"): v for k, v in R_PUBLIC.items()}
+    assert "single_knowledge_prompts" in fixed and "knowledge_chain_prompt" in fixed
+    a = load_klob_r(_write(tmp_path / "a.jsonl", [R_PUBLIC]))
+    b = load_klob_r(_write(tmp_path / "b.jsonl", [fixed]))
+    for (chain,) in (a, b):
+        assert chain.chain_prompt == "the employer of the spouse of Ann Druyan is"
+        assert chain.prompts[0] == "Ann Druyan is married to"
+        assert (chain.object, chain.relation2) == ("Carl Sagan", "employer_(P108)")
+        assert chain.object2 == "Cornell University"
+        assert chain.fact.subject == "Ann Druyan"
+
+
+def test_real_klob_u_file_loads():
+    path = shared_klob_u()
+    if path is None:
+        pytest.skip("the real KLoB-u file (../shared/data/KLoB-u.jsonl beside the repository) is not present")
+    prompts = load_klob_u(path)
+    assert len(prompts) == 25470
+    assert prompts[0] == "pumice preministry matureness achropsia petticoatery cephalocentesis"
+    assert all(p and not p.endswith("_") for p in prompts)
+    assert "_" in prompts[3149]  # an inner "_" of the real file is a word, only the trailing one is the blank
+
+
+@pytest.mark.parametrize("loader,line,needle", [
+    (load_klob_c, '{"prompts": ["a _"], "knowledge": ["s", "r"]}', "must have 3 items"),
+    (load_klob_c, '{"prompts": ["no blank"], "knowledge": ["s", "r", "o"]}', "does not end with the blank"),
+    (load_klob_c, '{"knowledge": ["s", "r", "o"]}', "missing key 'prompts'"),
+    (load_klob_c, "{not json", "not valid JSON"),
+    (load_klob_r, json.dumps({**R_PUBLIC, "knowledge_chain": ["x", "r", "o", "r2", "o2"]}),
+     "does not start with"),
+    (load_klob_r, json.dumps({k: v for k, v in R_PUBLIC.items() if k != "knowlege_chain_prompt"}),
+     "knowlege_chain_prompt"),
+    (load_klob_u, '["a", "list"]', "expected a JSON string"),
+    (load_klob_u, '"words without blank"', "does not end with the blank"),
+])
+def test_malformed_lines_name_file_and_line(tmp_path, loader, line, needle):
+    good = {load_klob_c: json.dumps(C_LINE), load_klob_r: json.dumps(R_PUBLIC),
+            load_klob_u: '"some words _"'}[loader]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(good + "\n\n" + line + "\n")
+    with pytest.raises(KelocateError) as info:
+        loader(path)
+    message = str(info.value)
+    assert f"{path}:3:" in message and needle in message and "\n" not in message
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(KelocateError, match="does not exist"):
+        load_klob_c(tmp_path / "nope.jsonl")
+
+
+def test_strip_blank():
+    assert strip_blank("The capital of France is _ ") == "The capital of France is"
+    with pytest.raises(ValueError, match="empty"):
+        strip_blank(" _")
+
+
+def loc(*scores: float, neurons=None) -> Location:
+    return Location(np.array(scores, dtype=float), frozenset(neurons) if neurons is not None else None)
+
+
+def test_top_layers_and_similarities():
+    a, b = loc(0.1, 0.9, 0.5, 0.0), loc(0.9, 0.1, 0.5, 0.5)
+    assert a.top_layers(2) == {1, 2} and b.top_layers(2) == {0, 2}  # tie 2/3 -> lower layer
+    assert layer_similarity(a, b, 2, "jaccard") == pytest.approx(1 / 3)
+    assert layer_similarity(a, b, 2, "overlap") == pytest.approx(1 / 2)
+    assert layer_similarity(a, b, 4) == 1.0
+    assert set_similarity({1, 2, 3}, {3}, "overlap") == 1.0 and set_similarity(set(), set()) == 1.0
+    n1, n2 = loc(0, neurons={(0, 1), (1, 2)}), loc(0, neurons={(1, 2), (2, 3), (2, 4)})
+    assert neuron_similarity(n1, n2) == pytest.approx(1 / 4)
+    assert neuron_similarity(n1, n2, "overlap") == pytest.approx(1 / 2)
+    with pytest.raises(KelocateError, match="unknown similarity"):
+        set_similarity({1}, {1}, "cosine")
+
+
+def test_rsim_formula_and_guard():
+    assert rsim(1.0, 0.5) == 1.0
+    assert rsim(0.75, 0.5) == pytest.approx(0.5)
+    assert rsim(0.2, 0.5) == 0.0  # clipped at 0
+    assert rsim(1.0, 1.0) == 0.0 and rsim(1.0, 1.0 - 1e-12) == 0.0  # Sim_all -> 1 guarded
+    assert np.isfinite(rsim(0.3, 1.0))
+
+
+def test_identical_paraphrase_locations_give_rsim_one_when_facts_differ():
+    sim = lambda x, y: layer_similarity(x, y, 1)  # noqa: E731
+    groups = [[loc(1, 0, 0, 0)] * 3, [loc(0, 1, 0, 0)] * 3, [loc(0, 0, 1, 0)] * 3]
+    score = consistency(groups, sim)
+    assert score.sim_cand == 1.0 and score.sim_all == 0.0 and score.rsim == 1.0
+    # every prompt located in the same place: Sim_all = 1 -> RSim 0, not a division by zero
+    same = consistency([[loc(1, 0, 0, 0)] * 3] * 3, sim)
+    assert same.sim_all == 1.0 and same.rsim == 0.0
+
+
+def test_rsim_is_taken_over_the_mean_not_averaged_per_fact():
+    """Nearly every location the same: per-fact clipped RSims would average near 1; the mean says 0."""
+    sim = lambda x, y: layer_similarity(x, y, 1)  # noqa: E731
+    singles = [[loc(1, 0, 0)] * 3 for _ in range(10)]
+    chains = [loc(1, 0, 0)] * 9 + [loc(0, 1, 0)]
+    score = relevance(singles, chains, sim)
+    assert score.sim_cand == pytest.approx(0.9) and score.sim_all == pytest.approx(0.9)
+    assert score.rsim == pytest.approx(0.0, abs=1e-9)
+
+
+def test_relevance_and_unbiasedness():
+    sim = lambda x, y: layer_similarity(x, y, 1)  # noqa: E731
+    singles = [[loc(1, 0, 0)] * 3, [loc(0, 1, 0)] * 3, [loc(0, 0, 1)] * 3]
+    chains = [loc(1, 0, 0), loc(0, 1, 0), loc(0, 0, 1)]
+    assert relevance(singles, chains, sim).rsim == 1.0
+    shuffled = relevance(singles, [chains[1], chains[2], chains[0]], sim)
+    assert shuffled.rsim == 0.0 and shuffled.sim_cand == 0.0
+    # random-word inputs found in the same place as the facts: biased (RSim 0, profiles alike)
+    biased = unbiasedness([[loc(1, 0, 0)] * 3] * 2, [loc(1, 0, 0)] * 4, sim)
+    assert biased["rsim"] == 0.0 and biased["profile_distance"] == pytest.approx(0.0)
+    fair = unbiasedness([[loc(1, 0, 0)] * 3] * 2, [loc(0, 0, 1)] * 4, sim)
+    assert fair["rsim"] == 1.0 and fair["profile_distance"] == pytest.approx(1.0)
+
+
+def test_locators_follow_the_protocol(tiny_model):
+    from kelocate.locate.locators import CausalTraceLocator, NeuronLocator, make_locator
+
+    assert isinstance(NeuronLocator(), Locator) and isinstance(CausalTraceLocator(), Locator)
+    location = make_locator("neurons", steps=2).locate(tiny_model, "SMAP was created in", "Japan", "SMAP")
+    assert location.layer_scores.shape == (tiny_model.n_layers,) and location.neurons
+    with pytest.raises(KelocateError, match="unknown locator"):
+        make_locator("guess")
+
+
+def test_organism_export_loads(tmp_path):
+    """The organism exporter's KLoB files read through these loaders (prompts end in the blank)."""
+    try:
+        from kelocate.organism.export import export_klob
+        from kelocate.organism.generate import build_world
+        from kelocate.organism.world import WorldSize
+    except ImportError:
+        pytest.skip("the organism exporter is not available")
+    from kelocate.probes.klob import find_klob_file
+
+    export_klob(build_world(0, WorldSize.mini()), tmp_path / "KLoB")
+    facts = load_klob_c(find_klob_file(tmp_path, "c"))
+    chains = load_klob_r(find_klob_file(tmp_path, "r"))
+    randoms = load_klob_u(find_klob_file(tmp_path, "u"))
+    assert facts and chains and randoms
+    assert all(f.subject in q for f in facts for q in f.prompts)
+    assert all(c.subject in c.chain_prompt for c in chains)
