@@ -90,6 +90,24 @@ def test_per_cell_reference_and_gqa(model, gqa_model):
     )
 
 
+def test_restricted_rows_equal_the_full_grid(model):
+    """`tokens=` computes only the named rows (what a one-row locator needs), with the same numbers."""
+    prompt, subject = CASES[0]
+    opts = dict(kinds="all", severed="mlp", samples=3, window=2)
+    full = trace(model, prompt, subject, **opts)
+    for engine in ("fast", "oracle"):
+        part = trace(model, prompt, subject, tokens=("last_subject", -1, 0), engine=engine, **opts)
+        rows = [full.token_index("last_subject"), len(full.tokens) - 1, 0]
+        assert part.config["rows"] == rows
+        for key in full.grids:
+            np.testing.assert_allclose(part.grids[key][rows], full.grids[key][rows], atol=TOL, err_msg=key)
+            left_out = [t for t in range(len(full.tokens)) if t not in rows]
+            assert np.isnan(part.grids[key][left_out]).all()
+        assert part.top_layers("mlp", 2) == full.top_layers("mlp", 2)
+    with pytest.raises(KelocateError, match="unknown token"):
+        trace(model, prompt, subject, tokens=("middle",), samples=2)
+
+
 def test_small_batches_do_not_change_results(model):
     prompt, subject = CASES[1]
     big = trace(model, prompt, subject, samples=3)

@@ -58,3 +58,20 @@ def test_edits_apply_and_past_length_is_checked():
     assert torch.count_nonzero(zeroed.mlp_out) == 0
     with pytest.raises(ValueError, match="past covers"):
         stack.block(0, x, start=3, past=KV(torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8)))
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@torch.no_grad()
+def test_last_only_block_equals_the_full_block_at_the_last_position(n_kv_heads: int):
+    model = _model(n_kv_heads)
+    stack = LlamaStack(model)
+    ids = torch.randint(0, 50, (1, 9))
+    _, outs = stack.run(stack.embed(ids))
+    cut = 4
+    hidden_in = outs[1].hidden[:, cut:].expand(3, -1, -1)
+    past = outs[2].kv.select(slice(None), cut)
+    full = stack.block(2, hidden_in, cut, past)
+    last = stack.block(2, hidden_in, cut, past, last_only=True)
+    assert last.hidden.shape == (3, 1, 32)
+    assert torch.allclose(last.hidden, full.hidden[:, -1:], atol=1e-6)
+    assert torch.allclose(last.kv.k, full.kv.k) and torch.allclose(last.kv.v, full.kv.v)

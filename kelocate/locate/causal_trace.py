@@ -15,7 +15,7 @@ import torch
 from kelocate.errors import KelocateError
 from kelocate.locate.noise import default_subjects, draw_noise, embedding_sigma, parse_noise
 from kelocate.locate.subject import infer_subject
-from kelocate.locate.trace_problem import KINDS, SEVERABLE, TraceProblem, default_window
+from kelocate.locate.trace_problem import KINDS, SEVERABLE, TraceProblem, default_window, token_row
 from kelocate.locate.trace_result import TraceResult
 
 ENGINES = ("fast", "oracle", "per_cell")
@@ -95,6 +95,7 @@ def trace(
     engine: str = "fast",
     sigma_subjects: list[str] | None = None,
     max_tokens: int = 16384,
+    tokens: Sequence[str | int] | None = None,
 ) -> TraceResult:
     """Trace `prompt` on a `HookedModel` and return the restored-probability grids.
 
@@ -104,7 +105,9 @@ def trace(
     mlp/attn (None: `default_window`, recorded in the config); replace: substitute noise instead of adding;
     severed: 'mlp' and/or 'attn' adds hidden grids with that module frozen at later layers; engine: 'fast'
     (default), 'oracle' or 'per_cell' (reference loops); sigma_subjects: subjects for sigma (default: the
-    organism's entity names, else a built-in list).
+    organism's entity names, else a built-in list); tokens: compute only these rows ('last_subject',
+    'first_subject', 'last' or indices; None: all) and leave the others NaN — a locator that reads one row
+    (KLoB) needs no more.
     """
     kinds_t, severed_t = parse_kinds(kinds), parse_severed(severed)
     spec = parse_noise(noise)
@@ -135,7 +138,8 @@ def trace(
         scale = spec.value * sigma
     draws = draw_noise(samples, span[1] - span[0], model.d_model, spec.distribution, seed) * scale
     win = default_window(model.n_layers) if window is None else int(window)
-    problem = TraceProblem(ids, span, answer_id, draws, replace, kinds_t, severed_t, win)
+    rows = None if tokens is None else tuple(token_row(t, span, len(ids)) for t in tokens)
+    problem = TraceProblem(ids, span, answer_id, draws, replace, kinds_t, severed_t, win, rows)
     grids, used = _run_engine(model, problem, engine, notes, max_tokens)
 
     tokens = model.tokens(prompt)
@@ -158,6 +162,7 @@ def trace(
         "dtype": str(model.dtype).removeprefix("torch."),
         "subject_source": subject_source,
         "answer_given": answer,
+        "rows": None if rows is None else list(rows),
     }
     return TraceResult(
         prompt,

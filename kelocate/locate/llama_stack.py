@@ -89,11 +89,13 @@ class LlamaStack:
         return self.rotary(hidden, positions)
 
     def block(self, layer: int, hidden: torch.Tensor, start: int = 0, past: KV | None = None,
-              edits: dict[str, Edit] | None = None) -> BlockOut:
+              edits: dict[str, Edit] | None = None, last_only: bool = False) -> BlockOut:
         """Run block `layer` on `hidden` [batch, T, d] holding positions start..start+T-1.
 
         `past` holds the same layer's keys/values for positions 0..start-1 (batch 1 is broadcast).
         `edits` may replace any of the sites 'attn_out', 'mlp_post', 'mlp_out', 'hidden' before use.
+        `last_only`: keys/values for every position, but queries, attention and MLP for the last position
+        alone (all the final layer needs for next-token logits); the outputs then hold that position only.
         """
         edits = edits or {}
         if (past.length if past is not None else 0) != start:
@@ -102,11 +104,15 @@ class LlamaStack:
         attn = blk.self_attn
         batch, length, _ = hidden.shape
         x = blk.input_layernorm(hidden)
-        q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = self._rope(hidden, start)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        k = apply_rotary_pos_emb(k, k, cos, sin)[1]
+        if last_only:  # queries and everything after attention: the last position alone
+            hidden, x, cos, sin = hidden[:, -1:], x[:, -1:], cos[:, -1:], sin[:, -1:]
+        queries = x.shape[1]
+        q = attn.q_proj(x).view(batch, queries, self.n_heads, self.head_dim).transpose(1, 2)
+        q = apply_rotary_pos_emb(q, q, cos, sin)[0]
         own = KV(k, v)
         full = own if past is None else past.cat(own)
         keys = _expand_batch(full.k, batch)
@@ -115,12 +121,13 @@ class LlamaStack:
             rep = self.n_heads // self.n_kv_heads
             keys = keys.repeat_interleave(rep, dim=1)
             values = values.repeat_interleave(rep, dim=1)
-        # causal mask: query i (absolute start+i) sees keys 0..start+i
+        # causal mask: query i (absolute start + length - queries + i) sees keys up to its own position
         total = keys.shape[2]
-        mask = torch.ones(length, total, dtype=torch.bool, device=hidden.device).tril(diagonal=start)
+        mask = torch.ones(queries, total, dtype=torch.bool, device=hidden.device).tril(
+            diagonal=total - queries)
         ctx = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
                                                                scale=attn.scaling)
-        attn_out = attn.o_proj(ctx.transpose(1, 2).reshape(batch, length, -1))
+        attn_out = attn.o_proj(ctx.transpose(1, 2).reshape(batch, queries, -1))
         if "attn_out" in edits:
             attn_out = edits["attn_out"](attn_out)
         mid = hidden + attn_out

@@ -52,13 +52,10 @@ class CausalTraceLocator:
 
     def locate(self, model: Any, prompt: str, answer: str | None = None,
                subject: str | None = None) -> Location:
-        try:
-            from kelocate.locate.causal_trace import trace
-        except ModuleNotFoundError as exc:
-            raise KelocateError("causal tracing is not available in this installation "
-                                "(kelocate.locate.causal_trace is missing); use --locator neurons") from exc
+        from kelocate.locate.causal_trace import trace
+
         result = trace(model, prompt, subject=subject, answer=answer, kinds=(self.kind,),
-                       samples=self.samples, **self.options)
+                       samples=self.samples, tokens=(self.token,), **self.options)
         location = result.to_location(self.kind, self.token)
         location.meta.update(clean_score=result.clean_score, corrupted_score=result.corrupted_score)
         return location

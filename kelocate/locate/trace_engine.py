@@ -12,7 +12,7 @@ hold exactly in a causal decoder:
    an mlp window starting at a the output of block a at t is corrupted(resid_pre + attn) + clean(mlp); for an
    attn window it is one MLP evaluation at a single position. The full blocks start one layer later.
 4. At the last layer only the last position reaches the logits: the other positions contribute keys and
-   values only (`_last_position_block`).
+   values only (`LlamaStack.block(..., last_only=True)`).
 5. All cells of one token (every kind and layer) and all noise samples run as one batch, layer by layer: a
    cell joins the batch at its start layer, so early-starting cells never wait for late ones.
 """
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from kelocate.locate.llama_stack import KV, BlockOut, LlamaStack
 from kelocate.locate.trace_problem import (
@@ -77,35 +75,6 @@ def _mlp(stack: LlamaStack, layer: int, mid: torch.Tensor) -> torch.Tensor:
     y = blk.post_attention_layernorm(mid)
     mlp = blk.mlp
     return mlp.down_proj(mlp.act_fn(mlp.gate_proj(y)) * mlp.up_proj(y))
-
-
-def _last_position_block(
-    stack: LlamaStack, layer: int, hidden: torch.Tensor, start: int, past: KV | None
-) -> torch.Tensor:
-    """Output of block `layer` at the last position only: [batch, 1, d].
-
-    Exact skipping at the last layer: only the last position reaches the logits, so queries, attention
-    output and MLP are computed for it alone (keys and values still cover every position).
-    """
-    blk = stack.layers[layer]
-    attn = blk.self_attn
-    batch, length, _ = hidden.shape
-    x = blk.input_layernorm(hidden)
-    k = attn.k_proj(x).view(batch, length, stack.n_kv_heads, stack.head_dim).transpose(1, 2)
-    v = attn.v_proj(x).view(batch, length, stack.n_kv_heads, stack.head_dim).transpose(1, 2)
-    q = attn.q_proj(x[:, -1:]).view(batch, 1, stack.n_heads, stack.head_dim).transpose(1, 2)
-    cos, sin = stack._rope(hidden, start)
-    q = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])[0]
-    k = apply_rotary_pos_emb(k, k, cos, sin)[1]
-    full = KV(k, v) if past is None else past.cat(KV(k, v))
-    keys, values = full.k, full.v
-    if stack.n_kv_heads != stack.n_heads:
-        rep = stack.n_heads // stack.n_kv_heads
-        keys = keys.repeat_interleave(rep, dim=1)
-        values = values.repeat_interleave(rep, dim=1)
-    ctx = torch.nn.functional.scaled_dot_product_attention(q, keys, values, scale=attn.scaling)
-    mid = hidden[:, -1:] + attn.o_proj(ctx.transpose(1, 2).reshape(batch, 1, -1))
-    return mid + _mlp(stack, layer, mid)
 
 
 def _cells_at(stack: LlamaStack, runs: _Runs, problem: TraceProblem, t: int) -> list[_Cell]:
@@ -188,7 +157,7 @@ def _run_chunk(stack: LlamaStack, runs: _Runs, cells: list[_Cell], t: int, sampl
             kv = runs.corr[layer].kv
             past = KV(kv.k[:, :, :t].repeat(active, 1, 1, 1), kv.v[:, :, :t].repeat(active, 1, 1, 1))
         if layer == n_layers - 1 and positions > 1:  # edits at token t < last cannot reach the logits here
-            hidden[:m, -1:] = _last_position_block(stack, layer, hidden[:m], t, past)
+            hidden[:m, -1:] = stack.block(layer, hidden[:m], t, past, last_only=True).hidden
             continue
         edits = _edit_fns(cells[:active], layer, samples, ref)
         hidden[:m] = stack.block(layer, hidden[:m], t, past, edits).hidden
@@ -207,8 +176,8 @@ def fast_grids(hf_model, problem: TraceProblem, max_tokens: int = 16384) -> Grid
     samples, n_tokens, n_layers = problem.samples, problem.n_tokens, stack.n_layers
     clean = float(answer_probs(stack.unembed(runs.clean[-1].hidden[:, -1]), problem.answer_id)[0])
     corrupted = float(answer_probs(stack.unembed(runs.corr[-1].hidden[:, -1]), problem.answer_id).mean())
-    grids = {key: np.full((n_tokens, n_layers), corrupted) for key in problem.grid_keys()}
-    for t in range(problem.span[0], n_tokens):
+    grids = {key: problem.empty_grid(n_layers, corrupted) for key in problem.grid_keys()}
+    for t in (t for t in problem.computed_rows() if t >= problem.span[0]):
         cells = sorted(_cells_at(stack, runs, problem, t), key=lambda c: c.start)
         per_chunk = max(1, max_tokens // (samples * (n_tokens - t)))
         for lo in range(0, len(cells), per_chunk):

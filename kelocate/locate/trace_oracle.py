@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from kelocate.locate.trace_problem import Grids, TraceProblem, answer_probs, corrupt_embeddings, window_range
@@ -29,7 +28,7 @@ def _site_hooks(problem: TraceProblem, key: str, t: int, layer: int, n_layers: i
 @torch.no_grad()
 def oracle_grids(bridge, problem: TraceProblem) -> Grids:
     """All grids, one batch-(1+S) forward per cell through `bridge.run_with_hooks` (ROME's procedure)."""
-    samples, n_tokens = problem.samples, problem.n_tokens
+    samples = problem.samples
     n_layers = int(bridge.original_model.config.num_hidden_layers)
     device = next(bridge.original_model.parameters()).device
     ids = problem.ids.to(device)[None].repeat(1 + samples, 1)
@@ -63,8 +62,8 @@ def oracle_grids(bridge, problem: TraceProblem) -> Grids:
 
     grids = {}
     for key in problem.grid_keys():
-        grid = np.zeros((n_tokens, n_layers))
-        for t in range(n_tokens):
+        grid = problem.empty_grid(n_layers, 0.0)
+        for t in problem.computed_rows():
             for layer in range(n_layers):
                 hooks = [
                     (HookedModel.hook_name(site, j), restore(t))
@@ -81,7 +80,7 @@ def oracle_grids(bridge, problem: TraceProblem) -> Grids:
 @torch.no_grad()
 def per_cell_grids(bridge, problem: TraceProblem) -> Grids:
     """All grids the TransformerLens-patching way: cache clean activations, one batch-S forward per cell."""
-    samples, n_tokens = problem.samples, problem.n_tokens
+    samples = problem.samples
     n_layers = int(bridge.original_model.config.num_hidden_layers)
     device = next(bridge.original_model.parameters()).device
     ids = problem.ids.to(device)[None]
@@ -110,8 +109,8 @@ def per_cell_grids(bridge, problem: TraceProblem) -> Grids:
 
     grids = {}
     for key in problem.grid_keys():
-        grid = np.zeros((n_tokens, n_layers))
-        for t in range(n_tokens):
+        grid = problem.empty_grid(n_layers, 0.0)
+        for t in problem.computed_rows():
             for layer in range(n_layers):
                 hooks = [("hook_embed", corrupt)]
                 for site, j in _site_hooks(problem, key, t, layer, n_layers):

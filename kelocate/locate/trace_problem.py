@@ -21,6 +21,21 @@ from kelocate.errors import KelocateError
 
 KINDS = ("hidden", "mlp", "attn")
 SEVERABLE = ("mlp", "attn")
+TOKEN_CHOICES = ("last_subject", "first_subject", "last")
+
+
+def token_row(token: str | int, span: tuple[int, int], n_tokens: int) -> int:
+    """Row of a token: 'last_subject', 'first_subject', 'last' or an index (negative: from the end)."""
+    named = {"last_subject": span[1] - 1, "first_subject": span[0], "last": n_tokens - 1}
+    if isinstance(token, str) and token in named:
+        return named[token]
+    try:
+        index = int(token)
+    except (TypeError, ValueError):
+        raise KelocateError(f"unknown token {token!r}; use {', '.join(TOKEN_CHOICES)} or an index") from None
+    if not -n_tokens <= index < n_tokens:
+        raise KelocateError(f"token index {index} is outside the prompt's {n_tokens} tokens")
+    return index % n_tokens
 
 
 def window_range(layer: int, window: int, n_layers: int) -> range:
@@ -45,6 +60,7 @@ class TraceProblem:
     kinds: tuple[str, ...] = KINDS
     severed: tuple[str, ...] = ()
     window: int = 1
+    rows: tuple[int, ...] | None = None  # token rows to compute (None: all); the others stay NaN
 
     def __post_init__(self) -> None:
         start, end = self.span
@@ -61,6 +77,8 @@ class TraceProblem:
             raise KelocateError(f"unknown trace kind {bad[0]!r}; use {', '.join(KINDS)} (severed: mlp, attn)")
         if self.window < 1:
             raise KelocateError(f"the window must be at least 1 layer, got {self.window}")
+        if self.rows is not None and not all(0 <= t < int(self.ids.shape[0]) for t in self.rows):
+            raise KelocateError(f"token rows {self.rows} are outside the prompt's {int(self.ids.shape[0])} tokens")
 
     @property
     def samples(self) -> int:
@@ -69,6 +87,16 @@ class TraceProblem:
     @property
     def n_tokens(self) -> int:
         return int(self.ids.shape[0])
+
+    def computed_rows(self) -> list[int]:
+        """The token rows an engine fills in (all of them unless `rows` restricts them)."""
+        return list(range(self.n_tokens)) if self.rows is None else sorted(set(self.rows))
+
+    def empty_grid(self, n_layers: int, fill: float) -> np.ndarray:
+        """A [tokens, layers] grid: `fill` on computed rows, NaN on rows left out."""
+        grid = np.full((self.n_tokens, n_layers), np.nan)
+        grid[self.computed_rows()] = fill
+        return grid
 
     def grid_keys(self) -> list[str]:
         from kelocate.locate.trace_result import severed_key

@@ -17,10 +17,10 @@ import numpy as np
 
 from kelocate.atomic import write_text, write_with
 from kelocate.errors import KelocateError
+from kelocate.locate.trace_problem import token_row
 
 FORMAT = "kelocate-trace"
 VERSION = 1
-TOKEN_CHOICES = ("last_subject", "first_subject", "last")
 
 
 def severed_key(site: str) -> str:
@@ -69,19 +69,7 @@ class TraceResult:
 
     def token_index(self, token: str | int = "last_subject") -> int:
         """Row of a token: 'last_subject', 'first_subject', 'last' or an index (negative: from the end)."""
-        start, end = self.subject_span
-        named = {"last_subject": end - 1, "first_subject": start, "last": len(self.tokens) - 1}
-        if isinstance(token, str) and token in named:
-            return named[token]
-        try:
-            index = int(token)
-        except (TypeError, ValueError):
-            raise KelocateError(
-                f"unknown token {token!r}; use {', '.join(TOKEN_CHOICES)} or an index"
-            ) from None
-        if not -len(self.tokens) <= index < len(self.tokens):
-            raise KelocateError(f"token index {index} is outside the prompt's {len(self.tokens)} tokens")
-        return index % len(self.tokens)
+        return token_row(token, self.subject_span, len(self.tokens))
 
     def top_layers(self, kind: str = "mlp", k: int = 1, token: str | int = "last_subject") -> list[int]:
         """The k layers whose restoration at `token` recovers the answer most (best first; ties: lower layer).
@@ -97,7 +85,7 @@ class TraceResult:
         all tokens ('all')."""
         grid = self.grid(kind)
         lo, hi = self.subject_span if where == "subject" else (0, grid.shape[0])
-        sub = grid[lo:hi]
+        sub = np.nan_to_num(grid[lo:hi], nan=-np.inf)  # rows a restricted trace left out never win
         token, layer = np.unravel_index(int(np.argmax(sub)), sub.shape)
         return int(token) + lo, int(layer), float(sub[token, layer])
 
