@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(20, "--steps", min=1, help="Knowledge-neuron IG steps."),
         token: str = typer.Option("last_subject", "--token", help="Causal-trace row: last_subject or last."),
         seed: int = typer.Option(0, "--seed", help="Seed of the record sample."),
-        out: Path = typer.Option(Path("klob-results"), "--out", "-o", help="Folder for the JSON and plots."),
+        out: Path = typer.Option(Path("kelocate_out") / "klob", "--out", "-o", help="Folder for the JSON and plots."),
         model: str = typer.Option(None, "--model", "-m", help="Local HF model directory or cached hub name "
                                   "(default: the embedded model organism)."),
         device: str = typer.Option(None, help="torch device, e.g. cpu or cuda."),

@@ -1,0 +1,27 @@
+"""The README's Python examples run as written (on the shipped organism)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    from kelocate.organism import checkpoint_dir
+
+    if not (checkpoint_dir() / "config.json").is_file():
+        pytest.skip("the organism checkpoint is not built")
+    monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path))
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own documentation
+    out = capsys.readouterr().out
+    assert "Japan" in out
+    assert 0.0 <= namespace["p"].max() <= 1.0
+    assert namespace["result"].clean_score > 0.5
