@@ -84,20 +84,11 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("fast", "--engine", hidden=True, help="fast, oracle or per_cell."),
     ) -> None:
         """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
-        from kelocate.locate.causal_trace import ENGINES, parse_kinds, parse_severed
-        from kelocate.locate.noise import parse_noise
+        from kelocate.locate.causal_trace import check_options
         from kelocate.studies.figures import parse_formats
 
-        kinds = parse_kinds(kind)
-        severed_t = parse_severed(severed)
-        parse_noise(noise)
+        kinds, severed_t, _ = check_options(kind, severed, noise, engine, samples, window)
         fmts = parse_formats(formats)
-        if engine not in ENGINES:
-            raise KelocateError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
-        if samples < 1:
-            raise KelocateError(f"--samples must be at least 1, got {samples}")
-        if window is not None and window < 1:
-            raise KelocateError(f"--window must be at least 1 layer, got {window}")
         if limit is not None and limit < 1:
             raise KelocateError(f"--limit must be at least 1, got {limit}")
         if dataset is None and not prompt:

@@ -50,6 +50,23 @@ def parse_severed(severed: str | Sequence[str] | None) -> tuple[str, ...]:
     return out
 
 
+def check_options(kinds: str | Sequence[str], severed: str | Sequence[str] | None, noise: str | float,
+                  engine: str, samples: int, window: int | None):
+    """Validate trace options before any work (the CLI calls this before loading a model).
+
+    Returns (kinds, severed sites, parsed noise spec); raises KelocateError naming the bad option.
+    """
+    kinds_t, severed_t = parse_kinds(kinds), parse_severed(severed)
+    spec = parse_noise(noise)
+    if engine not in ENGINES:
+        raise KelocateError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+    if samples < 1:
+        raise KelocateError(f"--samples must be at least 1, got {samples}")
+    if window is not None and window < 1:
+        raise KelocateError(f"--window must be at least 1 layer, got {window}")
+    return kinds_t, severed_t, spec
+
+
 def _run_engine(model, problem: TraceProblem, engine: str, notes: list[str], max_tokens: int):
     if engine == "fast":
         from kelocate.locate.trace_engine import fast_grids
@@ -109,14 +126,7 @@ def trace(
     'first_subject', 'last' or indices; None: all) and leave the others NaN — a locator that reads one row
     (KLoB) needs no more.
     """
-    kinds_t, severed_t = parse_kinds(kinds), parse_severed(severed)
-    spec = parse_noise(noise)
-    if engine not in ENGINES:
-        raise KelocateError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
-    if samples < 1:
-        raise KelocateError(f"--samples must be at least 1, got {samples}")
-    if window is not None and window < 1:
-        raise KelocateError(f"--window must be at least 1 layer, got {window}")
+    kinds_t, severed_t, spec = check_options(kinds, severed, noise, engine, samples, window)
     if not prompt or not prompt.strip():
         raise KelocateError("the prompt is empty; pass the text to trace, e.g. 'SMAP was created in'")
     notes: list[str] = []
