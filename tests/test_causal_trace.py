@@ -10,7 +10,7 @@ import torch
 from trace_helpers import sharp_tiny_model
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
-from kelocate.locate.average import average_indirect_effect, file_facts, token_groups
+from kelocate.locate.average import TraceFact, average_indirect_effect, file_facts, token_groups
 from kelocate.locate.causal_trace import parse_kinds, parse_severed, trace
 from kelocate.locate.noise import draw_noise, embedding_sigma, parse_noise
 from kelocate.locate.patching import Patch, cache_activations, run_patched, site
@@ -296,16 +296,17 @@ def test_average_indirect_effect(model, tmp_path):
     edits, dropped = file_facts(knowedit)
     assert dropped == 1 and edits[0].answer == "Japan"
     seen = []
+    blank = TraceFact("the music of Paris is", " ", "Japan", "blank subject")  # skipped, not fatal
     avg = average_indirect_effect(
         model,
-        edits + facts,
+        edits + facts + [blank],
         kinds="hidden,mlp",
         require_known=False,
         samples=2,
         on_step=lambda i, f: seen.append(i),
         skipped_on_load=dropped,
     )
-    assert seen == [0, 1, 2] and avg["n_facts"] == 2 and avg["skipped"]["subject_not_in_prompt"] == 2
+    assert seen == [0, 1, 2, 3] and avg["n_facts"] == 2 and avg["skipped"]["subject_not_in_prompt"] == 3
     last = avg["effects"]["hidden"]["last token"]
     assert last["n"] == 2 and len(last["mean"]) == model.n_layers
     assert all(lo <= m <= hi for lo, m, hi in zip(last["ci_low"], last["mean"], last["ci_high"], strict=True))

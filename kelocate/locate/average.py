@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from kelocate.errors import KelocateError
+from kelocate.errors import KelocateError, SubjectNotFoundError
 from kelocate.locate.causal_trace import parse_kinds, trace
 from kelocate.locate.trace_problem import KINDS
 
@@ -154,7 +154,9 @@ def average_indirect_effect(
     for i, fact in enumerate(facts):
         if on_step:
             on_step(i, fact)
-        if fact.subject not in fact.prompt:
+        try:
+            model.subject_span(fact.prompt, fact.subject)  # empty, absent or token-less subjects
+        except SubjectNotFoundError:
             skipped["subject_not_in_prompt"] += 1
             if len(examples) < 5:
                 examples.append(f"{fact.source}: subject {fact.subject!r} not in {fact.prompt!r}")

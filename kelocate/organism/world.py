@@ -12,6 +12,7 @@ The world is deterministic from its seed and round-trips through `world.json`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -468,6 +469,16 @@ def load_world(path: str | Path | None = None) -> World:
         raise KelocateError(
             f"world file {str(path)!r} does not exist; pass a world.json or a checkpoint folder"
         )
+    stat = path.stat()
+    return _load_world_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_world_file(path: Path, mtime_ns: int, size: int) -> World:
+    """Parse a world file once per (path, modification time, size): tracing many facts asks for it often.
+
+    The returned World is shared between callers, who only read it.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
