@@ -175,6 +175,11 @@ def test_locators_follow_the_protocol(tiny_model):
     assert location.layer_scores.shape == (tiny_model.n_layers,) and location.neurons
     with pytest.raises(KelocateError, match="unknown locator"):
         make_locator("guess")
+    with pytest.raises(KelocateError, match="--kind must be one of"):
+        make_locator("causal-trace", kind="all")
+    with pytest.raises(KelocateError, match="unknown --token"):
+        make_locator("causal-trace", token="middle")
+    assert make_locator("causal-trace", kind="attn,attn", samples=3).kind == "attn"
 
 
 def test_organism_export_loads(tmp_path):

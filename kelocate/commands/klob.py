@@ -12,8 +12,6 @@ from rich.table import Table
 from kelocate.commands.common import console, err_console, load, user_errors
 from kelocate.errors import KelocateError
 
-LOCATORS = ("causal-trace", "neurons")
-
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -40,29 +38,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a locator with KLoB: RSim curves over k = 1..n_layers, drawn and saved (Figure 8)."""
         from kelocate.atomic import write_text
-        from kelocate.locate.locators import CausalTraceLocator, NeuronLocator
+        from kelocate.locate.locators import make_locator
         from kelocate.studies.klob_figure import draw_klob_curves
         from kelocate.studies.klob_study import load_klob_data, organism_klob_dir, run_klob_study
 
-        if locator not in LOCATORS:
-            raise KelocateError(f"unknown locator {locator!r}; use {' or '.join(LOCATORS)}")
-        if kind not in ("hidden", "mlp", "attn"):
-            raise KelocateError(f"unknown --kind {kind!r}; use hidden, mlp or attn")
+        make_locator(locator, kind, steps, samples, token)  # validates the options before loading a model
         if similarity not in ("jaccard", "overlap"):
             raise KelocateError(f"unknown --similarity {similarity!r}; use jaccard or overlap")
-        if token not in ("last_subject", "last"):
-            raise KelocateError(f"unknown --token {token!r}; use last_subject or last")
         if out.exists() and not out.is_dir():
             raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
         hooked = load(model, device)
         folder = data if data is not None else organism_klob_dir(hooked)
         records = load_klob_data(folder, limit, random_limit, klob_u, seed)
-        if locator == "neurons":
-            loc = NeuronLocator(steps=steps)
-        else:
-            subjects = sorted({f.subject for f in records.facts} | {c.subject for c in records.chains})
-            loc = CausalTraceLocator(kind=kind, samples=samples, token=token,
-                                     options={"sigma_subjects": subjects})
+        subjects = sorted({f.subject for f in records.facts} | {c.subject for c in records.chains})
+        options = {"sigma_subjects": subjects} if locator != "neurons" else {}
+        loc = make_locator(locator, kind, steps, samples, token, **options)
         total = sum(len(f.prompts) for f in records.facts) + sum(len(c.prompts) + 1 for c in records.chains) \
             + len(records.randoms)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

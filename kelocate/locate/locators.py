@@ -61,10 +61,22 @@ class CausalTraceLocator:
         return location
 
 
-def make_locator(name: str, kind: str = "mlp", steps: int = 20, samples: int = 10, **options: Any):
-    """A locator by CLI name: causal-trace or neurons."""
+LOCATORS = ("causal-trace", "neurons")
+
+
+def make_locator(name: str, kind: str = "mlp", steps: int = 20, samples: int = 10,
+                 token: str = "last_subject", **options: Any):
+    """A locator by CLI name (causal-trace or neurons); `options` go to `trace()`. Bad names raise one line."""
     if name == "neurons":
         return NeuronLocator(steps=steps)
     if name in ("causal-trace", "trace"):
-        return CausalTraceLocator(kind=kind, samples=samples, options=options)
-    raise KelocateError(f"unknown locator {name!r}; use causal-trace or neurons")
+        from kelocate.locate.causal_trace import parse_kinds
+
+        kinds = parse_kinds(kind)
+        if len(kinds) != 1:
+            raise KelocateError(f"--kind must be one of hidden, mlp or attn for a locator, got {kind!r}")
+        kind = kinds[0]
+        if token not in ("last_subject", "last"):
+            raise KelocateError(f"unknown --token {token!r}; use last_subject or last")
+        return CausalTraceLocator(kind=kind, samples=samples, token=token, options=options)
+    raise KelocateError(f"unknown locator {name!r}; use {' or '.join(LOCATORS)}")
