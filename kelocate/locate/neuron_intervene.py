@@ -92,9 +92,12 @@ def logodds(p: float, eps: float = 1e-12) -> float:
 
 
 def intervene(model, neurons: Sequence[Neuron], prompts: Sequence[str], answer: str, factor: float,
-              all_positions: bool = False) -> Intervention:
-    """p(answer | prompt) before and with the neurons scaled by `factor` (0: suppress, 2: enhance)."""
-    before = [model.answer_prob(q, answer) for q in prompts]
+              all_positions: bool = False, before: Sequence[float] | None = None) -> Intervention:
+    """p(answer | prompt) before and with the neurons scaled by `factor` (0: suppress, 2: enhance).
+
+    `before`: the unscaled probabilities when the caller already has them (they are measured otherwise).
+    """
+    before = [model.answer_prob(q, answer) for q in prompts] if before is None else list(before)
     after = []
     for q in prompts:
         with scale_neurons(model, neurons, factor, None if all_positions else _position(model, q)):
@@ -133,9 +136,11 @@ def random_control(model, neurons: Sequence[Neuron], prompts: Sequence[str], ans
     Returns the mean p(answer) after it per draw and their summary (the control for `intervene`).
     """
     rng = np.random.default_rng(seed)
+    before = [model.answer_prob(q, answer) for q in prompts]  # the same for every draw
     after, changes, odds = [], [], []
     for _ in range(draws):
-        res = intervene(model, random_like(neurons, model.d_mlp, rng), prompts, answer, factor, all_positions)
+        res = intervene(model, random_like(neurons, model.d_mlp, rng), prompts, answer, factor, all_positions,
+                        before)
         after.append(float(np.mean(res.after)))
         changes.append(res.mean_change)
         odds.append(res.mean_logodds_change)
