@@ -352,7 +352,12 @@ def unbiasedness(groups: Sequence[Sequence[Location]], randoms: Sequence[Locatio
     score = _score(_pairs_within(groups, sim), sim_fr)
     out: dict[str, Any] = {**score.to_dict(), "sim_fact_random": sim_fr}
     if all(loc.layer_scores is not None for loc in [*facts, *randoms]):
-        pf, pr = profile(facts), profile(randoms)
-        out.update(profile_fact=pf.tolist(), profile_random=pr.tolist(),
-                   profile_distance=float(0.5 * np.abs(pf - pr).sum()))
+        out.update(compare_profiles(facts, randoms))
     return out
+
+
+def compare_profiles(facts: Sequence[Location], randoms: Sequence[Location]) -> dict[str, Any]:
+    """Mean layer profiles on factual and on random inputs and their total-variation distance."""
+    pf, pr = profile(facts), profile(randoms)
+    return {"profile_fact": pf.tolist(), "profile_random": pr.tolist(),
+            "profile_distance": float(0.5 * np.abs(pf - pr).sum())}

@@ -24,6 +24,7 @@ from kelocate.locate.location import Location
 from kelocate.probes.klob import (
     KlobChain,
     KlobFact,
+    compare_profiles,
     consistency,
     find_klob_file,
     layer_similarity,
@@ -172,8 +173,7 @@ def run_klob_study(model, locator, data: KlobData, similarity: str = "jaccard",
         "data": data.files, "skipped": found.skipped, "seed": seed,
     }
     if found.randoms and layer_level:
-        last = unbiasedness(found.groups, found.randoms, lambda a, b: layer_similarity(a, b, 1, similarity))
-        result["profiles"] = {k: last[k] for k in ("profile_fact", "profile_random", "profile_distance")}
+        result["profiles"] = compare_profiles([loc for g in found.groups for loc in g], found.randoms)
     if all(loc.neurons is not None for g in found.groups for loc in g):
         def nsim(a: Location, b: Location) -> float:
             return neuron_similarity(a, b, similarity)
