@@ -53,11 +53,9 @@ def register(app: typer.Typer) -> None:
         subjects = sorted({f.subject for f in records.facts} | {c.subject for c in records.chains})
         options = {"sigma_subjects": subjects} if locator != "neurons" else {}
         loc = make_locator(locator, kind, steps, samples, token, **options)
-        total = sum(len(f.prompts) for f in records.facts) + sum(len(c.prompts) + 1 for c in records.chains) \
-            + len(records.randoms)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, transient=True) as bar:
-            task = bar.add_task(f"locating with {locator}", total=total)
+            task = bar.add_task(f"locating with {locator}", total=records.n_prompts)
             result = run_klob_study(hooked, loc, records, similarity,
                                     progress=lambda n: bar.advance(task, n), seed=seed)
         name = f"klob_{locator}" + (f"_{kind}" if locator == "causal-trace" else "")

@@ -47,6 +47,12 @@ class KlobData:
     randoms: list[str]
     files: dict[str, str | None] = field(default_factory=dict)
 
+    @property
+    def n_prompts(self) -> int:
+        """Prompts a study locates: every paraphrase, every chain's prompts and chain prompt, every random."""
+        return (sum(len(f.prompts) for f in self.facts) + sum(len(c.prompts) + 1 for c in self.chains)
+                + len(self.randoms))
+
 
 def _sample(items: list, limit: int | None, rng: random.Random) -> list:
     if limit is None or limit >= len(items):
@@ -137,8 +143,7 @@ def run_klob_study(model, locator, data: KlobData, similarity: str = "jaccard",
     """Locate every prompt, then RSim of consistency, relevance and unbiasedness for k = 1..n_layers."""
     if not data.facts or not data.chains:
         raise KelocateError("the KLoB data holds no KLoB-c facts or no KLoB-r records; pass --data with both")
-    total = sum(len(f.prompts) for f in data.facts) + sum(len(c.prompts) + 1 for c in data.chains) \
-        + len(data.randoms)
+    total = data.n_prompts
     t0 = time.perf_counter()
     found = _locate_all(model, locator, data, progress or (lambda n: None))
     if len(found.groups) < 2 or len(found.chains) < 2:
