@@ -25,3 +25,4 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     assert "Japan" in out
     assert 0.0 <= namespace["p"].max() <= 1.0
     assert namespace["result"].clean_score > 0.5
+    assert namespace["knocked"].item() < 0.5 * namespace["result"].clean_score  # the knockout bites
