@@ -311,3 +311,15 @@ def test_average_indirect_effect(model, tmp_path):
     assert last["n"] == 2 and len(last["mean"]) == model.n_layers
     assert all(lo <= m <= hi for lo, m, hi in zip(last["ci_low"], last["mean"], last["ci_high"], strict=True))
     json.dumps(avg)  # JSON-ready
+    # the clearest facts per group, against a plain loop: trace each traced fact again, peak of its group curve
+    reference = []
+    for fact in (edits[0], facts[0]):
+        again = trace(model, fact.prompt, fact.subject, fact.answer, kinds=("mlp",), samples=2)
+        last_curve = again.indirect_effect("mlp")[again.subject_span[1] - 1]
+        reference.append((fact.prompt, int(np.argmax(last_curve)), float(np.max(last_curve))))
+    reference.sort(key=lambda row: -row[2])
+    clearest = avg["clearest"]["mlp"]["last subject token"]
+    assert [(c["prompt"], c["layer"]) for c in clearest] == [(p, layer) for p, layer, _ in reference]
+    assert np.allclose([c["effect"] for c in clearest], [e for _, _, e in reference], atol=1e-6)
+    assert clearest[0]["tokens"] and clearest[0]["answer"].strip() == "Japan"
+    assert avg["clearest"]["hidden"]["further tokens"]  # every kind and group has its list

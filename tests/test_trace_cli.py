@@ -92,30 +92,19 @@ def test_trace_dataset_average(model_dir, tmp_path, capsys):
         + "\n"
     )
     out = tmp_path / "avg"
-    code = main(
-        [
-            "trace",
-            "--dataset",
-            str(data),
-            "--model",
-            str(model_dir),
-            "--samples",
-            "2",
-            "--kind",
-            "mlp",
-            "--out",
-            str(out),
-            "--format",
-            "png",
-            "--json",
-            "--all-facts",
-        ]
-    )
+    args = ["trace", "--dataset", str(data), "--model", str(model_dir), "--samples", "2", "--kind", "mlp"]
+    code = main([*args, "--out", str(out), "--format", "png", "--all-facts"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "clearest facts at the last subject token" in captured.out and "SMAP was created in" in captured.out
+    code = main([*args, "--out", str(out), "--format", "png", "--json", "--all-facts"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads((out / "average_klob_c.json").read_text())
     assert result["kinds"] == ["mlp"] and (out / "average_klob_c.png").is_file()
     assert result["n_facts"] == 2 and json.loads(captured.out)["written"]
+    clearest = result["clearest"]["mlp"]["last subject token"]
+    assert {c["prompt"] for c in clearest} == {"SMAP was created in", "the music of SMAP is"}
     # a random model knows none of them: without --all-facts nothing is traced, and nothing is written
     code = main(
         [

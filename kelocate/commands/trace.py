@@ -168,9 +168,10 @@ def _average(
     if as_json:
         console.print_json(json.dumps(result | {"written": written}))
         return
-    from kelocate.commands.trace_view import average_table
+    from kelocate.commands.trace_view import average_table, clearest_text
 
     console.print(average_table(result))
+    console.print(clearest_text(result))
     skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result["skipped"].items() if v)
     if skipped:
         console.print(f"skipped {skipped}", style="yellow")

@@ -128,3 +128,16 @@ def average_table(average: dict[str, Any]) -> Table:
             cells.append(f"{j} ({values[j]:+.4f})")
         table.add_row(group, *cells)
     return table
+
+
+def clearest_text(average: dict[str, Any], group: str = "last subject token", n: int = 3) -> Text:
+    """The facts whose effect at `group` is clearest, per kind: where an average may hide a strong site."""
+    text = Text(f"clearest facts at the {group}:", style="bold")
+    for kind in average["kinds"]:
+        for row in average.get("clearest", {}).get(kind, {}).get(group, [])[:n]:
+            tokens = "".join(row["tokens"])
+            text.append(
+                f"\n  {kind:<6} {row['effect']:+.2f} at layer {row['layer']}  {row['prompt']!r} "
+                f"(token {tokens!r}, answer {row['answer']!r})"
+            )
+    return text
