@@ -134,7 +134,7 @@ def clearest_text(average: dict[str, Any], group: str = "last subject token", n:
     """The facts whose effect at `group` is clearest, per kind: where an average may hide a strong site."""
     text = Text(f"clearest facts at the {group}:", style="bold")
     for kind in average["kinds"]:
-        for row in average.get("clearest", {}).get(kind, {}).get(group, [])[:n]:
+        for row in average["clearest"][kind][group][:n]:
             tokens = "".join(row["tokens"])
             text.append(
                 f"\n  {kind:<6} {row['effect']:+.2f} at layer {row['layer']}  {row['prompt']!r} "
