@@ -26,8 +26,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from kelocate.locate.ig import ig_fast, ig_reference, make_problem
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
+    from kelocate.locate.neurons.ig import ig_fast, ig_reference, make_problem
     from kelocate.random_model import build_random_llama
 
     with tempfile.TemporaryDirectory() as tmp:

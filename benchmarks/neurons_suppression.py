@@ -20,8 +20,8 @@ import torch
 
 
 def _row(model, prompts, answer, args, refined: bool) -> dict:
-    from kelocate.locate.neuron_intervene import random_control, suppress
-    from kelocate.locate.neurons import find_knowledge_neurons
+    from kelocate.locate.neurons.find import find_knowledge_neurons
+    from kelocate.locate.neurons.intervene import random_control, suppress
 
     res = find_knowledge_neurons(model, prompts if refined else prompts[:1], answer, steps=args.steps,
                                  threshold=args.threshold)
@@ -49,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
+    from kelocate.organism import world_file
     from kelocate.organism.world import load_world
 
     t0 = time.perf_counter()
@@ -65,7 +66,7 @@ def main() -> None:
           f"({case['change_random'] * 100:+.2f}%, log-odds {case['logodds_random']:+.3f}, "
           f"mean of {args.draws} draws)")
 
-    world = load_world(model.world_file) if model.world_file is not None else None
+    world = load_world(world_file(model.path)) if world_file(model.path) is not None else None
     rows = []
     if world is not None and args.facts:
         facts = world.facts("known")

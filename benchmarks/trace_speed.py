@@ -8,7 +8,7 @@ Each implementation runs in its own child process (so that its peak memory is it
 - oracle: ROME's procedure, one `bridge.run_with_hooks` forward of batch 1+S per cell;
 - per_cell: clean activations cached once, one `bridge.run_with_hooks` forward of batch S per cell
   (how TransformerLens's patching utilities work);
-- fast: `kelocate.locate.trace_engine.fast_grids`.
+- fast: `kelocate.locate.causal_trace.engine.fast_grids`.
 
 Prints a table, the bound that exact skipping allows (from operation counts, `work_units`), the achieved
 fraction of it, the largest difference of the fast grids from the oracle, and ends with one JSON line.
@@ -47,11 +47,11 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from kelocate.locate.noise import draw_noise
-    from kelocate.locate.trace_engine import fast_grids
-    from kelocate.locate.trace_oracle import oracle_grids, per_cell_grids
-    from kelocate.locate.trace_problem import TraceProblem, default_window
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
+    from kelocate.locate.causal_trace.engine import fast_grids
+    from kelocate.locate.causal_trace.noise import draw_noise
+    from kelocate.locate.causal_trace.oracle import oracle_grids, per_cell_grids
+    from kelocate.locate.causal_trace.problem import TraceProblem, default_window
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     ids = model.encode(PROMPT).ids
@@ -115,7 +115,7 @@ def main() -> None:
 
     import numpy as np
 
-    from kelocate.locate.trace_engine import work_units
+    from kelocate.locate.causal_trace.engine import work_units
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"

@@ -10,14 +10,15 @@ import torch
 from trace_helpers import sharp_tiny_model
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
-from kelocate.locate.average import TraceFact, average_indirect_effect, file_facts, token_groups
-from kelocate.locate.causal_trace import parse_kinds, parse_severed, trace
-from kelocate.locate.noise import draw_noise, embedding_sigma, parse_noise
+from kelocate.locate.causal_trace.average import TraceFact, average_indirect_effect, token_groups
+from kelocate.locate.causal_trace.engine import work_units
+from kelocate.locate.causal_trace.noise import draw_noise, embedding_sigma, parse_noise
+from kelocate.locate.causal_trace.problem import default_window, window_range
+from kelocate.locate.causal_trace.result import TraceResult
+from kelocate.locate.causal_trace.subject import capitalised_run, infer_subject, longest_entity
+from kelocate.locate.causal_trace.tracing import parse_kinds, parse_severed, trace
 from kelocate.locate.patching import Patch, cache_activations, run_patched, site
-from kelocate.locate.subject import capitalised_run, infer_subject, longest_entity
-from kelocate.locate.trace_engine import work_units
-from kelocate.locate.trace_problem import default_window, window_range
-from kelocate.locate.trace_result import TraceResult
+from kelocate.studies.facts import file_facts
 
 TOL = 2e-6  # probabilities; engine and oracle differ only by float32 summation order
 
@@ -244,7 +245,7 @@ def test_sigma_is_cached(model, tmp_path, monkeypatch):
     sigma = embedding_sigma(model, ["SMAP", "Paris", "Japan Japanese"])
     files = list((tmp_path / "noise_sigma").glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["sigma"] == sigma
-    ids = torch.cat([model.encode(s, prepend_bos=False).ids for s in ["SMAP", "Paris", "Japan Japanese"]])
+    ids = torch.cat([model.encode(s, special=False).ids for s in ["SMAP", "Paris", "Japan Japanese"]])
     with torch.no_grad():
         assert abs(sigma - float(model.hf.get_input_embeddings()(ids).std())) < 1e-7
     files[0].write_text(json.dumps({"sigma": 123.0}))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from kelocate.locate.llama_stack import KV, LlamaStack
+from kelocate.model.stack import KV, LlamaStack
 
 
 def _model(n_kv_heads: int) -> LlamaForCausalLM:

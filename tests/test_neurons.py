@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from kelocate.errors import KelocateError
-from kelocate.locate.ig import ig_fast, ig_reference, integrated_gradients, make_problem, target_at
-from kelocate.locate.neuron_intervene import enhance, random_control, random_like, scale_neurons, suppress
-from kelocate.locate.neurons import coarse_neurons, find_knowledge_neurons, refine, shared_neurons
+from kelocate.locate.neurons.find import coarse_neurons, find_knowledge_neurons, refine, shared_neurons
+from kelocate.locate.neurons.ig import ig_fast, ig_reference, integrated_gradients, make_problem, target_at
+from kelocate.locate.neurons.intervene import enhance, random_control, random_like, scale_neurons, suppress
 
 PROMPT = "SMAP was created in"
 

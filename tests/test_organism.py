@@ -39,7 +39,7 @@ def test_miniature_build_learns(mini_organism):
 
 
 def test_miniature_loads_through_model_layer(mini_organism):
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
     from kelocate.organism.evaluate import measure
 
     out, meta = mini_organism
@@ -72,7 +72,7 @@ def test_names_multi_token_and_objects_single_token():
 
 
 def test_shipped_checkpoint_knows_the_case_study():
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
 
     assert (checkpoint_dir() / "model.safetensors").is_file(), "the shipped organism checkpoint is missing"
     hooked = load_model()

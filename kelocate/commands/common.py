@@ -36,7 +36,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def load(model: str | None, device: str | None = None, dtype: str | None = None):
     """Load the model a command asked for (None = the organism), with a status spinner."""
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
 
     with err_console.status(f"loading {model or 'the model organism'} ..."):
         return load_model(model, device=device, dtype=dtype)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from kelocate.commands.common import console, err_console, load, user_errors
 from kelocate.errors import KelocateError
-from kelocate.locate.neuron_intervene import logodds
+from kelocate.locate.neurons.intervene import logodds
 
 
 def _change(before: float, after: float) -> str:
@@ -52,8 +52,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Also save the result as JSON to this file."),
     ) -> None:
         """Find the knowledge neurons of PROMPT -> ANSWER (Dai et al. 2022) and optionally test them."""
-        from kelocate.locate.neuron_intervene import intervene, random_control
-        from kelocate.locate.neurons import find_knowledge_neurons
+        from kelocate.locate.neurons.find import find_knowledge_neurons
+        from kelocate.locate.neurons.intervene import intervene, random_control
 
         if do_suppress and do_enhance:
             raise KelocateError("--suppress and --enhance exclude each other; pass one of them")

@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("fast", "--engine", hidden=True, help="fast, oracle or per_cell."),
     ) -> None:
         """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
-        from kelocate.locate.causal_trace import check_options
+        from kelocate.locate.causal_trace.tracing import check_options
         from kelocate.studies.figures import parse_formats
 
         kinds, severed_t, _ = check_options(kind, severed, noise, engine, samples, window)
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         if dataset is not None:
             _average(hooked, dataset, limit, kinds, options, out, fmts, as_json, not all_facts)
             return
-        from kelocate.locate.causal_trace import trace as run_trace
+        from kelocate.locate.causal_trace.tracing import trace as run_trace
         from kelocate.studies.figures import save_trace_figures
 
         with err_console.status("tracing ..."):
@@ -137,10 +137,11 @@ def _average(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kelocate.atomic import write_text
-    from kelocate.locate.average import average_indirect_effect, load_facts
+    from kelocate.locate.causal_trace.average import average_indirect_effect
+    from kelocate.studies.facts import load_trace_facts
     from kelocate.studies.figures import average_figure, save_figure
 
-    facts, source, skipped_on_load = load_facts(hooked, dataset, limit)
+    facts, source, skipped_on_load = load_trace_facts(hooked, dataset, limit)
     progress = Progress(
         TextColumn("tracing facts"),
         BarColumn(),

@@ -28,8 +28,8 @@ class NeuronLocator:
 
     def locate(self, model: Any, prompt: str, answer: str | None = None,
                subject: str | None = None) -> Location:
-        from kelocate.locate.ig import integrated_gradients
-        from kelocate.locate.neurons import coarse_neurons, layer_profile
+        from kelocate.locate.neurons.find import coarse_neurons, layer_profile
+        from kelocate.locate.neurons.ig import integrated_gradients
 
         attr = integrated_gradients(model, prompt, answer, self.steps, self.target)
         rows = coarse_neurons(attr, self.threshold)
@@ -52,7 +52,7 @@ class CausalTraceLocator:
 
     def locate(self, model: Any, prompt: str, answer: str | None = None,
                subject: str | None = None) -> Location:
-        from kelocate.locate.causal_trace import trace
+        from kelocate.locate.causal_trace.tracing import trace
 
         result = trace(model, prompt, subject=subject, answer=answer, kinds=(self.kind,),
                        samples=self.samples, tokens=(self.token,), **self.options)
@@ -70,7 +70,7 @@ def make_locator(name: str, kind: str = "mlp", steps: int = 20, samples: int = 1
     if name == "neurons":
         return NeuronLocator(steps=steps)
     if name in ("causal-trace", "trace"):
-        from kelocate.locate.causal_trace import parse_kinds
+        from kelocate.locate.causal_trace.tracing import parse_kinds
 
         kinds = parse_kinds(kind)
         if len(kinds) != 1:

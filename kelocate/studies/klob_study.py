@@ -199,8 +199,9 @@ def organism_klob_dir(model) -> Path:
     The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
     """
     from kelocate.atomic import cache_dir
+    from kelocate.organism import world_file
 
-    world = model.world_file
+    world = world_file(model.path)
     if world is None:
         raise KelocateError(f"model {model.name!r} is not the organism (no world.json beside it), so there "
                             "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl and KLoB-r.jsonl")

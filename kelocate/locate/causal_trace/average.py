@@ -10,19 +10,16 @@ the facts with the clearest effect there (largest peak over layers) and where it
 
 from __future__ import annotations
 
-import random
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
-from kelocate.locate.causal_trace import parse_kinds, trace
-from kelocate.locate.trace_problem import KINDS
+from kelocate.locate.causal_trace.problem import KINDS
+from kelocate.locate.causal_trace.tracing import parse_kinds, trace
 
 GROUPS = (
     "first subject token",
@@ -58,58 +55,6 @@ def token_groups(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
         "further tokens": list(range(end + 1, last)),
         "last token": [last],
     }
-
-
-# ---------------------------------------------------------------------- fact sources
-def organism_facts(model) -> list[TraceFact]:
-    """The organism's known facts on its training templates."""
-    try:
-        from kelocate.organism.world import load_world
-    except ImportError as exc:
-        raise KelocateError("the organism's world module is not available; pass --dataset FILE") from exc
-    world = load_world(model.world_file)
-    return [
-        TraceFact(f.prompt, f.subject, f.answer, f"organism:{f.relation}")
-        for f in world.fact_prompts(split="known", templates="train")
-    ]
-
-
-def file_facts(path: str | Path) -> tuple[list[TraceFact], int]:
-    """(facts, records skipped by the loader) of a KLoB-c (.jsonl) or KnowEdit (.json) file.
-
-    A KnowEdit fact's answer is its ground truth when it has one (else the model's own top token).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise KelocateError(
-            f"dataset {str(p)!r} does not exist; pass a KnowEdit .json, a KLoB-c .jsonl, or 'organism'"
-        )
-    if p.suffix == ".jsonl":
-        from kelocate.probes.klob import load_klob_c
-
-        return [
-            TraceFact(prompt, f.subject, f.object, f.source) for f in load_klob_c(p) for prompt in f.prompts
-        ], 0
-    from kelocate.studies.knowedit import load_knowedit
-
-    with warnings.catch_warnings():  # skipped records are counted and reported by the caller
-        warnings.simplefilter("ignore")
-        cases = load_knowedit(p)
-    facts = [TraceFact(c.prompt, c.subject, c.ground_truth, f"{p.name}:{c.source[1]}") for c in cases]
-    return facts, len(cases.skipped)
-
-
-def load_facts(
-    model, dataset: str, limit: int | None = None, seed: int = 0
-) -> tuple[list[TraceFact], str, int]:
-    """(facts, source name, records skipped while loading) for 'organism' or a file.
-
-    With `limit`, a seeded random subset of that size.
-    """
-    facts, skipped = (organism_facts(model), 0) if dataset == "organism" else file_facts(dataset)
-    if limit is not None and limit < len(facts):
-        facts = random.Random(seed).sample(facts, limit)
-    return facts, "organism known facts" if dataset == "organism" else Path(dataset).name, skipped
 
 
 # ---------------------------------------------------------------------- averaging

@@ -99,7 +99,7 @@ class TraceProblem:
         return grid
 
     def grid_keys(self) -> list[str]:
-        from kelocate.locate.trace_result import severed_key
+        from kelocate.locate.causal_trace.result import severed_key
 
         return list(self.kinds) + [severed_key(s) for s in self.severed]
 

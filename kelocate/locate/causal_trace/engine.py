@@ -23,17 +23,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kelocate.locate.llama_stack import KV, BlockOut, LlamaStack
-from kelocate.locate.trace_problem import (
+from kelocate.locate.causal_trace.problem import (
     Grids,
     TraceProblem,
     answer_probs,
     corrupt_embeddings,
     window_range,
 )
-from kelocate.locate.trace_result import severed_key
-
-SITE = {"mlp": "mlp_out", "attn": "attn_out"}
+from kelocate.locate.causal_trace.result import severed_key
+from kelocate.model.stack import KV, BlockOut, LlamaStack
 
 
 @dataclass
@@ -66,7 +64,7 @@ class _Runs:
         self.resid_pre = [corrupted] + [o.hidden for o in self.corr]
 
     def site(self, run: list[BlockOut], layer: int, site: str, t: int) -> torch.Tensor:
-        return getattr(run[layer], SITE[site])[:, t]
+        return run[layer].site(site)[:, t]
 
 
 def _mlp(stack: LlamaStack, layer: int, mid: torch.Tensor) -> torch.Tensor:
@@ -128,7 +126,7 @@ def _edit_fns(cells: list[_Cell], layer: int, samples: int, like: torch.Tensor) 
 
         return edit
 
-    return {SITE[site]: make(mask, vals) for site, (mask, vals) in parts.items()}
+    return {site: make(mask, vals) for site, (mask, vals) in parts.items()}
 
 
 def _run_chunk(stack: LlamaStack, runs: _Runs, cells: list[_Cell], t: int, samples: int) -> torch.Tensor:
@@ -166,12 +164,12 @@ def _run_chunk(stack: LlamaStack, runs: _Runs, cells: list[_Cell], t: int, sampl
 
 
 @torch.no_grad()
-def fast_grids(hf_model, problem: TraceProblem, max_tokens: int = 16384) -> Grids:
+def fast_grids(stack: LlamaStack, problem: TraceProblem, max_tokens: int = 16384) -> Grids:
     """All grids of `problem` with the exact fast engine (see the module docstring).
 
+    `stack`: a block runner for the model (`model.stack.guarded_stack(model)` checks it is valid).
     max_tokens bounds rows x positions per batch (memory); results do not depend on it.
     """
-    stack = LlamaStack(hf_model)
     runs = _Runs(stack, problem)
     samples, n_tokens, n_layers = problem.samples, problem.n_tokens, stack.n_layers
     clean = float(answer_probs(stack.unembed(runs.clean[-1].hidden[:, -1]), problem.answer_id)[0])

@@ -149,29 +149,11 @@ def draw_noise(samples: int, n_tokens: int, width: int, distribution: str, seed:
 
 
 # ---------------------------------------------------------------------- sigma of subject embeddings
-def _model_fingerprint(model) -> str:
-    """A cheap key of a model's identity: name, shape, and a strided sample of its embedding weights."""
-    weight = model.hf.get_input_embeddings().weight.detach()
-    flat = weight.reshape(-1)
-    step = max(1, flat.numel() // 65536)
-    sample = flat[::step].float().cpu().numpy().tobytes()
-    h = hashlib.sha256()
-    h.update(f"{model.name}|{tuple(weight.shape)}|{weight.dtype}".encode())
-    h.update(sample)
-    return h.hexdigest()[:20]
-
-
 def default_subjects(model) -> tuple[list[str], str]:
-    """(subjects, source): the organism's entity names when the model has a world, else COMMON_SUBJECTS."""
-    if model.world_file is not None:
-        try:
-            from kelocate.organism.world import load_world
-        except ImportError:
-            pass
-        else:
-            names = sorted(set(load_world(model.world_file).entity_names()))
-            if names:
-                return names, "organism entities"
+    """(subjects, source): the model's known entity names (the organism's world), else COMMON_SUBJECTS."""
+    names = sorted(set(model.entity_names))
+    if names:
+        return names, "known entities"
     return list(COMMON_SUBJECTS), "built-in common subjects"
 
 
@@ -184,7 +166,7 @@ def embedding_sigma(model, subjects: list[str] | None = None) -> float:
     subjects = [s for s in subjects if s and s.strip()]
     if not subjects:
         raise KelocateError("no subjects to estimate the noise scale from; pass a float noise scale instead")
-    key_src = _model_fingerprint(model) + "|" + hashlib.sha256("\n".join(subjects).encode()).hexdigest()
+    key_src = model.fingerprint + "|" + hashlib.sha256("\n".join(subjects).encode()).hexdigest()
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     path = cache_dir("noise_sigma") / f"{key}.json"
     if path.is_file():
@@ -192,7 +174,7 @@ def embedding_sigma(model, subjects: list[str] | None = None) -> float:
             return float(json.loads(path.read_text(encoding="utf-8"))["sigma"])
         except (ValueError, KeyError, OSError):
             pass  # a damaged cache entry is recomputed
-    ids = [model.encode(s, prepend_bos=False).ids for s in subjects]
+    ids = [model.encode(s, special=False).ids for s in subjects]
     embed = model.hf.get_input_embeddings()
     vectors = embed(torch.cat(ids).to(model.device)).float()
     sigma = float(vectors.std())

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from kelocate.locate.trace_problem import Grids, TraceProblem, answer_probs, corrupt_embeddings, window_range
-from kelocate.model import HookedModel
+from kelocate.locate.causal_trace.problem import Grids, TraceProblem, answer_probs, corrupt_embeddings, window_range
+from kelocate.model.sites import site as hook_name
 
 Hook = tuple[str, Callable]
 
@@ -49,7 +49,7 @@ def oracle_grids(bridge, problem: TraceProblem) -> Grids:
         return hook
 
     # first pass: corrupted values (rows 1..S) of the severable sites, for the severed variant
-    names = {site: [HookedModel.hook_name(site, j) for j in range(n_layers)] for site in problem.severed}
+    names = {site: [hook_name(site, j) for j in range(n_layers)] for site in problem.severed}
     recorded: dict[str, torch.Tensor] = {}
     base = score([(n, _recorder(recorded, n, rows=slice(1, None))) for ns in names.values() for n in ns])
 
@@ -66,7 +66,7 @@ def oracle_grids(bridge, problem: TraceProblem) -> Grids:
         for t in problem.computed_rows():
             for layer in range(n_layers):
                 hooks = [
-                    (HookedModel.hook_name(site, j), restore(t))
+                    (hook_name(site, j), restore(t))
                     for site, j in _site_hooks(problem, key, t, layer, n_layers)
                 ]
                 if key.startswith("hidden_severed_"):
@@ -85,7 +85,7 @@ def per_cell_grids(bridge, problem: TraceProblem) -> Grids:
     device = next(bridge.original_model.parameters()).device
     ids = problem.ids.to(device)[None]
     sites = {"hidden" if key.startswith("hidden") else key for key in problem.grid_keys()}
-    wanted = {HookedModel.hook_name(s, j) for s in sites for j in range(n_layers)}
+    wanted = {hook_name(s, j) for s in sites for j in range(n_layers)}
     clean_logits, clean_cache = bridge.run_with_cache(ids, names_filter=lambda n: n in wanted)
     corrupted_ids = ids.repeat(samples, 1)
 
@@ -96,7 +96,7 @@ def per_cell_grids(bridge, problem: TraceProblem) -> Grids:
     recorders = [
         (n, _recorder(corr_cache, n))
         for s in problem.severed
-        for n in (HookedModel.hook_name(s, j) for j in range(n_layers))
+        for n in (hook_name(s, j) for j in range(n_layers))
     ]
     corrupted_logits = bridge.run_with_hooks(corrupted_ids, fwd_hooks=[("hook_embed", corrupt)] + recorders)
 
@@ -114,12 +114,12 @@ def per_cell_grids(bridge, problem: TraceProblem) -> Grids:
             for layer in range(n_layers):
                 hooks = [("hook_embed", corrupt)]
                 for site, j in _site_hooks(problem, key, t, layer, n_layers):
-                    name = HookedModel.hook_name(site, j)
+                    name = hook_name(site, j)
                     hooks.append((name, put(clean_cache[name][0, t], t)))
                 if key.startswith("hidden_severed_"):
                     site = key.removeprefix("hidden_severed_")
                     for j in range(layer + 1, n_layers):
-                        name = HookedModel.hook_name(site, j)
+                        name = hook_name(site, j)
                         hooks.append((name, put(corr_cache[name][:, t], t)))
                 logits = bridge.run_with_hooks(corrupted_ids, fwd_hooks=hooks)
                 grid[t, layer] = float(answer_probs(logits[:, -1], problem.answer_id).mean())

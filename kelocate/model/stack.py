@@ -1,4 +1,4 @@
-"""Run a Llama-family decoder stack block by block, with explicit key/value prefixes.
+"""Run a Llama-family decoder stack block by block, with explicit key/value prefixes; and its guard.
 
 The fast locating engines rely on two exact facts of a causal decoder: an intervention at (position t,
 layer l) changes nothing at positions < t or layers < l. To use them we must start the computation in
@@ -7,6 +7,12 @@ shared by a whole batch). Hugging Face's forward cannot start at a layer, and th
 `start_at_layer` does not skip blocks, so this module re-expresses one block with the model's own
 modules and weights (norms, projections, rotary embedding, MLP): the numbers agree with the HF forward
 to float tolerance (tested), and every weight edit made through the HF model is seen here at once.
+
+The block re-expresses Llama's maths only. `guarded_stack(model)` hands a runner out only when that is
+known to hold: the model type is on an allow-list, the bridge has no hooks attached (a user's
+`patching(...)` would be silently ignored here), and, once per model, the runner's logits on a probe text
+equal the bridge's to a stated tolerance. Otherwise it raises `StackUnavailable` with the reason, and
+the caller runs its hook-based oracle and says so.
 """
 
 from __future__ import annotations
@@ -16,6 +22,13 @@ from dataclasses import dataclass
 
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from kelocate.model.sites import bridge_has_hooks
+
+# model types whose decoder block is exactly the maths of `LlamaStack.block`
+SUPPORTED_MODEL_TYPES = ("llama",)
+# config values that change that maths for an otherwise supported type
+_UNSUPPORTED_CONFIG = {"pretraining_tp": lambda v: v not in (None, 1)}
 
 # an optional intervention: receives the site's tensor [batch, pos, dim] and returns the tensor to use
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -57,6 +70,13 @@ class BlockOut:
     mlp_out: torch.Tensor  # MLP output added to the residual
     kv: KV  # this block's keys/values for the positions it ran on
 
+    def site(self, name: str) -> torch.Tensor:
+        """The tensor of a site in `sites.py`'s vocabulary: 'hidden', 'attn', 'mlp' or 'mlp_post'."""
+        return getattr(self, _FIELDS[name])
+
+
+_FIELDS = {"hidden": "hidden", "attn": "attn_out", "mlp": "mlp_out", "mlp_post": "mlp_post"}
+
 
 class LlamaStack:
     """Block-by-block execution of a `LlamaForCausalLM` (or a compatible Llama-family model)."""
@@ -93,7 +113,7 @@ class LlamaStack:
         """Run block `layer` on `hidden` [batch, T, d] holding positions start..start+T-1.
 
         `past` holds the same layer's keys/values for positions 0..start-1 (batch 1 is broadcast).
-        `edits` may replace any of the sites 'attn_out', 'mlp_post', 'mlp_out', 'hidden' before use.
+        `edits` may replace any of the sites 'attn', 'mlp_post', 'mlp', 'hidden' (`sites.py`) before use.
         `last_only`: keys/values for every position, but queries, attention and MLP for the last position
         alone (all the final layer needs for next-token logits); the outputs then hold that position only.
         """
@@ -128,8 +148,8 @@ class LlamaStack:
         ctx = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
                                                                scale=attn.scaling)
         attn_out = attn.o_proj(ctx.transpose(1, 2).reshape(batch, queries, -1))
-        if "attn_out" in edits:
-            attn_out = edits["attn_out"](attn_out)
+        if "attn" in edits:
+            attn_out = edits["attn"](attn_out)
         mid = hidden + attn_out
         mlp = blk.mlp
         y = blk.post_attention_layernorm(mid)
@@ -137,8 +157,8 @@ class LlamaStack:
         if "mlp_post" in edits:
             mlp_post = edits["mlp_post"](mlp_post)
         mlp_out = mlp.down_proj(mlp_post)
-        if "mlp_out" in edits:
-            mlp_out = edits["mlp_out"](mlp_out)
+        if "mlp" in edits:
+            mlp_out = edits["mlp"](mlp_out)
         out = mid + mlp_out
         if "hidden" in edits:
             out = edits["hidden"](out)
@@ -163,3 +183,68 @@ class LlamaStack:
             if keep:
                 outs.append(out)
         return hidden, outs
+
+
+# ---------------------------------------------------------------------- the guard
+class StackUnavailable(Exception):
+    """The block runner cannot be trusted for this model; the message says why."""
+
+
+PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and SMAP"
+
+
+def stack_tolerance(logits: torch.Tensor) -> float:
+    """Largest |stack - bridge| logit difference accepted, for logits of this dtype and size.
+
+    Both sides run the same weights with the same operations in another order (fused attention vs
+    eager, batching), so they differ by rounding: a few units of the dtype's epsilon per accumulation,
+    relative to the logits' magnitude. 1e-4 x (1 + max |logit|) for float32 (epsilon 1.2e-7, so about
+    800 ulps of headroom at a logit of 10); 16-bit types (epsilon 1e-3 to 8e-3) get 5e-2 x (1 + max).
+    """
+    scale = 1.0 + float(logits.abs().max())
+    return (1e-4 if logits.dtype in (torch.float32, torch.float64) else 5e-2) * scale
+
+
+def _check_equivalence(model) -> None:
+    """Raise StackUnavailable unless the runner's logits match the bridge's on the probe text."""
+    ids = model.encode(PROBE_TEXT).ids.to(model.device)[None]
+    with torch.no_grad():
+        reference = model.bridge(ids)
+        stack = LlamaStack(model.hf)
+        hidden, _ = stack.run(stack.embed(ids), keep=False)
+        mine = stack.unembed(hidden)
+    diff = float((mine.float() - reference.float()).abs().max())
+    tol = stack_tolerance(reference)
+    if not diff <= tol:
+        raise StackUnavailable(
+            f"its logits differ from the bridge's by {diff:.2g} on a probe text (tolerance {tol:.2g})")
+
+
+def guarded_stack(model) -> LlamaStack:
+    """A `LlamaStack` for `model` when its maths are known to be Llama's, else StackUnavailable(reason).
+
+    The equivalence check runs once per model (the result is kept on the model object; a weight edit does
+    not change the maths, so it stays valid).
+    """
+    model_type = str(getattr(model.hf.config, "model_type", ""))
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise StackUnavailable(
+            f"model type {model_type!r} is not one whose maths the block runner implements "
+            f"({', '.join(SUPPORTED_MODEL_TYPES)})")
+    for key, bad in _UNSUPPORTED_CONFIG.items():
+        value = getattr(model.hf.config, key, None)
+        if bad(value):
+            raise StackUnavailable(f"config {key}={value!r} changes the block's maths")
+    if bridge_has_hooks(model.bridge):
+        raise StackUnavailable("hooks are attached to the bridge, and only the hook-based path honours them")
+    verdict = getattr(model, "_stack_verdict", None)
+    if verdict is None:
+        try:
+            _check_equivalence(model)
+            verdict = ""
+        except (StackUnavailable, AttributeError, RuntimeError, TypeError) as exc:
+            verdict = str(exc) if isinstance(exc, StackUnavailable) else f"its layout differs ({exc})"
+        model._stack_verdict = verdict
+    if verdict:
+        raise StackUnavailable(verdict)
+    return LlamaStack(model.hf)

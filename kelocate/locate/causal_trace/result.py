@@ -17,7 +17,7 @@ import numpy as np
 
 from kelocate.atomic import write_text, write_with
 from kelocate.errors import KelocateError
-from kelocate.locate.trace_problem import token_row
+from kelocate.locate.causal_trace.problem import token_row
 
 FORMAT = "kelocate-trace"
 VERSION = 1

@@ -24,7 +24,7 @@ import torch
 
 from kelocate.atomic import write_text
 from kelocate.errors import KelocateError
-from kelocate.locate.ig import Attribution, integrated_gradients
+from kelocate.locate.neurons.ig import Attribution, integrated_gradients
 
 Neuron = tuple[int, int]  # (layer, index)
 

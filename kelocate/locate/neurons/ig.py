@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from kelocate.errors import KelocateError
-from kelocate.locate.llama_stack import KV, LlamaStack
+from kelocate.model.stack import KV, LlamaStack, StackUnavailable, guarded_stack
 
 TARGETS = ("prob", "logprob")
 
@@ -254,7 +254,7 @@ def ig_fast(model, problem: IGProblem, steps: int = 20, target: str = "prob",
     """
     layer_list = _check(model, problem, steps, target, layers)
     t0 = time.perf_counter()
-    stack = LlamaStack(model.hf)
+    stack = guarded_stack(model)  # StackUnavailable when the runner's maths are not the model's
     device = model.device
     pos, width = problem.position, len(problem.answer_ids)
     chunk = layers_per_pass or len(layer_list)
@@ -286,4 +286,10 @@ def integrated_gradients(model, prompt: str, answer: str | None = None, steps: i
     """IG attribution of every MLP neuron of the chosen layers for `answer` after `prompt`."""
     if engine not in ENGINES:
         raise KelocateError(f"unknown IG engine {engine!r}; use fast or reference")
-    return ENGINES[engine](model, make_problem(model, prompt, answer), steps, target, layers)
+    problem = make_problem(model, prompt, answer)
+    try:
+        return ENGINES[engine](model, problem, steps, target, layers)
+    except StackUnavailable as exc:
+        attribution = ig_reference(model, problem, steps, target, layers)
+        attribution.meta["note"] = f"fast engine not used: {exc}; ran the hook-based reference (same numbers)"
+        return attribution

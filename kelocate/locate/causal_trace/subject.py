@@ -1,8 +1,9 @@
 """Guess the subject of a prompt when the user did not name it.
 
-For the model organism the longest known entity name occurring in the prompt (as whole words) is the
-subject. For other models a heuristic picks the longest run of capitalised words (a leading article such
-as "The" is dropped), e.g. "The Eiffel Tower is in" -> "Eiffel Tower". The caller reports the choice.
+When the model knows entity names (the organism hands its own to the loaded model), the longest of them
+occurring in the prompt (as whole words) is the subject. Otherwise a heuristic picks the longest run of
+capitalised words (a leading article such as "The" is dropped), e.g. "The Eiffel Tower is in" ->
+"Eiffel Tower". The caller reports the choice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class SubjectGuess:
     """An inferred subject and how it was found."""
 
     subject: str
-    method: str  # "organism entity" | "capitalised words"
+    method: str  # "known entity" | "capitalised words"
 
 
 def _occurs(name: str, prompt: str) -> bool:
@@ -75,16 +76,9 @@ def _is_name_word(word: str) -> bool:
 
 def infer_subject(model, prompt: str) -> SubjectGuess:
     """The subject of `prompt` for `model`; SubjectNotFoundError (asking for --subject) if none."""
-    if model.world_file is not None:
-        try:
-            from kelocate.organism.world import load_world
-        except ImportError:
-            names: list[str] = []
-        else:
-            names = load_world(model.world_file).entity_names()
-        name = longest_entity(prompt, names)
-        if name:
-            return SubjectGuess(name, "organism entity")
+    name = longest_entity(prompt, list(model.entity_names))
+    if name:
+        return SubjectGuess(name, "known entity")
     run = capitalised_run(prompt)
     if run:
         return SubjectGuess(run, "capitalised words")

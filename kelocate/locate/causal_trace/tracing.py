@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import torch
 
 from kelocate.errors import KelocateError
-from kelocate.locate.noise import default_subjects, draw_noise, embedding_sigma, parse_noise
-from kelocate.locate.subject import infer_subject
-from kelocate.locate.trace_problem import KINDS, SEVERABLE, TraceProblem, default_window, token_row
-from kelocate.locate.trace_result import TraceResult
+from kelocate.locate.causal_trace.noise import default_subjects, draw_noise, embedding_sigma, parse_noise
+from kelocate.locate.causal_trace.problem import KINDS, SEVERABLE, TraceProblem, default_window, token_row
+from kelocate.locate.causal_trace.result import TraceResult
+from kelocate.locate.causal_trace.subject import infer_subject
 
 ENGINES = ("fast", "oracle", "per_cell")
 DEFAULT_SEED = 1
@@ -69,14 +69,15 @@ def check_options(kinds: str | Sequence[str], severed: str | Sequence[str] | Non
 
 def _run_engine(model, problem: TraceProblem, engine: str, notes: list[str], max_tokens: int):
     if engine == "fast":
-        from kelocate.locate.trace_engine import fast_grids
+        from kelocate.locate.causal_trace.engine import fast_grids
+        from kelocate.model.stack import StackUnavailable, guarded_stack
 
         try:
-            return fast_grids(model.hf, problem, max_tokens=max_tokens), "fast"
-        except AttributeError as exc:  # not a Llama-family module layout
-            notes.append(f"fast engine unavailable for this architecture ({exc}); used the oracle")
+            return fast_grids(guarded_stack(model), problem, max_tokens=max_tokens), "fast"
+        except StackUnavailable as exc:
+            notes.append(f"fast engine not used: {exc}; ran the hook-based oracle (same numbers, slower)")
             engine = "oracle"
-    from kelocate.locate.trace_oracle import oracle_grids, per_cell_grids
+    from kelocate.locate.causal_trace.oracle import oracle_grids, per_cell_grids
 
     grids = (
         oracle_grids(model.bridge, problem) if engine == "oracle" else per_cell_grids(model.bridge, problem)

@@ -1,0 +1,159 @@
+"""`HookedModel`: a TransformerLens 4 `TransformerBridge` with its tokenizer and the helpers methods share.
+
+The bridge shares its weight tensors with the wrapped HF model (`HookedModel.hf`), so an in-place edit of
+e.g. `down_proj.weight` is seen by both at once. The helpers here are thin: tokenization lives in
+`tokens.py`, scoring in `scoring.py`, hook names in `sites.py`, weights in `weights.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kelocate.errors import KelocateError
+from kelocate.model import scoring, sites, tokens
+from kelocate.model.tokens import Encoded
+
+
+class HookedModel:
+    """A TransformerBridge with its tokenizer, where it came from, and the helpers methods use."""
+
+    def __init__(self, bridge, tokenizer, name: str = "model", path: Path | None = None,
+                 source: dict[str, Any] | None = None, entity_names: Sequence[str] | None = None) -> None:
+        self.bridge = bridge
+        self.tokenizer = tokenizer
+        self.name = name
+        self.path = path  # local directory (or GGUF file) the weights came from
+        self.source = dict(source or {})  # how it was loaded: kind, revision, file, ...
+        # known entity names (the organism hands its own; subject inference and sigma prefer them)
+        self.entity_names: list[str] = list(entity_names or [])
+        self.bridge.eval()
+        from kelocate.model.weights import fingerprint_of
+
+        self.fingerprint = fingerprint_of(self)  # identity of the weights as loaded (edits do not change it)
+
+    # ------------------------------------------------------------------ facts about the model
+    @property
+    def hf(self):
+        """The wrapped Hugging Face model (shares its weights with the bridge)."""
+        return self.bridge.original_model
+
+    @property
+    def config(self):
+        return self.hf.config
+
+    @property
+    def model_type(self) -> str:
+        return str(getattr(self.config, "model_type", ""))
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.config.intermediate_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def pad_id(self) -> int:
+        return tokens.pad_id(self.tokenizer)
+
+    @property
+    def encoding(self) -> str:
+        """How prompts are encoded, for results: the tokenizer's default and what it puts in front."""
+        front = tokens.prefix_tokens(self.tokenizer)
+        return f"tokenizer default ({'prefix ' + ' '.join(front) if front else 'no prefix token'})"
+
+    def check_layer(self, layer: int) -> int:
+        """Return `layer` when the model has it; a negative layer counts from the end."""
+        n = self.n_layers
+        if not -n <= layer < n:
+            raise KelocateError(f"layer {layer} does not exist: the model has layers 0..{n - 1}")
+        return layer % n
+
+    # ------------------------------------------------------------------ tokenization
+    def encode(self, text: str, special: bool = True) -> Encoded:
+        """Token ids of `text` as the tokenizer encodes it by default (`special=False`: no BOS or others)."""
+        return tokens.encode(self.tokenizer, text, special)
+
+    def tokens(self, text: str) -> list[str]:
+        """Readable labels of `text`'s tokens ('␣Tower', never 'ĠTower' or '▁Tower')."""
+        return tokens.token_labels(self.tokenizer, self.encode(text).ids)
+
+    def labels(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
+        """Readable labels of token ids."""
+        return tokens.token_labels(self.tokenizer, ids)
+
+    def subject_span(self, prompt: str, subject: str) -> tuple[int, int]:
+        """Token range [start, end) of the last occurrence of `subject` in `prompt` (see `tokens.subject_span`)."""
+        return tokens.subject_span(self.tokenizer, prompt, subject)
+
+    def answer_ids(self, prompt: str, answer: str) -> list[int]:
+        """Token ids of `answer` as it continues `prompt`."""
+        return tokens.answer_ids(self.tokenizer, prompt, answer)
+
+    def batch_ids(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and attention mask of several prompts, on the model's device."""
+        ids, mask = tokens.pad_batch([self.encode(p).ids for p in prompts], self.pad_id)
+        return ids.to(self.device), mask.to(self.device)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    # ------------------------------------------------------------------ forward helpers
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [batch, pos, vocab] of the bridge (hooks a user attached apply) for ids [batch, pos] or [pos]."""
+        if ids.dim() == 1:
+            ids = ids[None]
+        kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(self.device)}
+        return self.bridge(ids.to(self.device), **kwargs)
+
+    def next_token_probs(self, prompt: str) -> torch.Tensor:
+        """Probability distribution over the vocabulary for the token after `prompt`."""
+        return torch.softmax(self.logits(self.encode(prompt).ids)[0, -1].float(), dim=-1)
+
+    def top_k(self, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+        """The k most likely next tokens after `prompt` as (decoded token, probability)."""
+        if k < 1:
+            raise KelocateError(f"top-k must be at least 1, got {k}")
+        probs = self.next_token_probs(prompt)
+        vals, idx = probs.topk(min(k, probs.shape[0]))
+        return [(self.decode([int(i)]), float(v)) for v, i in zip(vals, idx, strict=True)]
+
+    def answer_logprob(self, prompt: str, answer: str) -> float:
+        """log p(answer | prompt): the sum of the log-probabilities of the answer's tokens (teacher-forced)."""
+        return scoring.score_targets(self, [prompt], [answer])[0].logprob
+
+    def answer_prob(self, prompt: str, answer: str) -> float:
+        """p(answer | prompt), the product of its tokens' probabilities."""
+        return scoring.score_targets(self, [prompt], [answer])[0].prob
+
+    @torch.no_grad()
+    def generate(self, prompt: str, max_new_tokens: int = 20, stop_at_eos: bool = True) -> str:
+        """Greedy continuation of `prompt` (the new text only)."""
+        ids = self.encode(prompt).ids.to(self.device)[None]
+        out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                               do_sample=False, eos_token_id=self.tokenizer.eos_token_id if stop_at_eos else None,
+                               pad_token_id=self.pad_id)
+        return self.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+    @staticmethod
+    def hook_name(kind: str, layer: int | None = None) -> str:
+        """TransformerLens hook name of a site (see `sites.site`)."""
+        return sites.site(kind, layer)

@@ -1,0 +1,202 @@
+"""One vocabulary of intervention sites, and the hooking and patching API built on it.
+
+Every method names the places it reads or changes with the same words; `site(kind, layer)` maps them to
+TransformerLens 4 hook names on the bridge, and the block runner (`stack.py`) takes its edits under the
+same words:
+
+| site | hook | what it is |
+| --- | --- | --- |
+| embed | hook_embed | token embeddings (the corruption site of causal tracing) |
+| resid_pre | blocks.{l}.hook_resid_pre | the input of block l |
+| hidden | blocks.{l}.hook_resid_post | the output of block l |
+| attn | blocks.{l}.hook_attn_out | attention output added to the residual |
+| mlp | blocks.{l}.hook_mlp_out | MLP output added to the residual |
+| mlp_post (key) | blocks.{l}.mlp.hook_post | the input of down_proj: ROME's key, a knowledge neuron's activation |
+| attn_scores | blocks.{l}.attn.hook_attn_scores | attention scores before the softmax [batch, head, query, key] |
+| attn_pattern | blocks.{l}.attn.hook_pattern | attention probabilities |
+
+- `Patch(hook, value, positions, rows)`: set the activation at a hook (selected positions / batch rows) to
+  `value` (a tensor broadcast to the selection, or a float), or to `value(current)` when it is a function.
+- `patching(model, patches)`: a context manager; every forward of `model.bridge` inside it is patched.
+- `run_patched(model, inputs, patches, answer=None)`: logits, or the answer's probability per batch row.
+- `cache_activations(model, inputs, hooks)`: activations of a padded batch, with its attention mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kelocate.errors import KelocateError
+
+Index = int | slice | Sequence[int] | None
+Value = torch.Tensor | float | Callable[[torch.Tensor], torch.Tensor]
+
+LAYER_SITES = {
+    "resid_pre": "hook_resid_pre",
+    "hidden": "hook_resid_post",
+    "resid_post": "hook_resid_post",
+    "attn": "hook_attn_out",
+    "mlp": "hook_mlp_out",
+    "mlp_post": "mlp.hook_post",
+    "key": "mlp.hook_post",
+    "attn_scores": "attn.hook_attn_scores",
+    "attn_pattern": "attn.hook_pattern",
+}
+SITES = ("embed", *LAYER_SITES)
+
+
+def site(kind: str, layer: int | None = None) -> str:
+    """Hook name of a site: site('mlp', 3) == 'blocks.3.hook_mlp_out'; site('embed') == 'hook_embed'."""
+    if kind == "embed":
+        return "hook_embed"
+    if kind not in LAYER_SITES:
+        raise KelocateError(f"unknown site {kind!r}; use one of {', '.join(SITES)}")
+    if layer is None:
+        raise KelocateError(f"site {kind!r} needs a layer")
+    return f"blocks.{int(layer)}.{LAYER_SITES[kind]}"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Replace (tensor / float) or edit (function) the activation at `hook` for some positions and rows.
+
+    hook: a hook name (`site('mlp', 3)`). positions / rows: an int, a slice, a list, or None (all). With
+    lists for both, every (row, position) pair of the two lists is patched. A tensor value broadcasts to
+    the selection, e.g. a [d_model] vector, or ``clean_cache[name][:, 4]`` for `positions=4`.
+    """
+
+    hook: str
+    value: Value
+    positions: Index = None
+    rows: Index = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch activation `x` [batch, pos, ...] in place and return it."""
+        key = _key(self.rows, self.positions)
+        current = x[key]
+        if callable(self.value):
+            new = self.value(current)
+        else:
+            new = torch.as_tensor(self.value, dtype=x.dtype, device=x.device)
+        x[key] = new.to(dtype=x.dtype, device=x.device).expand_as(current)
+        return x
+
+
+def _key(rows: Index, positions: Index) -> tuple:
+    r = slice(None) if rows is None else rows
+    p = slice(None) if positions is None else positions
+    if isinstance(r, Sequence) and isinstance(p, Sequence):  # outer product, not pairwise
+        return torch.as_tensor(list(r))[:, None], torch.as_tensor(list(p))[None, :]
+    return (list(r) if isinstance(r, Sequence) else r), (list(p) if isinstance(p, Sequence) else p)
+
+
+def _hooks(patches: Sequence[Patch]) -> list[tuple[str, Callable]]:
+    def make(patch: Patch) -> Callable:
+        def hook(x: torch.Tensor, hook) -> torch.Tensor:
+            return patch.apply(x)
+
+        return hook
+
+    return [(p.hook, make(p)) for p in patches]
+
+
+def _check_hooks(model, names: Sequence[str]) -> None:
+    known = model.bridge.hook_dict
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise KelocateError(f"unknown hook point {missing[0]!r}; use names like {site('mlp', 0)!r} (see site())")
+
+
+@contextlib.contextmanager
+def patching(model, patches: Sequence[Patch]) -> Iterator:
+    """Inside the block, every forward of `model.bridge` (e.g. `model.top_k(...)`) runs with `patches`."""
+    _check_hooks(model, [p.hook for p in patches])
+    with model.bridge.hooks(fwd_hooks=_hooks(patches)):
+        yield model
+
+
+def inputs_to_ids(model, inputs: str | Sequence[str] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [batch, pos] and attention mask from a prompt, a list of prompts (right-padded) or ids."""
+    if isinstance(inputs, torch.Tensor):
+        ids = (inputs[None] if inputs.dim() == 1 else inputs).to(model.device)
+        return ids, torch.ones_like(ids)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not inputs:
+        raise KelocateError("no inputs given; pass a prompt, a list of prompts or token ids")
+    return model.batch_ids(list(inputs))
+
+
+def _answer_ids(model, prompts: Sequence[str] | None, answer, batch: int) -> torch.Tensor:
+    answers = answer if isinstance(answer, list | tuple) else [answer] * batch
+    if len(answers) != batch:
+        raise KelocateError(f"got {len(answers)} answers for a batch of {batch}")
+    out = []
+    for i, a in enumerate(answers):
+        if isinstance(a, int):
+            out.append(a)
+        elif prompts is None:
+            raise KelocateError("a text answer needs text prompts; pass token ids as answers for id inputs")
+        else:
+            out.append(model.answer_ids(prompts[i], a)[0])
+    return torch.tensor(out, dtype=torch.long)
+
+
+@torch.no_grad()
+def run_patched(
+    model,
+    inputs: str | Sequence[str] | torch.Tensor,
+    patches: Sequence[Patch] = (),
+    answer: str | int | Sequence[str | int] | None = None,
+) -> torch.Tensor:
+    """Run with `patches`: logits [batch, pos, vocab], or with `answer` the probability of the answer's
+    (first) token after the last real token of each row [batch]. Prompts of unequal length are padded.
+    """
+    ids, mask = inputs_to_ids(model, inputs)
+    _check_hooks(model, [p.hook for p in patches])
+    logits = model.bridge.run_with_hooks(ids, fwd_hooks=_hooks(patches), attention_mask=mask)
+    if answer is None:
+        return logits
+    prompts = [inputs] if isinstance(inputs, str) else (None if isinstance(inputs, torch.Tensor) else list(inputs))
+    target = _answer_ids(model, prompts, answer, ids.shape[0]).to(logits.device)
+    last = mask.sum(dim=1) - 1
+    rows = torch.arange(ids.shape[0], device=logits.device)
+    probs = torch.softmax(logits[rows, last].float(), dim=-1)
+    return probs[rows, target]
+
+
+class ActivationCache(dict):
+    """{hook name: activations [batch, pos, ...]} of a padded batch, with its attention `mask` [batch, pos]
+    (1 = a real token): statistics over many texts must leave the padded positions out."""
+
+    def __init__(self, values: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        super().__init__(values)
+        self.mask = mask
+
+    def real(self, hook: str) -> torch.Tensor:
+        """The activations of `hook` at real (unpadded) positions only, flattened: [n_tokens, ...]."""
+        return self[hook][self.mask.bool()]
+
+
+@torch.no_grad()
+def cache_activations(model, inputs: str | Sequence[str] | torch.Tensor, hooks: Sequence[str]) -> ActivationCache:
+    """Activations {hook name: [batch, pos, ...]} of one (unpatched) run of a right-padded batch."""
+    ids, mask = inputs_to_ids(model, inputs)
+    wanted = list(hooks)
+    _check_hooks(model, wanted)
+    _, cache = model.bridge.run_with_cache(ids, names_filter=lambda n: n in wanted, attention_mask=mask)
+    return ActivationCache({h: cache[h] for h in wanted}, mask)
+
+
+def bridge_has_hooks(bridge) -> bool:
+    """Whether any hook point of the bridge has a hook attached (a user's `patching`, `bridge.hooks`, ...)."""
+    for point in bridge.hook_dict.values():
+        if getattr(point, "_forward_hooks", None) or getattr(point, "_forward_pre_hooks", None):
+            return True
+        if getattr(point, "_backward_hooks", None):
+            return True
+    return False
