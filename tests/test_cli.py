@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -47,3 +48,33 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
 def test_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     assert "predict" in capsys.readouterr().out
+
+
+def _unwritable_outs(tmp_path) -> list[str]:
+    """--out folders that cannot be created: below a file, and /proc/x where there is a /proc."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    return [str(blocker / "x")] + (["/proc/x"] if os.path.isdir("/proc/self") else [])
+
+
+@pytest.mark.parametrize("argv", [
+    ["trace", "SMAP was created in", "--kind", "hidden", "--samples", "2"],  # on the organism
+    ["klob"],
+])
+def test_unwritable_out_is_one_line_and_exit_2(argv, tmp_path, capsys):
+    for out in _unwritable_outs(tmp_path):
+        assert main([*argv, "--out", out]) == 2
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith("error:") and repr(out) in lines[0] and "choose another --out" in lines[0]
+        assert "Traceback" not in captured.err + captured.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # nothing half-written
+
+
+def test_console_script_unwritable_out_has_no_traceback(tmp_path):
+    out = _unwritable_outs(tmp_path)[-1]
+    proc = subprocess.run([sys.executable, "-m", "kelocate.cli", "trace", "SMAP was created in", "--kind", "hidden",
+                           "--samples", "2", "--out", out], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -114,6 +115,43 @@ def test_export_is_deterministic(world, exported, tmp_path):
     export(world, tmp_path)
     for entry in manifest.values():
         assert (tmp_path / entry["path"]).read_bytes() == (out / entry["path"]).read_bytes()
+
+
+def test_export_leaves_other_files_and_no_staging(world, exported, tmp_path):
+    out, manifest = exported
+    assert not [p for p in out.rglob(".*")]  # no staging folder or temporary file left behind
+    (tmp_path / "precious.txt").write_text("keep me")
+    export_klob(world, tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["KLoB-c.jsonl", "KLoB-r.jsonl", "KLoB-u.jsonl",
+                                                          "precious.txt"]
+
+
+def test_export_to_an_unwritable_folder_writes_nothing(world, tmp_path):
+    from kelocate.atomic import WriteError
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(WriteError, match="choose another --out"):
+        export(world, blocker / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+@pytest.mark.parametrize("where", ["below-a-file", "/proc/x"])
+def test_cli_export_to_an_unwritable_folder_is_one_line(where, tmp_path, capsys):
+    from kelocate.cli import main
+
+    if where == "/proc/x" and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc on this system")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    out = str(blocker / "out") if where == "below-a-file" else where
+    assert main(["organism", "export", "--out", out]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert repr(out) in lines[0] and "choose another --out" in lines[0]
+    assert "Traceback" not in captured.err + captured.out
 
 
 def test_loader_reads_all_six_tasks_back(exported):

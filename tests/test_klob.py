@@ -1,8 +1,9 @@
-"""KLoB: loaders (both spellings, the real KLoB-u file, malformed lines) and RSim scores."""
+"""KLoB: loaders (both spellings, the real KLoB-u file, malformed lines), random-word inputs, RSim scores."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +17,17 @@ from kelocate.probes.klob import (
     load_klob_r,
     load_klob_u,
     neuron_similarity,
+    random_word_inputs,
     relevance,
     rsim,
     set_similarity,
-    shared_klob_u,
     strip_blank,
     unbiasedness,
+    vocabulary_words,
 )
+
+# the real KLoB-u file lives beside the checkout (never looked up by the package itself)
+REAL_KLOB_U = Path(__file__).resolve().parents[2] / "shared" / "data" / "KLoB-u.jsonl"
 
 C_LINE = {"prompts": ["The native language of Norman Rockwell is _",
                       "The mother tongue of Norman Rockwell is _",
@@ -63,10 +68,9 @@ def test_klob_r_accepts_both_spellings(tmp_path):
 
 
 def test_real_klob_u_file_loads():
-    path = shared_klob_u()
-    if path is None:
-        pytest.skip("the real KLoB-u file (../shared/data/KLoB-u.jsonl beside the repository) is not present")
-    prompts = load_klob_u(path)
+    if not REAL_KLOB_U.is_file():
+        pytest.skip(f"the real KLoB-u file is not present at {REAL_KLOB_U} (beside the checkout)")
+    prompts = load_klob_u(REAL_KLOB_U)
     assert len(prompts) == 25470
     assert prompts[0] == "pumice preministry matureness achropsia petticoatery cephalocentesis"
     assert all(p and not p.endswith("_") for p in prompts)
@@ -199,3 +203,146 @@ def test_organism_export_loads(tmp_path):
     assert facts and chains and randoms
     assert all(f.subject in q for f in facts for q in f.prompts)
     assert all(c.subject in c.chain_prompt for c in chains)
+
+
+# ====================================================================== random-word inputs (KLoB-u without a file)
+
+
+class _FakeTokenizer:
+    """The two tokenizer methods the generator reads, over a fixed vocabulary."""
+
+    def __init__(self, pieces: list[str], special: tuple[str, ...] = ("<s>",)) -> None:
+        self.pieces = pieces
+        self.all_special_tokens = list(special)
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.pieces[i] for i in ids]
+
+
+def test_random_inputs_are_seeded_counted_whole_words(tiny_model):
+    tok = tiny_model.tokenizer
+    a = random_word_inputs(tok, 25, seed=3)
+    assert a == random_word_inputs(tok, 25, seed=3)  # deterministic for a seed
+    assert a != random_word_inputs(tok, 25, seed=4)  # and another seed gives other inputs
+    assert len(a) == 25 and random_word_inputs(tok, 0) == []
+    vocab = tok.get_vocab()
+    for line in a:
+        assert line.endswith(" _") and line.count("_") == 1  # the answer slot, as in the real KLoB-u
+        words = strip_blank(line).split()
+        assert all(w.isalpha() and "\u2581" + w in vocab for w in words), line  # whole, word-initial tokens
+    assert set(vocabulary_words(tok)) >= {w for line in a for w in strip_blank(line).split()}
+
+
+def test_random_inputs_follow_the_given_word_counts(tiny_model):
+    lines = random_word_inputs(tiny_model.tokenizer, 6, lengths=[3, 5, 9], seed=1)
+    assert sorted(len(strip_blank(line).split()) for line in lines) == [3, 3, 5, 5, 9, 9]
+    with pytest.raises(KelocateError, match="at least one word"):
+        random_word_inputs(tiny_model.tokenizer, 2, lengths=[0])
+
+
+def test_vocabulary_words_by_tokenizer_kind():
+    sentencepiece = _FakeTokenizer(["<s>", "\u2581the", "\u2581Paris", "ris", "\u2581a", "\u25813d", "\u2581caf\u00e9"])
+    assert vocabulary_words(sentencepiece) == ["Paris", "the"]  # word-initial, letters only, two or more
+    byte_level = _FakeTokenizer(["<s>", "\u0120river", "river", "\u0120music", "\u0120x"])
+    assert vocabulary_words(byte_level) == ["music", "river"]
+    unmarked = _FakeTokenizer(["<s>", "cat", "dog", "##s", "x1"])  # no space marks: plain alphabetic tokens
+    assert vocabulary_words(unmarked) == ["cat", "dog"]
+    with pytest.raises(KelocateError, match="--klob-u"):
+        random_word_inputs(_FakeTokenizer(["<s>", "\u2581a", "1"]), 3)
+
+
+def _klob_folder(folder: Path) -> Path:
+    """Four KLoB-c facts and four KLoB-r records about the tiny model's words (public spelling)."""
+    pairs = [("SMAP", "Japan"), ("Paris", "France"), ("Berlin", "Germany"), ("France", "Paris")]
+    c_rows = [{"prompts": [f"{s} was created in _", f"the city {s} is located in _", f"{s} is in _"],
+               "knowledge": [s, "country_(P17)", o]} for s, o in pairs]
+    r_rows = [{"single_knowledge": [s, "country_(P17)", o],
+               "knowledge_chain": [s, "country_(P17)", o, "language_(P37)", "Japanese"],
+               "single_knowlege_prompts": [f"{s} was created in _", f"{s} is located in _"],
+               "knowlege_chain_prompt": f"the language of the country of {s} is _"} for s, o in pairs]
+    _write(folder / "KLoB-c.jsonl", c_rows)
+    _write(folder / "KLoB-r.jsonl", r_rows)
+    return folder
+
+
+def test_study_data_generates_as_many_inputs_as_factual_prompts(tiny_model, tmp_path):
+    from kelocate.studies.klob_study import load_klob_data
+
+    folder = _klob_folder(tmp_path)
+    data = load_klob_data(folder, seed=5, tokenizer=tiny_model.tokenizer)
+    factual = [q for f in data.facts for q in f.prompts]
+    assert len(data.randoms) == len(factual) == 12
+    assert sorted(len(r.split()) for r in data.randoms) == sorted(len(q.split()) for q in factual)
+    assert data.random_inputs["description"] == "generated from the model vocabulary, seed 5, 12 inputs"
+    assert data.files["u"] is None and data.random_inputs["source"] == "vocabulary"
+    assert load_klob_data(folder, seed=5, tokenizer=tiny_model.tokenizer).randoms == data.randoms
+    assert load_klob_data(folder, random_limit=3, tokenizer=tiny_model.tokenizer).random_inputs["n"] == 3
+    assert load_klob_data(folder).randoms == []  # neither a tokenizer nor a file: no unbiasedness
+
+
+def test_study_data_reads_the_real_klob_u_file_when_given(tmp_path):
+    if not REAL_KLOB_U.is_file():
+        pytest.skip(f"the real KLoB-u file is not present at {REAL_KLOB_U} (beside the checkout)")
+    from kelocate.studies.klob_study import load_klob_data
+
+    data = load_klob_data(_klob_folder(tmp_path), klob_u=REAL_KLOB_U, seed=0)
+    assert len(data.randoms) == 12 and data.files["u"] == str(REAL_KLOB_U)
+    assert data.random_inputs["source"] == "file" and str(REAL_KLOB_U) in data.random_inputs["description"]
+
+
+def test_package_never_looks_in_the_developers_shared_folder():
+    """An installed package must not depend on ../shared beside the checkout."""
+    package = Path(__file__).resolve().parents[1] / "kelocate"
+    for source in package.rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        assert "shared/data" not in text, source
+        assert '"shared"' not in text and "'shared'" not in text, source
+
+
+# ====================================================================== `kelocate klob --klob-u`
+
+
+def _one_line(capsys, needle: str) -> None:
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+def _klob_argv(tiny_model_dir, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["klob", "--locator", "neurons", "--steps", "2", "--data", str(data), "--model", str(tiny_model_dir),
+            "--out", str(out), *extra]
+
+
+def test_cli_klob_u_file_and_generated_default(tiny_model_dir, tmp_path, capsys):
+    from kelocate.cli import main
+
+    (tmp_path / "data").mkdir()
+    data = _klob_folder(tmp_path / "data")
+    u_file = _write(tmp_path / "my-klob-u.jsonl", ["river music capital team _", "born works plays the group _"])
+    assert main(_klob_argv(tiny_model_dir, data, tmp_path / "a", "--klob-u", str(u_file))) == 0
+    printed = capsys.readouterr().out
+    assert f"random-word inputs: {u_file} (2 of 2 lines, seed 0)" in printed
+    saved = json.loads((tmp_path / "a" / "klob_neurons.json").read_text())
+    assert saved["random_inputs"]["path"] == str(u_file) and saved["n"]["random"] == 2
+    assert main(_klob_argv(tiny_model_dir, data, tmp_path / "b", "--json")) == 0
+    brief = json.loads(capsys.readouterr().out)
+    assert brief["random_inputs"]["description"] == "generated from the model vocabulary, seed 0, 12 inputs"
+    assert brief["n"]["random"] == 12 and brief["data"]["u"] is None and brief["unbiasedness"]
+
+
+def test_cli_klob_u_missing_or_malformed_is_one_line(tiny_model_dir, tmp_path, capsys):
+    from kelocate.cli import main
+
+    data = _klob_folder(tmp_path)
+    out = tmp_path / "never"
+    assert main(_klob_argv(tiny_model_dir, data, out, "--klob-u", str(tmp_path / "nope.jsonl"))) == 2
+    _one_line(capsys, "--klob-u")
+    bad = tmp_path / "bad-u.jsonl"
+    bad.write_text('"fine words _"\n{"not": "a string"}\n')
+    assert main(_klob_argv(tiny_model_dir, data, out, "--klob-u", str(bad))) == 2
+    _one_line(capsys, f"{bad}:2: malformed KLoB-u line")
+    assert not out.exists()  # nothing half-written

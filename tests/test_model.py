@@ -1,4 +1,4 @@
-"""The hooked-model layer: loading, bridge == HF, tokenizer helpers, subject spans, answers."""
+"""The model floor: loading (folders, hub cache, errors), bridge == HF, tokenization, spans, answers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tolerances import assert_close
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
 from kelocate.model import HookedModel, load_model
@@ -18,7 +19,7 @@ def test_bridge_logits_equal_hf_logits(tiny_model: HookedModel):
     with torch.no_grad():
         hf_logits = tiny_model.hf(ids[None]).logits
     assert bridge_logits.shape == hf_logits.shape
-    assert torch.allclose(bridge_logits, hf_logits, atol=1e-5)
+    assert_close(bridge_logits, hf_logits, "bridge vs HF logits")  # eager vs sdpa attention: rounding only
 
 
 def test_bridge_hooks_see_hf_hidden_states(tiny_model: HookedModel):
@@ -27,9 +28,9 @@ def test_bridge_hooks_see_hf_hidden_states(tiny_model: HookedModel):
     _, cache = tiny_model.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
     with torch.no_grad():
         hidden = tiny_model.hf(ids, output_hidden_states=True).hidden_states
-    assert torch.allclose(cache["hook_embed"], hidden[0], atol=1e-6)
+    assert torch.equal(cache["hook_embed"], hidden[0])  # an embedding lookup: no arithmetic at all
     for layer in range(2):  # HF's last hidden state is after the final norm
-        assert torch.allclose(cache[f"blocks.{layer}.hook_resid_post"], hidden[layer + 1], atol=1e-5)
+        assert_close(cache[f"blocks.{layer}.hook_resid_post"], hidden[layer + 1], f"hidden {layer}")
 
 
 def test_in_place_weight_edit_is_seen_by_the_bridge(tiny_model_dir):
@@ -40,29 +41,70 @@ def test_in_place_weight_edit_is_seen_by_the_bridge(tiny_model_dir):
         model.hf.model.layers[1].mlp.down_proj.weight.mul_(2.0)
     after = model.logits(ids)
     with torch.no_grad():
-        assert torch.allclose(after, model.hf(ids[None]).logits, atol=1e-5)
-    assert not torch.allclose(before, after)
+        assert_close(after, model.hf(ids[None]).logits, "edited bridge vs HF")
+    assert float((before - after).abs().max()) > 1e-2
 
 
-def test_encode_prepends_bos_and_keeps_offsets(tiny_model: HookedModel):
+def test_encode_follows_the_tokenizer_default(tiny_model: HookedModel):
     enc = tiny_model.encode("SMAP was created in")
-    assert int(enc.ids[0]) == tiny_model.bos_id
+    default = tiny_model.tokenizer("SMAP was created in")["input_ids"]  # what the tokenizer does on its own
+    assert enc.ids.tolist() == default and default[0] == tiny_model.tokenizer.bos_token_id
     assert enc.offsets[0] == (0, 0)
-    no_bos = tiny_model.encode("SMAP was created in", prepend_bos=False)
-    assert torch.equal(enc.ids[1:], no_bos.ids)
+    plain = tiny_model.encode("SMAP was created in", special=False)
+    assert plain.ids.tolist() == tiny_model.tokenizer("SMAP was created in", add_special_tokens=False)["input_ids"]
     for a, b in enc.offsets[1:]:
         assert 0 <= a < b <= len(enc.text)
+    assert tiny_model.encoding == "tokenizer default (prefix <s>)"
 
 
-def _span_by_loop(model: HookedModel, prompt: str, subject: str, prepend_bos: bool = True) -> tuple[int, int]:
-    """Reference: the tokens whose decoded text (leading '▁' dropped) overlaps the subject's characters."""
+def test_a_tokenizer_without_bos_gets_none(tmp_path):
+    """SmolLM2's tokenizer adds no BOS; forcing one changes its predictions, so none may be added."""
+    path = build_random_llama(tmp_path / "nobos", n_layers=1)
+    config = json.loads((path / "tokenizer.json").read_text())
+    config["post_processor"] = None
+    (path / "tokenizer.json").write_text(json.dumps(config))
+    model = load_model(path)
+    enc = model.encode("SMAP was created in")
+    assert enc.ids.tolist() == model.tokenizer("SMAP was created in")["input_ids"]
+    assert model.tokenizer.bos_token_id not in enc.ids.tolist()
+    assert model.subject_span("SMAP was created in", "SMAP")[0] == 0
+    assert model.encoding == "tokenizer default (no prefix token)"
+
+
+def test_an_appended_eos_is_dropped(tmp_path):
+    """A tokenizer whose default appends EOS (T5-style) must not end a prompt that is to be continued."""
+    path = build_random_llama(tmp_path / "eos", n_layers=1)
+    config = json.loads((path / "tokenizer.json").read_text())
+    config["post_processor"] = {"type": "TemplateProcessing",
+                                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                           {"Sequence": {"id": "A", "type_id": 0}},
+                                           {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                                "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+                                "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                                                   "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    (path / "tokenizer.json").write_text(json.dumps(config))
+    model = load_model(path)
+    default = model.tokenizer("SMAP was created in")["input_ids"]
+    assert default[-1] == model.tokenizer.eos_token_id  # the tokenizer does append it
+    assert model.encode("SMAP was created in").ids.tolist() == default[:-1]
+
+
+def _span_by_decoding(model: HookedModel, prompt: str, subject: str) -> tuple[int, int]:
+    """Reference without offsets: token i covers the characters its decoding adds to the decoded prefix.
+
+    Decoding ids[:i] and ids[:i + 1] (special tokens skipped) gives the text before and through token i;
+    the tokens whose added characters (leading whitespace aside) overlap the subject form the span.
+    """
+    ids = model.encode(prompt).ids.tolist()
     start_char = prompt.rfind(subject)
     end_char = start_char + len(subject)
-    enc = model.encode(prompt, prepend_bos)
     inside = []
-    for i, (a, b) in enumerate(enc.offsets):
-        piece = prompt[a:b]
-        a += len(piece) - len(piece.lstrip())
+    for i in range(len(ids)):
+        before = model.tokenizer.decode(ids[:i], skip_special_tokens=True)
+        through = model.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        added = through[len(before):]
+        a = len(before) + len(added) - len(added.lstrip())
+        b = len(through)
         if b > a and a < end_char and b > start_char:
             inside.append(i)
     return inside[0], inside[-1] + 1
@@ -77,17 +119,11 @@ def _span_by_loop(model: HookedModel, prompt: str, subject: str, prepend_bos: bo
 ])
 def test_subject_span_matches_reference(tiny_model: HookedModel, prompt: str, subject: str):
     span = tiny_model.subject_span(prompt, subject)
-    assert span == _span_by_loop(tiny_model, prompt, subject)
+    assert span == _span_by_decoding(tiny_model, prompt, subject)
     start, end = span
     enc = tiny_model.encode(prompt)
     covered = prompt[enc.offsets[start][0]:enc.offsets[end - 1][1]]
     assert subject in covered and covered.strip().startswith(subject.split()[0][:1])
-
-
-def test_subject_span_without_bos_shifts_by_one(tiny_model: HookedModel):
-    with_bos = tiny_model.subject_span("The language of Japan is", "Japan")
-    without = tiny_model.subject_span("The language of Japan is", "Japan", prepend_bos=False)
-    assert with_bos == (without[0] + 1, without[1] + 1)
 
 
 def test_subject_missing_from_prompt_is_a_clear_error(tiny_model: HookedModel):
@@ -119,13 +155,24 @@ def test_top_k_is_sorted_and_matches_next_token_probs(tiny_model: HookedModel):
         tiny_model.top_k("SMAP", 0)
 
 
-def test_greedy_generation_is_deterministic(tiny_model: HookedModel):
-    assert tiny_model.generate("SMAP was created in", 5) == tiny_model.generate("SMAP was created in", 5)
+def test_greedy_generation_equals_a_plain_argmax_loop(tiny_model: HookedModel):
+    ids = tiny_model.encode("SMAP was created in").ids.tolist()
+    new = []
+    for _ in range(5):  # reference: feed the whole sequence again and take the argmax each step
+        with torch.no_grad():
+            nxt = int(tiny_model.hf(torch.tensor([ids + new])).logits[0, -1].argmax())
+        if nxt == tiny_model.tokenizer.eos_token_id:
+            break
+        new.append(nxt)
+    expected = tiny_model.tokenizer.decode(new, skip_special_tokens=True)
+    assert tiny_model.generate("SMAP was created in", 5) == expected
 
 
 def test_load_errors_are_one_line(tmp_path):
-    with pytest.raises(KelocateError, match="neither a local directory nor in the local Hugging Face cache"):
+    with pytest.raises(KelocateError, match="nor in the local Hugging Face cache"):
         load_model("no-such-org/no-such-model-xyz")
+    with pytest.raises(KelocateError, match="does not exist"):
+        load_model(str(tmp_path / "missing.gguf"))
     with pytest.raises(KelocateError, match="neither a local directory"):
         load_model(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
@@ -165,4 +212,59 @@ def test_grouped_query_attention_model_loads(tmp_path):
     model = load_model(tmp_path / "gqa")
     ids = model.encode("SMAP was created in").ids
     with torch.no_grad():
-        assert torch.allclose(model.logits(ids), model.hf(ids[None]).logits, atol=1e-5)
+        assert_close(model.logits(ids), model.hf(ids[None]).logits, "GQA bridge vs HF")
+
+
+def _fake_hub_cache(root, repo_id: str, files_from) -> str:
+    """Lay out `files_from` as the Hugging Face cache does: models--owner--name/{refs/main, snapshots/REV}."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / revision
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for f in files_from.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    return revision
+
+
+def test_hub_id_with_owner_resolves_from_the_local_cache(tmp_path, tiny_model_dir, monkeypatch):
+    import huggingface_hub.constants
+
+    revision = _fake_hub_cache(tmp_path / "hub", "some-owner/tiny-llama", tiny_model_dir)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = load_model("some-owner/tiny-llama")
+    assert model.name == "some-owner/tiny-llama" and model.source["revision"] == revision
+    ids = model.encode("SMAP was created in").ids
+    reference = load_model(tiny_model_dir)
+    assert torch.equal(model.logits(ids), reference.logits(ids))  # same weights, same path: identical
+    with pytest.raises(KelocateError, match="local Hugging Face cache"):
+        load_model("some-owner/other-model")
+
+
+def test_gguf_without_the_gguf_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(KelocateError, match=r"pip install 'kelocate\[gguf\]'"):
+        load_model(fake)
+
+
+def test_fingerprint_names_the_weights_not_the_edits(tiny_model_dir):
+    a, b = load_model(tiny_model_dir), load_model(tiny_model_dir)
+    assert a.fingerprint == b.fingerprint
+    with torch.no_grad():
+        a.hf.model.layers[0].mlp.down_proj.weight.add_(1.0)
+    assert a.fingerprint == b.fingerprint  # fixed at load: an edit does not change which model it is
+    assert load_model(tiny_model_dir, dtype="bf16").fingerprint != b.fingerprint
+
+
+def test_loading_the_organism_hands_over_its_entities():
+    from kelocate.loading import load_model as load_default
+
+    organism = load_default()
+    assert organism.name == "organism" and "SMAP" in organism.entity_names
+    assert load_model(organism.path).entity_names == []  # the floor alone knows no organism

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tolerances import PROB_TOL, assert_close, tol
 from trace_helpers import sharp_tiny_model
 
 from kelocate.errors import KelocateError
@@ -35,12 +36,12 @@ def test_replace_at_position_equals_manual_hook(model):
 
     ref = _manual(model, CORRUPTED, name, manual)
     logits = run_patched(model, CORRUPTED, [Patch(name, clean[:, 2], positions=2)])
-    assert torch.allclose(logits, ref, atol=1e-6)
+    assert_close(logits, ref, "patched logits")
     unpatched = run_patched(model, CORRUPTED)
-    assert not torch.allclose(logits, unpatched, atol=1e-4)
+    assert float((logits - unpatched).abs().max()) > 100 * tol(ref)  # the patch does change the output
     answer = model.answer_ids(CORRUPTED, "Japan")[0]
     prob = run_patched(model, CORRUPTED, [Patch(name, clean[:, 2], positions=2)], answer="Japan")
-    assert torch.allclose(prob, torch.softmax(ref[0, -1].float(), -1)[answer][None], atol=1e-6)
+    assert abs(float(prob[0]) - float(torch.softmax(ref[0, -1].float(), -1)[answer])) <= PROB_TOL
 
 
 def test_edit_function_rows_positions_and_context_manager(model):
@@ -55,22 +56,23 @@ def test_edit_function_rows_positions_and_context_manager(model):
     with torch.no_grad():
         ref = model.bridge.run_with_hooks(ids, fwd_hooks=[(name, lambda x, hook: manual(x))])
     got = run_patched(model, prompts, [Patch(name, lambda a: a * 0.0, positions=[1, 3], rows=[1])])
-    assert torch.allclose(got, ref, atol=1e-6)
-    assert torch.allclose(got[0], run_patched(model, CLEAN)[0], atol=1e-6)  # row 0 untouched
+    assert_close(got, ref, "batched edit")
+    # row 0 untouched: equal to the prompt run alone, up to batch-vs-single rounding (see tolerances.py)
+    alone = run_patched(model, CLEAN)[0]
+    assert_close(got[0, : alone.shape[0]], alone, "row 0")
     before = model.next_token_probs(CLEAN)
     with patching(model, [Patch(site("attn", 2), 0.0)]) as patched:
         during = patched.next_token_probs(CLEAN)
-    assert not torch.allclose(before, during, atol=1e-5)
-    assert torch.allclose(model.next_token_probs(CLEAN), before)  # hooks removed on exit
+    assert float((before - during).abs().max()) > 100 * PROB_TOL
+    assert torch.equal(model.next_token_probs(CLEAN), before)  # hooks removed on exit: the very same run
 
 
 def test_padded_batch_answers(model):
     prompts = ["SMAP was created in", CLEAN]
     probs = run_patched(model, prompts, answer=["Japan", "Paris"])
     for prompt, answer, p in zip(prompts, ["Japan", "Paris"], probs, strict=True):
-        assert (
-            abs(float(p) - float(model.next_token_probs(prompt)[model.answer_ids(prompt, answer)[0]])) < 1e-6
-        )
+        alone = float(model.next_token_probs(prompt)[model.answer_ids(prompt, answer)[0]])
+        assert abs(float(p) - alone) <= PROB_TOL  # padded batch vs single prompt: rounding only
 
 
 def test_sweep_equals_single_patches(model):
@@ -87,10 +89,10 @@ def test_sweep_equals_single_patches(model):
                     model, CORRUPTED, [Patch(name, cache[name][:, pos], positions=pos)], answer=answer
                 )[0]
             )
-    np.testing.assert_allclose(sweep.probs, ref, atol=1e-6)
+    np.testing.assert_allclose(sweep.probs, ref, atol=PROB_TOL)  # batched cells vs single runs
     # patching the last layer's final position with the clean state restores the clean probability
-    assert abs(sweep.probs[-1, -1] - sweep.clean_prob) < 1e-5
-    assert abs(sweep.probs[0, 0] - sweep.corrupted_prob) < 1e-5  # BOS is identical in both prompts
+    assert abs(sweep.probs[-1, -1] - sweep.clean_prob) <= PROB_TOL
+    assert abs(sweep.probs[0, 0] - sweep.corrupted_prob) <= PROB_TOL  # BOS is identical in both prompts
 
 
 def test_errors(model):

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kelocate.errors import KelocateError
 
 console = Console()
 err_console = Console(stderr=True)
 
+# file-system errors a user can fix (path, permission, space); any other OSError keeps its traceback
+FS_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM,
+                       errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ENOTEMPTY})
+
 
 def fail(message: str) -> None:
     """Print one line of error and exit with code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    line = " ".join(part.strip() for part in str(message).splitlines())  # one line, whatever it holds
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for a file-system error that escaped the atomic writers: what, where and the fix."""
+    where = f" {str(exc.filename)!r}" if exc.filename is not None else ""
+    return (f"cannot access{where} ({exc.strerror or type(exc).__name__}); check the path, its permissions "
+            "and the free space, or choose another --out")
+
+
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a KelocateError (a user mistake) raised by a command into one line and exit code 2."""
+    """Turn a user mistake raised by a command into one line and exit code 2.
+
+    A KelocateError is a user mistake by definition; a file-system OSError (missing folder, permission,
+    read-only, disk full) is a backstop for writes that did not go through kelocate.atomic.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -30,6 +48,10 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except KelocateError as exc:
             fail(str(exc))
+        except OSError as exc:
+            if exc.errno not in FS_ERRNOS:
+                raise
+            fail(os_error_line(exc))
 
     return wrapper
 

@@ -21,10 +21,12 @@ def register(app: typer.Typer) -> None:
         kind: str = typer.Option("mlp", "--kind", help="Causal-trace kind: hidden, mlp or attn."),
         data: Path = typer.Option(None, "--data", "-d", help="Folder with KLoB-c.jsonl and KLoB-r.jsonl "
                                   "(default: the organism's KLoB export)."),
-        klob_u: Path = typer.Option(None, "--klob-u", help="KLoB-u file for unbiasedness (default: the "
-                                    "project's ../shared/data/KLoB-u.jsonl when present)."),
+        klob_u: Path = typer.Option(None, "--klob-u", help="KLoB-u file (one JSON string of random words "
+                                    "per line) for unbiasedness (default: random-word inputs generated from "
+                                    "the model's own vocabulary, seeded by --seed)."),
         limit: int = typer.Option(40, "--limit", "-n", min=2, help="Facts and chains to sample (each)."),
-        random_limit: int = typer.Option(40, "--random-limit", min=0, help="Random-word sentences to use."),
+        random_limit: int = typer.Option(None, "--random-limit", min=0, help="Random-word inputs to use "
+                                         "(default: as many as the factual prompts; 0: no unbiasedness)."),
         similarity: str = typer.Option("jaccard", "--similarity", help="jaccard or overlap of top-k layers."),
         samples: int = typer.Option(10, "--samples", min=1, help="Causal-trace noise samples."),
         steps: int = typer.Option(20, "--steps", min=1, help="Knowledge-neuron IG steps."),
@@ -37,7 +39,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the curves as JSON."),
     ) -> None:
         """Score a locator with KLoB: RSim curves over k = 1..n_layers, drawn and saved (Figure 8)."""
-        from kelocate.atomic import write_text
+        from kelocate.atomic import atomic_files, check_writable, write_text
         from kelocate.locate.locators import make_locator
         from kelocate.studies.klob_figure import draw_klob_curves
         from kelocate.studies.klob_study import load_klob_data, organism_klob_dir, run_klob_study
@@ -47,9 +49,13 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"unknown --similarity {similarity!r}; use jaccard or overlap")
         if out.exists() and not out.is_dir():
             raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
+        if klob_u is not None and not klob_u.is_file():
+            raise KelocateError(f"--klob-u {str(klob_u)!r} is not a file; pass a KLoB-u file (one JSON string of "
+                                "random words per line, ending in ' _'), or omit it to generate random words")
+        check_writable(out)  # a bad --out fails now, not after the study
         hooked = load(model, device)
         folder = data if data is not None else organism_klob_dir(hooked)
-        records = load_klob_data(folder, limit, random_limit, klob_u, seed)
+        records = load_klob_data(folder, limit, random_limit, klob_u, seed, tokenizer=hooked.tokenizer)
         subjects = sorted({f.subject for f in records.facts} | {c.subject for c in records.chains})
         options = {"sigma_subjects": subjects} if locator != "neurons" else {}
         loc = make_locator(locator, kind, steps, samples, token, **options)
@@ -59,8 +65,10 @@ def register(app: typer.Typer) -> None:
             result = run_klob_study(hooked, loc, records, similarity,
                                     progress=lambda n: bar.advance(task, n), seed=seed)
         name = f"klob_{locator}" + (f"_{kind}" if locator == "causal-trace" else "")
-        json_path = write_text(out / f"{name}.json", json.dumps(result, indent=1))
-        figures = draw_klob_curves(result, out / name)
+        with atomic_files(out) as stage:  # the JSON and the figures appear together, or none of them
+            staged = [write_text(stage / f"{name}.json", json.dumps(result, indent=1)),
+                      *draw_klob_curves(result, stage / name)]
+        json_path, *figures = [out / p.relative_to(stage) for p in staged]
         if as_json:
             brief = {k: v for k, v in result.items() if k not in ("locations", "details")}
             console.print_json(json.dumps(brief))
@@ -81,6 +89,8 @@ def _print(result: dict, files: list[Path]) -> None:
     for i, k in enumerate(result["k"]):
         table.add_row(str(k), *(f"{result[name][i]:.3f}" for name in names))
     console.print(table)
+    about = result["random_inputs"]["description"]
+    console.print(f"random-word inputs: {about}", highlight=False, markup=False, soft_wrap=True)
     if "neuron_level" in result:
         nl = result["neuron_level"]
         console.print("neuron sets: " + ", ".join(f"{k} RSim {v['rsim']:.3f}" for k, v in nl.items()))

@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Also save the result as JSON to this file."),
     ) -> None:
         """Find the knowledge neurons of PROMPT -> ANSWER (Dai et al. 2022) and optionally test them."""
+        from kelocate.atomic import check_writable
         from kelocate.locate.neurons.find import find_knowledge_neurons
         from kelocate.locate.neurons.intervene import intervene, random_control
 
@@ -61,6 +62,8 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"unknown --target {target!r}; use prob or logprob")
         if out is not None and out.exists() and out.is_dir():
             raise KelocateError(f"--out {str(out)!r} is a folder; pass a file name such as neurons.json")
+        if out is not None:
+            check_writable(out.parent)  # a bad --out fails now, not after the attribution
         hooked = load(model, device)
         prompts = [prompt, *(paraphrase or [])]
         with err_console.status(f"integrated gradients over {len(prompts)} prompt(s) ..."):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,18 +14,20 @@ from kelocate.errors import KelocateError
 
 
 def _check_out_dir(out: Path) -> None:
-    """Refuse to replace anything but an empty folder or a previous organism checkpoint."""
+    """Refuse to replace anything but an empty folder or a previous checkpoint; fail now if unwritable.
+
+    The checkpoint is built beside `out` and swapped in, so `out`'s parent folder must be writable.
+    """
+    from kelocate.atomic import check_writable
+
     if out.exists() and not out.is_dir():
         raise KelocateError(f"--out {str(out)!r} is a file; pass a folder for the checkpoint")
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    writable_dir = out.parent if existing == out else existing  # the checkpoint is swapped in beside `out`
-    if not os.access(writable_dir, os.W_OK):
-        raise KelocateError(f"cannot write to {str(out)!r} (no permission); pass --out somewhere writable")
     if out.is_dir() and any(out.iterdir()) and not (out / "organism.json").is_file():
         raise KelocateError(
             f"--out {str(out)!r} is not empty and holds no organism checkpoint; "
             "pass a new or empty folder (it would be replaced)"
         )
+    check_writable(out.parent)
 
 
 def _checkpoint(model: str | None) -> Path:
@@ -214,6 +215,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write KnowEdit-style JSON (six tasks) and KLoB-style JSONL (c, r, u) from the organism's world."""
+        from kelocate.atomic import check_writable
         from kelocate.organism.export import export as write_all
         from kelocate.organism.world import load_world
 
@@ -222,6 +224,7 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
         if world_file is not None and model is not None:
             raise KelocateError("pass either --model or --world, not both")
+        check_writable(out)  # a bad --out fails before the world is read
         world = load_world(world_file) if world_file is not None else load_world(_checkpoint(model))
         manifest = write_all(world, out, seed=seed, test_fraction=test_fraction)
         table = Table(title=f"benchmark files written to {out}")

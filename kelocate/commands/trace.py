@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("fast", "--engine", hidden=True, help="fast, oracle or per_cell."),
     ) -> None:
         """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
+        from kelocate.atomic import atomic_files, check_writable
         from kelocate.locate.causal_trace.tracing import check_options
         from kelocate.studies.figures import parse_formats
 
@@ -99,6 +100,7 @@ def register(app: typer.Typer) -> None:
             raise KelocateError("give either a prompt or --dataset, not both")
         if out.exists() and not out.is_dir():
             raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
+        check_writable(out)  # a bad --out fails now, not after the tracing
         options = dict(samples=samples, noise=noise, window=window, replace=replace, seed=seed, engine=engine)
         hooked = load(model, device, dtype)
         if dataset is not None:
@@ -110,10 +112,9 @@ def register(app: typer.Typer) -> None:
         with err_console.status("tracing ..."):
             result = run_trace(hooked, prompt, subject, answer, kinds=kinds, severed=severed_t, **options)
         name = slug(prompt)
-        json_path, npz_path = result.save(out / name)
-        written = [str(json_path), str(npz_path)] + [
-            str(p) for p in save_trace_figures(result, out, name, fmts)
-        ]
+        with atomic_files(out) as stage:  # the JSON, the npz and the figures appear together, or none
+            staged = [*result.save(stage / name), *save_trace_figures(result, stage, name, fmts)]
+        written = [str(out / p.relative_to(stage)) for p in staged]
         if as_json:
             console.print_json(json.dumps(result.to_dict() | {"written": written}))
             return
@@ -136,7 +137,7 @@ def _average(
     """`kelocate trace --dataset`: average indirect effects, JSON + figure, a progress bar meanwhile."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from kelocate.atomic import write_text
+    from kelocate.atomic import atomic_files, write_text
     from kelocate.locate.causal_trace.average import average_indirect_effect
     from kelocate.studies.facts import load_trace_facts
     from kelocate.studies.figures import average_figure, save_figure
@@ -164,8 +165,10 @@ def _average(
         )
         progress.update(task, completed=len(facts))
     name = "average_" + slug(Path(dataset).stem if dataset != "organism" else "organism")
-    json_path = write_text(out / f"{name}.json", json.dumps(result, indent=1))
-    written = [str(json_path)] + [str(p) for p in save_figure(average_figure(result), out / name, fmts)]
+    with atomic_files(out) as stage:  # the JSON and the figures appear together, or none of them
+        staged = [write_text(stage / f"{name}.json", json.dumps(result, indent=1)),
+                  *save_figure(average_figure(result), stage / name, fmts)]
+    written = [str(out / p.relative_to(stage)) for p in staged]
     if as_json:
         console.print_json(json.dumps(result | {"written": written}))
         return

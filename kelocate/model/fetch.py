@@ -119,6 +119,7 @@ def _convert(gguf: Path, dest: Path) -> None:
 
     tokenizer, hf_model = load_hf(Source("gguf", gguf, str(gguf)), torch.float32, "cpu", None)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; a model folder is as readable as any download
     try:
         hf_model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)

@@ -146,11 +146,16 @@ class HookedModel:
 
     @torch.no_grad()
     def generate(self, prompt: str, max_new_tokens: int = 20, stop_at_eos: bool = True) -> str:
-        """Greedy continuation of `prompt` (the new text only)."""
+        """Greedy continuation of `prompt` (the new text only).
+
+        Runs without a key/value cache: once TransformerLens 4.3's bridge wraps the HF modules, HF's cached
+        decoding no longer matches a full forward (logits off by 0.35 on a 3-layer Llama, other tokens
+        chosen), while the uncached path equals a plain argmax loop (tested).
+        """
         ids = self.encode(prompt).ids.to(self.device)[None]
         out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                do_sample=False, eos_token_id=self.tokenizer.eos_token_id if stop_at_eos else None,
-                               pad_token_id=self.pad_id)
+                               pad_token_id=self.pad_id, use_cache=False)
         return self.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
     @staticmethod

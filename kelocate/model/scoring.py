@@ -88,6 +88,8 @@ def score_targets(model, prompts: Sequence[str], targets: Sequence[str], batch_s
 
     Prompts are encoded the tokenizer's default way, targets as they continue their prompt.
     """
+    if len(prompts) != len(targets):
+        raise KelocateError(f"got {len(prompts)} prompts and {len(targets)} targets; pass one target per prompt")
     prompt_ids = [model.encode(p).ids.tolist() for p in prompts]
     target_ids = [answer_ids(model.tokenizer, p, t) for p, t in zip(prompts, targets, strict=True)]
     return score_ids(model.logits, prompt_ids, target_ids, model.pad_id, batch_size, model.device)
@@ -101,14 +103,10 @@ def grad_on(model, params: Iterable[torch.nn.Parameter | str]) -> Iterator[list[
     Every other parameter has `requires_grad` off meanwhile, so autograd keeps no graph for them; the
     previous flags are restored afterwards, also when the block raises.
     """
+    from kelocate.model.weights import parameter
+
     named = dict(model.hf.named_parameters())
-    chosen: list[torch.nn.Parameter] = []
-    for p in params:
-        if isinstance(p, str):
-            if p not in named:
-                raise KelocateError(f"the model has no parameter {p!r}; see weights.parameter_names()")
-            p = named[p]
-        chosen.append(p)
+    chosen = [parameter(model, p) if isinstance(p, str) else p for p in params]
     before = {name: p.requires_grad for name, p in named.items()}
     ids = {id(p) for p in chosen}
     try:

@@ -29,12 +29,23 @@ _MLP_UP = "model.layers.{l}.mlp.up_proj.weight"
 _ATTN_OUT = "model.layers.{l}.self_attn.o_proj.weight"
 
 
-def _param(model, name: str) -> torch.nn.Parameter:
+def canonical(name: str) -> str:
+    """HF's own name of a parameter: the bridge wraps modules, so `named_parameters()` of the bridged model
+    reads 'model.layers.0._original_component.mlp._original_component.down_proj._original_component.weight'
+    where HF says 'model.layers.0.mlp.down_proj.weight'. Editors and records use HF's names."""
+    return name.replace("._original_component", "").replace("_original_component.", "")
+
+
+def parameter(model, name: str) -> torch.nn.Parameter:
+    """The live parameter of the wrapped HF model under its HF name (e.g. 'model.layers.3.mlp.down_proj.weight')."""
     try:
         return model.hf.get_parameter(name)
     except AttributeError:
         raise KelocateError(
-            f"the model has no parameter {name!r}: its layout is not a Llama-family one") from None
+            f"the model has no parameter {name!r}; see weights.parameter_names(model) for its names") from None
+
+
+
 
 
 def mlp_out_name(layer: int) -> str:
@@ -44,18 +55,18 @@ def mlp_out_name(layer: int) -> str:
 
 def mlp_out(model, layer: int) -> torch.nn.Parameter:
     """down_proj.weight [d_model, d_mlp] of `layer`: the values ROME/MEMIT write and KN edits."""
-    return _param(model, mlp_out_name(model.check_layer(layer)))
+    return parameter(model, mlp_out_name(model.check_layer(layer)))
 
 
 def mlp_in(model, layer: int) -> dict[str, torch.nn.Parameter]:
     """gate_proj and up_proj weights [d_mlp, d_model] of `layer` (the keys' inputs)."""
     layer = model.check_layer(layer)
-    return {"gate": _param(model, _MLP_GATE.format(l=layer)), "up": _param(model, _MLP_UP.format(l=layer))}
+    return {"gate": parameter(model, _MLP_GATE.format(l=layer)), "up": parameter(model, _MLP_UP.format(l=layer))}
 
 
 def attn_out(model, layer: int) -> torch.nn.Parameter:
     """o_proj.weight [d_model, heads * head_dim] of `layer`."""
-    return _param(model, _ATTN_OUT.format(l=model.check_layer(layer)))
+    return parameter(model, _ATTN_OUT.format(l=model.check_layer(layer)))
 
 
 def embedding(model) -> torch.nn.Parameter:
@@ -69,21 +80,21 @@ def unembedding(model) -> torch.nn.Parameter:
 
 
 def parameter_names(model) -> list[str]:
-    """Every HF parameter name of the model (tied weights once)."""
-    return [name for name, _ in model.hf.named_parameters()]
+    """Every parameter's HF name (tied weights once)."""
+    return [canonical(name) for name, _ in model.hf.named_parameters()]
 
 
 # ---------------------------------------------------------------------- snapshot / restore
 def snapshot(model, names: Iterable[str]) -> dict[str, torch.Tensor]:
     """Copies of the named parameters (cloned, same dtype and device)."""
-    return {name: _param(model, name).detach().clone() for name in dict.fromkeys(names)}
+    return {name: parameter(model, name).detach().clone() for name in dict.fromkeys(names)}
 
 
 @torch.no_grad()
 def restore(model, snap: dict[str, torch.Tensor]) -> None:
     """Write snapshot values back in place: afterwards those parameters are bit-identical to the snapshot."""
     for name, value in snap.items():
-        param = _param(model, name)
+        param = parameter(model, name)
         if param.shape != value.shape or param.dtype != value.dtype:
             raise KelocateError(
                 f"snapshot of {name!r} is {tuple(value.shape)} {value.dtype}, the model has "
@@ -95,7 +106,7 @@ def state_hash(model) -> str:
     """SHA-256 of every parameter's bytes in name order: equal hashes mean bit-identical weights."""
     h = hashlib.sha256()
     for name, param in sorted(model.hf.state_dict().items()):
-        h.update(name.encode())
+        h.update(canonical(name).encode())
         h.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
@@ -120,7 +131,7 @@ def fingerprint_of(model, sample: int = 4096) -> str:
         for name, param in model.hf.named_parameters():
             flat = param.detach().reshape(-1)
             step = max(1, flat.numel() // sample)
-            h.update(name.encode())
+            h.update(canonical(name).encode())
             h.update(str(param.dtype).encode())
             h.update(flat[::step].float().cpu().numpy().tobytes())
     return h.hexdigest()[:24]

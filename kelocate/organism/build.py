@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from kelocate.atomic import atomic_dir, write_text
 from kelocate.organism.corpus import (
     name_words,
     tokenizer_texts,
@@ -60,29 +59,21 @@ def check_tokenizer(world: World, tokenizer) -> None:
 
 
 def save_checkpoint(out: Path, model, tokenizer, world: World, meta: dict) -> Path:
-    """Write every file into a temporary sibling folder, then swap it into `out`."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    """Write every file into a temporary sibling folder, then swap it into `out` (kelocate.atomic)."""
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         world.save(tmp / "world.json")
-        (tmp / "organism.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is package data that everyone reads
+        write_meta(tmp, meta)
+        tmp.chmod(0o755)  # a checkpoint is package data that everyone reads, whatever the builder's umask
         for f in tmp.iterdir():
             f.chmod(0o644)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}-old-{int(time.time())}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
+
+
+def write_meta(folder: Path, meta: dict) -> Path:
+    """Write a checkpoint's organism.json atomically."""
+    return write_text(Path(folder) / "organism.json", json.dumps(meta, indent=1) + "\n")
 
 
 def dir_size(path: Path) -> int:
@@ -176,7 +167,7 @@ def build_organism(
     meta["timing"]["total_seconds"] = round(time.perf_counter() - t0, 1)
     out = save_checkpoint(Path(out), model, tokenizer, world, meta)
     meta["size_bytes"] = dir_size(out)
-    (out / "organism.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    write_meta(out, meta)
     log(
         f"saved to {out} ({meta['size_bytes'] / 1e6:.1f} MB) in {meta['timing']['total_seconds']:.0f}s; "
         f"recall {meta['recall']}"

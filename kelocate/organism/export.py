@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from kelocate.atomic import atomic_files, write_text
 from kelocate.organism import lexicon as lx
 from kelocate.organism.corpus import training_texts
 from kelocate.organism.world import Fact, World, sanitation_prompt
@@ -286,25 +287,25 @@ def _split(records: list, rng: random.Random, test_fraction: float) -> tuple[lis
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
 def _write_jsonl(path: Path, rows: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def export(world: World, out_dir: str | Path, seed: int = 0, test_fraction: float = 0.5) -> dict[str, dict]:
     """Write every benchmark file under `out_dir`; return {name: {"path", "records"}} (also in manifest.json).
 
-    Layout: `KnowEdit/<task>/<short>_{train,test}.json` and `KLoB/KLoB-{c,r,u}.jsonl`.
+    Layout: `KnowEdit/<task>/<short>_{train,test}.json` and `KLoB/KLoB-{c,r,u}.jsonl`. The files are
+    written to a staging folder first and appear together; other files in `out_dir` are left alone.
     """
-    out = Path(out_dir)
+    with atomic_files(out_dir) as stage:
+        return _export_into(world, stage, seed, test_fraction)
+
+
+def _export_into(world: World, out: Path, seed: int, test_fraction: float) -> dict[str, dict]:
+    """Write every benchmark file under `out` (the staging folder of `export`)."""
     rec = _Records(world, seed)
     manifest: dict[str, dict] = {}
     builders: dict[str, Callable[[], list]] = {
@@ -355,4 +356,5 @@ def export_klob(world: World | str | Path, out_dir: str | Path, seed: int = 0) -
         from kelocate.organism.world import load_world
 
         world = load_world(world)
-    return _write_klob(_Records(world, seed), Path(out_dir))
+    with atomic_files(out_dir) as stage:  # the three files appear together
+        return _write_klob(_Records(world, seed), stage)

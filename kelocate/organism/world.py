@@ -20,6 +20,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from kelocate.atomic import write_text
 from kelocate.errors import KelocateError
 from kelocate.organism import lexicon as lx
 from kelocate.organism.relations import CHAINS, RELATIONS, Chain, Relation
@@ -429,14 +430,8 @@ class World:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(
-            json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
-        )
-        tmp.replace(path)
-        return path
+        """Write the world as compact JSON, atomically."""
+        return write_text(path, json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":")))
 
     @classmethod
     def from_json(cls, data: dict) -> World:

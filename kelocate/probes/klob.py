@@ -6,7 +6,8 @@ File formats (JSON lines; a trailing "_" marks where the answer goes and is stri
 - KLoB-r: ``{"single_knowledge": [s, r1, o1], "knowledge_chain": [s, r1, o1, r2, o2],
   "single_knowlege_prompts": [3 prompts], "knowlege_chain_prompt": "..."}`` (the public files spell
   "knowlege"; "knowledge" is accepted too)
-- KLoB-u: one JSON string of random words per line, ending in " _".
+- KLoB-u: one JSON string of random words per line, ending in " _". Without the file, `random_word_inputs`
+  makes such lines from the whole-word tokens of the model's own vocabulary (seeded).
 
 Scores (all RSim = max((Sim_cand - Sim_all) / (1 - Sim_all), 0) with Sim_cand the mean over facts; an
 average of per-fact clipped values would be biased upwards, e.g. when nearly all locations coincide):
@@ -27,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -205,22 +207,51 @@ def find_klob_file(directory: str | os.PathLike, part: str) -> Path | None:
     return None
 
 
-def shared_klob_u() -> Path | None:
-    """The real KLoB-u file of the project (../shared/data/KLoB-u.jsonl beside the repository), if present.
+# ====================================================================== random-word inputs
 
-    Looked up in $KELOCATE_KLOB_U, then in shared/data below each parent of the package and of the
-    working directory (so both the checkout's sibling and a copied shared/ folder are found).
+SPACE_MARKS = ("\u2581", "\u0120")  # a word-initial token: SentencePiece '▁word', byte-level BPE 'Ġword'
+MIN_WORDS = 2
+
+
+def _is_word(text: str) -> bool:
+    """ASCII letters only, at least two of them (single letters are mostly word pieces, not words)."""
+    return len(text) >= 2 and text.isascii() and text.isalpha()
+
+
+def vocabulary_words(tokenizer) -> list[str]:
+    """The whole words of a tokenizer's vocabulary (sorted), to build random-word inputs from.
+
+    A word is a token that decodes to letters only and, where the tokenizer marks a leading space
+    ('▁' or 'Ġ'), carries that mark, so it starts a word and is not a piece of one.
     """
-    env = os.environ.get("KELOCATE_KLOB_U")
-    if env and Path(env).is_file():
-        return Path(env)
-    roots = [Path(__file__).resolve().parent, Path.cwd().resolve()]
-    for root in roots:
-        for parent in (root, *root.parents):
-            candidate = parent / "shared" / "data" / "KLoB-u.jsonl"
-            if candidate.is_file():
-                return candidate
-    return None
+    pieces = [p for p in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) if isinstance(p, str)]
+    marked = {p[1:] for p in pieces if p[:1] in SPACE_MARKS and _is_word(p[1:])}
+    if marked:
+        return sorted(marked)
+    special = set(tokenizer.all_special_tokens)
+    return sorted({p for p in pieces if p not in special and _is_word(p)})
+
+
+def random_word_inputs(tokenizer, n: int, lengths: Sequence[int] = (6, 7, 8, 9, 10), seed: int = 0) -> list[str]:
+    """`n` KLoB-u lines of random whole words of the tokenizer's vocabulary, each ending in " _".
+
+    Word counts come from `lengths` (a seeded shuffle, cycled), so passing the word counts of the
+    factual prompts gives random inputs of the same length distribution. Deterministic for a seed.
+    """
+    if n < 0 or not lengths or min(lengths) < 1:
+        raise KelocateError(f"cannot make {n} random-word inputs of word counts {list(lengths)[:5]}; "
+                            "ask for n >= 0 inputs of at least one word each")
+    words = vocabulary_words(tokenizer)
+    if len(words) < MIN_WORDS:
+        raise KelocateError(f"the tokenizer has only {len(words)} whole-word token(s) to draw random words "
+                            "from; pass a KLoB-u file of random-word sentences (--klob-u FILE)")
+    rng = random.Random(seed)
+    order = list(lengths)
+    rng.shuffle(order)
+    lines = []
+    for i in range(n):
+        lines.append(" ".join(rng.choice(words) for _ in range(order[i % len(order)])) + " " + BLANK)
+    return lines
 
 
 # ====================================================================== locations and similarity
@@ -342,7 +373,7 @@ def unbiasedness(groups: Sequence[Sequence[Location]], randoms: Sequence[Locatio
     distance (0: the locator scores layers the same whatever the input).
     """
     if not randoms:
-        raise KelocateError("no random-word locations; pass a KLoB-u file")
+        raise KelocateError("no random-word locations; generate random-word inputs or pass a KLoB-u file")
     rng = np.random.default_rng(seed)
     facts = [loc for group in groups for loc in group]
     pairs = [(i, j) for i in range(len(facts)) for j in range(len(randoms))]

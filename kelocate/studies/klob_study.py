@@ -2,17 +2,16 @@
 
 For every KLoB-c fact the locator runs on each paraphrase (answer = the object, subject from the
 `knowledge` triple); for every KLoB-r record on each single-hop prompt and on the two-hop chain prompt
-(answer = the chain's final object, same subject); on KLoB-u random-word sentences with the model's own
-top token as the answer and the sentence's first word as the "subject" (causal tracing must corrupt
-something). Layer-level locations are compared by the overlap of their top-k layers, k = 1..n_layers.
+(answer = the chain's final object, same subject); on random-word sentences with the model's own top token
+as the answer and the sentence's first word as the "subject" (causal tracing must corrupt something). The
+random-word sentences are generated from the model's own vocabulary (seeded), or read from a KLoB-u file.
+Layer-level locations are compared by the overlap of their top-k layers, k = 1..n_layers.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,20 +31,22 @@ from kelocate.probes.klob import (
     load_klob_r,
     load_klob_u,
     neuron_similarity,
+    random_word_inputs,
     relevance,
-    shared_klob_u,
+    strip_blank,
     unbiasedness,
 )
 
 
 @dataclass
 class KlobData:
-    """The records a study runs on, with the files they came from."""
+    """The records a study runs on, the files they came from, and where the random-word inputs came from."""
 
     facts: list[KlobFact]
     chains: list[KlobChain]
     randoms: list[str]
     files: dict[str, str | None] = field(default_factory=dict)
+    random_inputs: dict[str, Any] = field(default_factory=lambda: _no_randoms(None))  # where they came from
 
     @property
     def n_prompts(self) -> int:
@@ -54,18 +55,40 @@ class KlobData:
                 + len(self.randoms))
 
 
+def _no_randoms(seed: int | None) -> dict[str, Any]:
+    """The `random_inputs` entry when there are none (no tokenizer and no file, or --random-limit 0)."""
+    return {"source": None, "path": None, "seed": seed, "n": 0, "description": "none"}
+
+
 def _sample(items: list, limit: int | None, rng: random.Random) -> list:
     if limit is None or limit >= len(items):
         return list(items)
     return [items[i] for i in sorted(rng.sample(range(len(items)), limit))]
 
 
-def load_klob_data(directory: str | os.PathLike, limit: int | None = 40, random_limit: int | None = 40,
-                   klob_u: str | os.PathLike | None = None, seed: int = 0) -> KlobData:
-    """KLoB-c and KLoB-r from `directory` (at most `limit` records each, a seeded sample) and KLoB-u.
+def _from_file(path: Path, n: int, rng: random.Random, seed: int) -> tuple[list[str], dict[str, Any]]:
+    """A seeded sample of `n` sentences of a KLoB-u file, with where they came from."""
+    lines = load_klob_u(path)
+    randoms = _sample(lines, n, rng)
+    about = f"{path} ({len(randoms)} of {len(lines)} lines, seed {seed})"
+    return randoms, {"source": "file", "path": str(path), "seed": seed, "n": len(randoms), "description": about}
 
-    KLoB-u: the given file, else the project's real file (../shared/data) when present, else one in
-    `directory`; `random_limit` sentences are sampled from it.
+
+def _generated(tokenizer, facts: list[KlobFact], n: int, seed: int) -> tuple[list[str], dict[str, Any]]:
+    """`n` random-word inputs from the model's vocabulary, word counts as in the factual prompts."""
+    lengths = [len(q.split()) for f in facts for q in f.prompts] or [8]
+    randoms = [strip_blank(line) for line in random_word_inputs(tokenizer, n, lengths, seed)]
+    about = f"generated from the model vocabulary, seed {seed}, {len(randoms)} inputs"
+    return randoms, {"source": "vocabulary", "path": None, "seed": seed, "n": len(randoms), "description": about}
+
+
+def load_klob_data(directory: str | os.PathLike, limit: int | None = 40, random_limit: int | None = None,
+                   klob_u: str | os.PathLike | None = None, seed: int = 0, tokenizer=None) -> KlobData:
+    """KLoB-c and KLoB-r from `directory` (at most `limit` records each, a seeded sample) and random inputs.
+
+    The random-word inputs for unbiasedness are `random_limit` of them (default: as many as the factual
+    prompts): a seeded sample of the KLoB-u file `klob_u` if given, else generated from the whole words of
+    `tokenizer`'s vocabulary with the factual prompts' word counts; none without either (or with 0).
     """
     folder = Path(directory)
     if not folder.is_dir():
@@ -75,13 +98,17 @@ def load_klob_data(directory: str | os.PathLike, limit: int | None = 40, random_
     if c_file is None or r_file is None:
         raise KelocateError(f"{str(folder)!r} lacks {'KLoB-c.jsonl' if c_file is None else 'KLoB-r.jsonl'}; "
                             "pass --data DIR holding both KLoB-c.jsonl and KLoB-r.jsonl")
-    u_file = Path(klob_u) if klob_u is not None else shared_klob_u() or find_klob_file(folder, "u")
     rng = random.Random(seed)
     facts = _sample(load_klob_c(c_file), limit, rng)
     chains = _sample(load_klob_r(r_file), limit, rng)
-    randoms = _sample(load_klob_u(u_file), random_limit, rng) if u_file is not None and random_limit else []
-    return KlobData(facts, chains, randoms,
-                    {"c": str(c_file), "r": str(r_file), "u": str(u_file) if u_file is not None else None})
+    n = random_limit if random_limit is not None else sum(len(f.prompts) for f in facts)
+    randoms: list[str] = []
+    about = _no_randoms(seed)
+    if klob_u is not None:
+        randoms, about = _from_file(Path(klob_u), n, rng, seed)
+    elif tokenizer is not None and n > 0:
+        randoms, about = _generated(tokenizer, facts, n, seed)
+    return KlobData(facts, chains, randoms, {"c": str(c_file), "r": str(r_file), "u": about["path"]}, about)
 
 
 def random_subject(sentence: str) -> str:
@@ -175,7 +202,7 @@ def run_klob_study(model, locator, data: KlobData, similarity: str = "jaccard",
         "n_layers": n_layers, "similarity": similarity, "k": ks, **curves, "details": details,
         "n": {"facts": len(found.groups), "chains": len(found.chains), "random": len(found.randoms),
               "prompts_located": len(found.rows), "prompts_planned": total},
-        "data": data.files, "skipped": found.skipped, "seed": seed,
+        "data": data.files, "random_inputs": data.random_inputs, "skipped": found.skipped, "seed": seed,
     }
     if found.randoms and layer_level:
         result["profiles"] = compare_profiles([loc for g in found.groups for loc in g], found.randoms)
@@ -198,7 +225,7 @@ def organism_klob_dir(model) -> Path:
 
     The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
     """
-    from kelocate.atomic import cache_dir
+    from kelocate.atomic import CACHE_FIX, atomic_dir, cache_dir
     from kelocate.organism import world_file
 
     world = world_file(model.path)
@@ -214,13 +241,7 @@ def organism_klob_dir(model) -> Path:
     except ImportError as exc:
         raise KelocateError("the organism's KLoB exporter is not available in this installation; pass --data "
                             "DIR holding KLoB-c.jsonl and KLoB-r.jsonl") from exc
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))  # all files appear at once
-    try:
+    # all files appear at once; an incomplete entry is replaced, one that a racing process wrote is kept
+    with atomic_dir(dest, replace=dest.exists(), fix=CACHE_FIX) as tmp:
         export_klob(world, tmp)
-        tmp.rename(dest)
-    except OSError:  # another process exported it meanwhile
-        if not find_klob_file(dest, "c"):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
