@@ -52,6 +52,7 @@ def child(args: argparse.Namespace) -> None:
     from kelocate.locate.causal_trace.noise import draw_noise
     from kelocate.locate.causal_trace.oracle import oracle_grids, per_cell_grids
     from kelocate.locate.causal_trace.problem import TraceProblem, default_window
+    from kelocate.model.stack import guarded_stack
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     ids = model.encode(PROMPT).ids
@@ -67,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     run = {
         "oracle": lambda p: oracle_grids(model.bridge, p),
         "per_cell": lambda p: per_cell_grids(model.bridge, p),
-        "fast": lambda p: fast_grids(model.hf, p),
+        "fast": lambda p: fast_grids(guarded_stack(model), p),
     }[args.child]
     warm = TraceProblem(ids[:6], span, answer, noise, False, ("hidden",), (), problem.window)
     if args.child == "fast":

@@ -12,7 +12,7 @@ from trace_helpers import sharp_tiny_model
 from kelocate.errors import KelocateError, SubjectNotFoundError
 from kelocate.locate.causal_trace.average import TraceFact, average_indirect_effect, token_groups
 from kelocate.locate.causal_trace.engine import work_units
-from kelocate.locate.causal_trace.noise import draw_noise, embedding_sigma, parse_noise
+from kelocate.locate.causal_trace.noise import NoiseSpec, draw_noise, embedding_sigma, parse_noise
 from kelocate.locate.causal_trace.problem import default_window, window_range
 from kelocate.locate.causal_trace.result import TraceResult
 from kelocate.locate.causal_trace.subject import capitalised_run, infer_subject, longest_entity
@@ -225,11 +225,21 @@ def test_options_parsing_and_window_rule(model):
     ):
         with pytest.raises(KelocateError):
             bad()
-    assert parse_noise("3sigma").relative and parse_noise("2.5sigma").value == 2.5
-    assert parse_noise(0.1).relative is False and parse_noise("uniform").distribution == "uniform"
-    assert (
-        parse_noise("uniform:0.2") == parse_noise("uniform:0.2") and not parse_noise("uniform:0.2").relative
-    )
+    # each spec against the fields written out by hand
+    expected = {
+        "3sigma": NoiseSpec("gaussian", 3.0, True),
+        "2.5sigma": NoiseSpec("gaussian", 2.5, True),
+        "sigma": NoiseSpec("gaussian", 1.0, True),
+        0.1: NoiseSpec("gaussian", 0.1, False),
+        "0.1": NoiseSpec("gaussian", 0.1, False),
+        "uniform": NoiseSpec("uniform", 3.0, True),
+        "uniform:0.2": NoiseSpec("uniform", 0.2, False),
+        "uniform:2sigma": NoiseSpec("uniform", 2.0, True),
+        "gaussian:4sigma": NoiseSpec("gaussian", 4.0, True),
+    }
+    for spec, want in expected.items():
+        assert parse_noise(spec) == want, spec
+    assert parse_noise("uniform:0.2").text == "uniform:0.2" and parse_noise("3sigma").text == "3sigma"
     assert [default_window(n) for n in (2, 4, 8, 12, 28, 48)] == [1, 1, 3, 4, 10, 10]
     assert list(window_range(0, 10, 48)) == list(range(0, 5)) and list(window_range(20, 10, 48)) == list(
         range(15, 25)

@@ -78,3 +78,31 @@ def test_console_script_unwritable_out_has_no_traceback(tmp_path):
                            "--samples", "2", "--out", out], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
+
+
+def test_model_owner_name_resolves_from_the_local_hub_cache(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """`--model some-owner/some-model` is looked up in the local Hugging Face cache (a test-built one)."""
+    import huggingface_hub.constants
+
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / "models--some-owner--some-model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snap = repo / "snapshots" / revision
+    snap.mkdir(parents=True)
+    for f in tiny_model_dir.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["predict", "SMAP was created in", "--model", "some-owner/some-model", "--json"]) == 0
+    via_hub = json.loads(capsys.readouterr().out)
+    assert main(["predict", "SMAP was created in", "--model", str(tiny_model_dir), "--json"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert via_hub["top_k"] == direct["top_k"] and via_hub["model"] == "some-owner/some-model"
+
+
+def test_models_list_and_unknown_fetch(capsys):
+    assert main(["models", "list"]) == 0
+    assert "smollm2" in capsys.readouterr().out
+    assert main(["models", "fetch", "gpt-17"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "unknown model 'gpt-17'" in err[0]

@@ -78,10 +78,26 @@ def test_patching_on_the_real_model(smol):
     assert float(restored[0]) == pytest.approx(before, abs=PROB_TOL)
 
 
-def test_gguf_file_loads_to_the_same_model(smol):
-    from kelocate.loading import load_model
+def test_gguf_file_loads_through_the_cli(smol, capsys):
+    """`--model file.gguf`: transformers dequantises the file on load; the top tokens equal the converted
+    folder's (the same float32 weights through the same code path)."""
+    import json
 
-    model = load_model(gguf_path("smollm2"))
-    assert model.source["kind"] == "gguf" and model.n_layers == 30
-    ids = smol.encode("The capital of France is").ids
-    assert torch.equal(model.logits(ids), smol.logits(ids))  # the same dequantised weights, the same path
+    from kelocate.cli import main
+
+    assert main(["predict", "The capital of France is", "--model", str(gguf_path("smollm2")), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["top_k"]
+    want = smol.top_k("The capital of France is", len(rows))
+    assert [r["token"] for r in rows] == [t for t, _ in want]
+    assert [r["prob"] for r in rows] == pytest.approx([p for _, p in want], abs=1e-6)
+
+
+def test_trace_cli_shows_readable_tokens_and_located_layers(smol, tmp_path, capsys):
+    from kelocate.cli import main
+
+    code = main(["trace", EIFFEL, "--model", "smollm2", "--kind", "mlp", "--samples", "2",
+                 "--out", str(tmp_path), "--format", "png"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "␣Tower" in out and "Ġ" not in out
+    assert "located" in out.lower() and "Eiffel Tower" in out

@@ -113,6 +113,8 @@ def _print(res, model_name: str, show: int) -> None:
     console.print(table)
     if len(res.neurons) > show:
         console.print(f"... and {len(res.neurons) - show} more (--show N, --json)")
+    for note in res.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     iv = res.intervention
     if not iv:
         return

@@ -171,6 +171,8 @@ def trace(
         "model": model.name,
         "n_layers": model.n_layers,
         "dtype": str(model.dtype).removeprefix("torch."),
+        "encoding": model.encoding,
+        "model_fingerprint": model.fingerprint,
         "subject_source": subject_source,
         "answer_given": answer,
         "rows": None if rows is None else list(rows),

@@ -126,6 +126,8 @@ class KnowledgeNeurons:
     layer_scores: list[list[float]] = field(default_factory=list)  # per prompt: sum of positive scores
     seconds: float = 0.0
     intervention: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why the fast engine was not used
+    encoding: str = ""  # how prompts were tokenized (the tokenizer's default, and its prefix)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "knowledge-neurons (integrated gradients, Dai et al. 2022)",
@@ -138,7 +140,7 @@ class KnowledgeNeurons:
                 "refined_counts": [[la, i, c] for (la, i), c in sorted(self.refined_counts.items())],
                 "coarse": [[list(r) for r in rows] for rows in self.coarse],
                 "target_values": self.target_values, "layer_scores": self.layer_scores,
-                "intervention": self.intervention}
+                "intervention": self.intervention, "notes": self.notes, "encoding": self.encoding}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result as JSON (atomically: temp file + rename)."""
@@ -185,8 +187,10 @@ def find_knowledge_neurons(model, prompt: str | Sequence[str], answer: str | Non
         neurons = sorted(refined.neurons, key=lambda n: (-refined.counts[n], -mean[n], n))
     else:
         neurons = [(layer, idx) for layer, idx, _ in coarse[0]]
+    notes = list(dict.fromkeys(a.meta["note"] for a in attrs if "note" in a.meta))
     return KnowledgeNeurons(
         prompts, answer, list(attrs[0].problem.answer_ids), target, attrs[0].target_description, steps,
-        threshold, absolute, top_k, engine, coarse, neurons,
+        threshold, absolute, top_k, attrs[0].engine, coarse, neurons,
         refined.p if refined else None, refined.counts if refined else {},
-        [a.target_value for a in attrs], [layer_profile(a) for a in attrs], sum(a.seconds for a in attrs))
+        [a.target_value for a in attrs], [layer_profile(a) for a in attrs], sum(a.seconds for a in attrs),
+        notes=notes, encoding=model.encoding)
