@@ -143,19 +143,26 @@ def check_writable(folder: PathLike, fix: str = OUT_FIX) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, fix: str = OUT_FIX) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed."""
-    dest = Path(path)
+def _staged(dest: Path, make: Callable[[Path], None], finish: Callable[[Path], None], fix: str) -> Iterator[Path]:
+    """Yield a fresh temporary entry beside `dest` (made by `make`); `finish(tmp)` puts it in place on
+    success; whatever is left of it is removed either way, and OSErrors become one-line WriteErrors."""
     with _new_dirs(dest.parent, fix):
         with os_errors(dest, fix):
-            tmp = _fresh(dest.parent, dest.name, _new_file)
+            tmp = _fresh(dest.parent, dest.name, make)
         try:
             with os_errors(dest, fix):
                 yield tmp
-                os.replace(tmp, dest)
+                finish(tmp)
         finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+            _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, fix: str = OUT_FIX) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed."""
+    dest = Path(path)
+    with _staged(dest, _new_file, lambda tmp: os.replace(tmp, dest), fix) as tmp:
+        yield tmp
 
 
 def write_text(path: PathLike, text: str, fix: str = OUT_FIX) -> Path:
@@ -201,15 +208,8 @@ def atomic_dir(path: PathLike, *, replace: bool = True, fix: str = OUT_FIX) -> I
     `replace` is False (a cache entry that another process wrote meanwhile).
     """
     dest = Path(path)
-    with _new_dirs(dest.parent, fix):
-        with os_errors(dest, fix):
-            tmp = _fresh(dest.parent, dest.name, _new_dir)
-        try:
-            with os_errors(dest, fix):
-                yield tmp
-                _swap_in(tmp, dest, replace)
-        finally:
-            _remove(tmp)
+    with _staged(dest, _new_dir, lambda tmp: _swap_in(tmp, dest, replace), fix) as tmp:
+        yield tmp
 
 
 def _merge(src: Path, dest: Path) -> None:

