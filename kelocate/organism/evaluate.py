@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kelocate.model.scoring import score_ids
+from kelocate.model.tokens import answer_ids, encode, pad_id
 from kelocate.organism.world import World
 
 CASE_STUDY_PROMPTS = (
@@ -31,53 +33,20 @@ class Hit:
     logprob: float
 
 
-def _split_ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    full = tokenizer(f"{prompt} {answer}")["input_ids"]
-    if (
-        full[: len(prompt_ids)] != prompt_ids
-    ):  # cannot happen with a Metaspace tokenizer; keep a safe fallback
-        return prompt_ids, tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
-    return prompt_ids, full[len(prompt_ids) :]
-
-
 @torch.no_grad()
 def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 256) -> list[Hit]:
-    """Score each (prompt, answer) with the HF causal LM `model` (BOS added by the tokenizer).
-
-    Pairs are batched by length (less padding) and the results returned in the input order.
-    """
+    """Score each (prompt, answer) with the HF causal LM `model` through kelocate's one batched scorer
+    (`kelocate.model.scoring.score_ids`; prompts encoded the tokenizer's default way, BOS included)."""
     model.eval()
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    split = [_split_ids(tokenizer, p, a) for p, a in pairs]
-    order = sorted(range(len(split)), key=lambda i: len(split[i][0]) + len(split[i][1]))
-    hits: list[Hit | None] = [None] * len(split)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(split[i][0]) + len(split[i][1]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        # answer positions: the logits at t predict token t + 1
-        rows, cols, targets = [], [], []
-        for row, i in enumerate(idx):
-            p, a = split[i]
-            ids[row, : len(p) + len(a)] = torch.tensor(p + a)
-            mask[row, : len(p) + len(a)] = 1
-            rows += [row] * len(a)
-            cols += range(len(p) - 1, len(p) - 1 + len(a))
-            targets += a
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        picked = torch.log_softmax(logits[torch.tensor(rows), torch.tensor(cols)].float(), -1).cpu()
-        target = torch.tensor(targets)
-        right = (picked.argmax(-1) == target).tolist()
-        logp = picked.gather(1, target[:, None])[:, 0].tolist()
-        k = 0
-        for i in idx:
-            n = len(split[i][1])
-            hits[i] = Hit(all(right[k : k + n]), right[k], sum(logp[k : k + n]))
-            k += n
-    return hits  # type: ignore[return-value]
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids, attention_mask=mask).logits
+
+    prompts = [encode(tokenizer, p).ids.tolist() for p, _ in pairs]
+    answers = [answer_ids(tokenizer, p, a) for p, a in pairs]
+    scores = score_ids(forward, prompts, answers, pad_id(tokenizer), batch_size, device)
+    return [Hit(s.correct, s.hits[0], s.logprob) for s in scores]
 
 
 def recall(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> float:
