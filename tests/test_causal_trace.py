@@ -165,7 +165,7 @@ def test_subject_span_errors_and_inference(model, tmp_path):
         trace(model, "SMAP was created in", "  ", samples=2)
     with pytest.raises(SubjectNotFoundError, match="--subject"):
         infer_subject(model, "was created in the")
-    inferred = trace(model, "the music of Paris", samples=2, kinds="hidden")
+    inferred = trace(model, "the music of Paris is", samples=2, kinds="hidden")
     assert inferred.subject == "Paris" and inferred.config["subject_source"] == "capitalised words"
     assert any("subject inferred" in n for n in inferred.notes)
     assert capitalised_run("The Eiffel Tower is in") == "Eiffel Tower"
@@ -203,7 +203,8 @@ def test_result_roundtrip_and_top_layers(model, tmp_path):
     location = result.to_location("mlp")
     assert location.top_layers(1) == frozenset(top[:1])
     summary = json.loads(json_path.read_text())
-    assert summary["config"]["window"] == result.config["window"] and summary["located"]["mlp"][0] == top[0]
+    assert summary["config"]["window"] == result.config["window"]
+    assert summary["located"]["mlp"]["last_subject"]["layers"][0] == top[0]
     with pytest.raises(KelocateError):
         result.top_layers("nope")
     with pytest.raises(KelocateError):
@@ -289,7 +290,7 @@ def test_average_indirect_effect(model, tmp_path):
         + "\n"
     )
     facts, dropped = file_facts(klob)
-    assert dropped == 0 and [f.prompt for f in facts] == ["SMAP was created in", "the music of Paris is"]
+    assert dropped == [] and [f.prompt for f in facts] == ["SMAP was created in", "the music of Paris is"]
     knowedit = tmp_path / "k.json"
     knowedit.write_text(
         json.dumps(
@@ -305,7 +306,7 @@ def test_average_indirect_effect(model, tmp_path):
         )
     )
     edits, dropped = file_facts(knowedit)
-    assert dropped == 1 and edits[0].answer == "Japan"
+    assert [d["source"] for d in dropped] == ["k.json[1]"] and edits[0].answer == "Japan"
     seen = []
     blank = TraceFact("the music of Paris is", " ", "Japan", "blank subject")  # skipped, not fatal
     avg = average_indirect_effect(
@@ -316,8 +317,12 @@ def test_average_indirect_effect(model, tmp_path):
         samples=2,
         on_step=lambda i, f: seen.append(i),
         skipped_on_load=dropped,
+        include_invalid=True,  # the averaging itself is tested here; skipping invalid traces elsewhere
     )
     assert seen == [0, 1, 2, 3] and avg["n_facts"] == 2 and avg["skipped"]["subject_not_in_prompt"] == 3
+    sources = [r["source"] for r in avg["skipped_records"]]
+    assert sources == ["k.json[1]", facts[1].source, "blank subject"]  # each skipped record, where and why
+    assert all(r["reason"] for r in avg["skipped_records"])
     last = avg["effects"]["hidden"]["last token"]
     assert last["n"] == 2 and len(last["mean"]) == model.n_layers
     assert all(lo <= m <= hi for lo, m, hi in zip(last["ci_low"], last["mean"], last["ci_high"], strict=True))

@@ -81,6 +81,13 @@ def register(app: typer.Typer) -> None:
             help="With --dataset, also trace facts whose answer "
             "the model does not predict (default: known facts only, as ROME).",
         ),
+        include_invalid: bool = typer.Option(
+            False, "--include-invalid", help="With --dataset, also average facts whose trace locates nothing "
+            "(corruption does not lower p(answer), subject at the last token); default: skip and list them."),
+        min_drop: float = typer.Option(
+            0.05, "--min-drop", help="Least drop of p(answer) under corruption for a trace to locate anything."),
+        single_figures: bool = typer.Option(
+            False, "--single-figures", help="Also draw the single-layer MLP/attention heatmaps."),
         engine: str = typer.Option("fast", "--engine", hidden=True, help="fast, oracle or per_cell."),
     ) -> None:
         """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
@@ -101,10 +108,13 @@ def register(app: typer.Typer) -> None:
         if out.exists() and not out.is_dir():
             raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
         check_writable(out)  # a bad --out fails now, not after the tracing
-        options = dict(samples=samples, noise=noise, window=window, replace=replace, seed=seed, engine=engine)
+        if not 0.0 <= min_drop < 1.0:
+            raise KelocateError(f"--min-drop must be in [0, 1), got {min_drop}")
+        options = dict(samples=samples, noise=noise, window=window, replace=replace, seed=seed, engine=engine,
+                       min_drop=min_drop)
         hooked = load(model, device, dtype)
         if dataset is not None:
-            _average(hooked, dataset, limit, kinds, options, out, fmts, as_json, not all_facts)
+            _average(hooked, dataset, limit, kinds, options, out, fmts, as_json, not all_facts, include_invalid)
             return
         from kelocate.locate.causal_trace.tracing import trace as run_trace
         from kelocate.studies.figures import save_trace_figures
@@ -113,7 +123,8 @@ def register(app: typer.Typer) -> None:
             result = run_trace(hooked, prompt, subject, answer, kinds=kinds, severed=severed_t, **options)
         name = slug(prompt)
         with atomic_files(out) as stage:  # the JSON, the npz and the figures appear together, or none
-            staged = [*result.save(stage / name), *save_trace_figures(result, stage, name, fmts)]
+            figures = result.kinds if single_figures else None
+            staged = [*result.save(stage / name), *save_trace_figures(result, stage, name, fmts, figures)]
         written = [str(out / p.relative_to(stage)) for p in staged]
         if as_json:
             console.print_json(json.dumps(result.to_dict() | {"written": written}))
@@ -133,37 +144,28 @@ def _average(
     fmts: tuple[str, ...],
     as_json: bool,
     require_known: bool,
+    include_invalid: bool,
 ) -> None:
     """`kelocate trace --dataset`: average indirect effects, JSON + figure, a progress bar meanwhile."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from kelocate.atomic import atomic_files, write_text
+    from kelocate.commands.progress import progress
     from kelocate.locate.causal_trace.average import average_indirect_effect
     from kelocate.studies.facts import load_trace_facts
     from kelocate.studies.figures import average_figure, save_figure
 
     facts, source, skipped_on_load = load_trace_facts(hooked, dataset, limit)
-    progress = Progress(
-        TextColumn("tracing facts"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
-    with progress:
-        task = progress.add_task("trace", total=len(facts))
+    with progress("tracing facts", len(facts)) as advance:
         result = average_indirect_effect(
             hooked,
             facts,
             kinds,
             source,
             require_known=require_known,
-            on_step=lambda i, f: progress.update(task, completed=i),
+            include_invalid=include_invalid,
+            on_step=lambda i, f: advance(i, f.prompt),
             skipped_on_load=skipped_on_load,
             **options,
         )
-        progress.update(task, completed=len(facts))
     name = "average_" + slug(Path(dataset).stem if dataset != "organism" else "organism")
     with atomic_files(out) as stage:  # the JSON and the figures appear together, or none of them
         staged = [write_text(stage / f"{name}.json", json.dumps(result, indent=1)),
@@ -172,11 +174,9 @@ def _average(
     if as_json:
         console.print_json(json.dumps(result | {"written": written}))
         return
-    from kelocate.commands.trace_view import average_table, clearest_text
+    from kelocate.commands.trace_view import average_table, clearest_text, skipped_text
 
     console.print(average_table(result))
     console.print(clearest_text(result))
-    skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result["skipped"].items() if v)
-    if skipped:
-        console.print(f"skipped {skipped}", style="yellow")
+    console.print(skipped_text(result))
     console.print("wrote " + ", ".join(written), style="dim")

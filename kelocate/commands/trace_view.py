@@ -25,6 +25,50 @@ def _short(token: str, width: int = 12) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def kind_label(kind: str, window: int | None) -> str:
+    """A kind's full name for tables: 'mlp (window 10)', 'mlp (single layer)', 'hidden, mlp severed'."""
+    if kind.endswith("_single"):
+        return f"{kind.removesuffix('_single')} (single layer)"
+    if kind.startswith("hidden_severed_"):
+        return f"hidden, {kind.removeprefix('hidden_severed_')} severed"
+    if kind in ("mlp", "attn") and window and window > 1:
+        return f"{kind} (window {window})"
+    return kind
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    return f"{', '.join(map(str, entry['layers']))} ({entry['effect']:+.3f})"
+
+
+def located_table(result) -> Table:
+    """Top layers and the indirect effect of the best one, per kind, at three tokens: the last subject
+    token, the subject token with the strongest effect, and the last token."""
+    located = result.located(3)
+    end = result.subject_span[1]
+    table = Table(title="located layers: top 3 (indirect effect of the first) at the last subject token, the "
+                        "subject token with the strongest effect, and the last token", title_justify="left",
+                  show_edge=False)
+    table.add_column("kind", no_wrap=True)
+    table.add_column(f"last subject {result.tokens[end - 1]!r}", justify="right")
+    table.add_column("strongest", justify="right")
+    table.add_column(f"last {result.tokens[-1]!r}", justify="right")
+    window = result.config.get("window")
+    for kind, where in located.items():
+        strongest = where.get("strongest_subject")
+        label = f"{strongest['label']!r} {_cell(strongest)}" if strongest else "-"
+        table.add_row(kind_label(kind, window), _cell(where.get("last_subject")), label, _cell(where.get("last")))
+    return table
+
+
+def _not_located(result) -> Text:
+    """What an invalid trace prints instead of located layers: why it locates nothing."""
+    text = Text("not located: ", style="bold red")
+    text.append("; ".join(result.problems), style="red")
+    return text
+
+
 def grid_text(result, kind: str) -> Text:
     """One grid as coloured blocks: a row per token (subject tokens marked '*'), a column per layer."""
     grid = result.grid(kind)
@@ -33,7 +77,7 @@ def grid_text(result, kind: str) -> Text:
     start, end = result.subject_span
     text = Text()
     text.append(f"{kind}\n", style="bold")
-    best = result.top_layers(kind, 1)[0]
+    best = result.top_layers(kind, 1, window="windowed")[0]
     for i, token in enumerate(result.tokens):
         mark = "*" if start <= i < end else " "
         text.append(f"{_short(token):>12}{mark}")
@@ -72,33 +116,13 @@ def trace_panel(result, written: list[str] | None = None) -> Group:
         f"{cfg.get('noise_scale'):.4g}{sigma}, window {cfg.get('window')}, "
         f"engine {cfg.get('engine')}",
     )
-    located = Table(
-        title="located layers at the last subject token " + repr(result.tokens[end - 1]),
-        title_justify="left",
-        show_edge=False,
-    )
-    located.add_column("kind")
-    located.add_column("top layers", justify="right")
-    located.add_column("restored p", justify="right")
-    located.add_column("indirect effect", justify="right")
-    located.add_column("strongest subject cell: token, layer, effect", justify="right")
-    for kind in result.kinds:
-        top = result.top_layers(kind, 3)
-        row = result.grid(kind)[end - 1]
-        token, layer, prob = result.peak(kind)
-        located.add_row(
-            kind,
-            ", ".join(map(str, top)),
-            f"{row[top[0]]:.4f}",
-            f"{row[top[0]] - result.corrupted_score:+.4f}",
-            f"{result.tokens[token]!r} ({token}), {layer}, {prob - result.corrupted_score:+.4f}",
-        )
+    located = located_table(result) if result.valid else _not_located(result)
     parts: list[Any] = [
         head,
         Text(""),
         located,
         Text(""),
-        Columns([grid_text(result, k) for k in result.kinds], padding=(0, 3)),
+        Columns([grid_text(result, k) for k in result.base_kinds], padding=(0, 3)),
     ]
     for note in result.notes:
         parts.append(Text(f"note: {note}", style="yellow"))
@@ -113,9 +137,10 @@ def average_table(average: dict[str, Any]) -> Table:
         title=f"average indirect effect over {average['n_facts']} facts ({average['source']})",
         title_justify="left",
     )
-    table.add_column("group")
+    table.add_column("group", no_wrap=True)
     for kind in average["kinds"]:
-        table.add_column(f"{kind}: peak layer (AIE)", justify="right")
+        table.add_column(f"{kind_label(kind, average.get('window'))}: peak layer (AIE)", justify="right",
+                         no_wrap=True)
     for group in average["groups"]:
         cells = []
         for kind in average["kinds"]:
@@ -140,4 +165,15 @@ def clearest_text(average: dict[str, Any], group: str = "last subject token", n:
                 f"\n  {kind:<6} {row['effect']:+.2f} at layer {row['layer']}  {row['prompt']!r} "
                 f"(token {tokens!r}, answer {row['answer']!r})"
             )
+    return text
+
+
+def skipped_text(average: dict[str, Any], show: int = 5) -> Text:
+    """How many facts were skipped and why, with the first few records (all of them are in the JSON)."""
+    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in average["skipped"].items() if v)
+    if not counts:
+        return Text("no fact skipped", style="dim")
+    text = Text(f"skipped {counts} (all listed in the JSON under skipped_records)", style="yellow")
+    for record in average["skipped_records"][:show]:
+        text.append(f"\n  {record['source']}: {record['reason']}", style="yellow")
     return text

@@ -48,7 +48,14 @@ def _label(token: str) -> str:
 
 
 def _base_kind(kind: str) -> str:
-    return "hidden" if kind.startswith("hidden") else kind
+    return "hidden" if kind.startswith("hidden") else kind.removesuffix("_single")
+
+
+def layer_ticks(ax, n_layers: int, width_inches: float) -> None:
+    """Layer tick labels that never overlap: every 1, 2, 5, 10, ... layers, at most ~3 labels per inch."""
+    room = max(2, int(width_inches * 3))
+    step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500) if n_layers / s <= room)
+    ax.set_xticks(np.arange(0, n_layers, step) + 0.5, [str(i) for i in range(0, n_layers, step)])
 
 
 def trace_heatmap(result, kind: str) -> Figure:
@@ -64,9 +71,8 @@ def trace_heatmap(result, kind: str) -> Figure:
     mesh = ax.pcolormesh(grid, cmap=CMAPS[base], vmin=result.corrupted_score, vmax=vmax)
     ax.invert_yaxis()
     ax.set_yticks(np.arange(n_tokens) + 0.5, labels)
-    step = max(1, n_layers // 12)
-    ax.set_xticks(np.arange(0, n_layers, step) + 0.5, [str(i) for i in range(0, n_layers, step)])
-    window = result.config.get("window")
+    layer_ticks(ax, n_layers, 0.28 * n_layers)
+    window = 1 if kind.endswith("_single") else result.config.get("window")
     model = Path(str(result.config.get("model", "the model"))).name
     if base == "hidden" and kind != "hidden":
         site = kind.removeprefix("hidden_severed_")
@@ -94,9 +100,10 @@ def save_trace_figures(
     formats: Sequence[str] = ("png",),
     kinds: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Heatmaps of every grid of `result` as OUT_DIR/NAME_<kind>.<fmt>; returns the written paths."""
+    """Heatmaps of `kinds` (default: every traced kind, without the single-layer companions) as
+    OUT_DIR/NAME_<kind>.<fmt>; returns the written paths."""
     paths: list[Path] = []
-    for kind in kinds or result.kinds:
+    for kind in kinds or result.base_kinds:
         paths += save_figure(trace_heatmap(result, kind), Path(out_dir) / f"{name}_{kind}", formats)
     return paths
 
@@ -126,9 +133,7 @@ def average_figure(average: dict[str, Any]) -> Figure:
             vmax=max(1e-9, float(np.nanmax(mean)) if np.isfinite(mean).any() else 1e-9),
         )
         ax.invert_yaxis()
-        n_layers = mean.shape[1]
-        step = max(1, n_layers // 12)
-        ax.set_xticks(np.arange(0, n_layers, step) + 0.5, [str(i) for i in range(0, n_layers, step)])
+        layer_ticks(ax, mean.shape[1], 2.8)
         ax.set_yticks(np.arange(len(groups)) + 0.5, [f"{g} (n={data[g]['n']})" for g in groups], fontsize=8)
         ax.set_title(
             f"Average indirect effect of {NAMES[_base_kind(kind)] if kind != 'hidden' else 'state'}",

@@ -88,51 +88,57 @@ def average_indirect_effect(
     source: str = "facts",
     confidence: float = 0.95,
     require_known: bool = True,
+    include_invalid: bool = False,
     on_step: Callable[[int, TraceFact], None] | None = None,
-    skipped_on_load: int = 0,
+    skipped_on_load: Sequence[dict[str, str]] = (),
     **trace_options: Any,
 ) -> dict[str, Any]:
     """Trace every fact and average indirect effects per token group and layer (JSON-ready dict).
 
     trace_options go to `trace` (samples, noise, window, replace, seed, ...). Facts whose subject is not in
-    the prompt, or (with `require_known`) whose answer the model does not predict, are counted and skipped
-    (`skipped_on_load`: records a loader already dropped because their subject is not in the prompt).
+    the prompt, whose answer the model does not predict (with `require_known`), or whose trace locates
+    nothing (unless `include_invalid`: see `TraceResult.problems`) are skipped; every skipped record is
+    listed with its source and reason, and counted per reason (`skipped_on_load`: what a loader dropped).
     """
     kinds_t = parse_kinds(kinds)
-    per: dict[str, dict[str, list[np.ndarray]]] = {k: {g: [] for g in GROUPS} for k in kinds_t}
-    peaks: dict[str, dict[str, list[dict[str, Any]]]] = {k: {g: [] for g in GROUPS} for k in kinds_t}
-    skipped = {"subject_not_in_prompt": skipped_on_load, "not_known": 0}
-    examples: list[str] = []
+    per: dict[str, dict[str, list[np.ndarray]]] = {}
+    peaks: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    records = [dict(r, category="subject_not_in_prompt") for r in skipped_on_load]
     clean, corrupted = [], []
     window = None
+
+    def skip(fact: TraceFact, category: str, reason: str) -> None:
+        records.append({"source": fact.source, "category": category, "reason": reason})
+
     for i, fact in enumerate(facts):
         if on_step:
             on_step(i, fact)
         try:
             model.subject_span(fact.prompt, fact.subject)  # empty, absent or token-less subjects
-        except SubjectNotFoundError:
-            skipped["subject_not_in_prompt"] += 1
-            if len(examples) < 5:
-                examples.append(f"{fact.source}: subject {fact.subject!r} not in {fact.prompt!r}")
+        except SubjectNotFoundError as exc:
+            skip(fact, "subject_not_in_prompt", str(exc))
             continue
         if fact.answer is not None and require_known:
             top = int(model.logits(model.encode(fact.prompt).ids)[0, -1].argmax())
             if top != model.answer_ids(fact.prompt, fact.answer)[0]:
-                skipped["not_known"] += 1
+                skip(fact, "not_known", f"the model's top token is {model.decode([top])!r}, not {fact.answer!r}")
                 continue
         result = trace(model, fact.prompt, fact.subject, fact.answer, kinds=kinds_t, **trace_options)
+        if not result.valid and not include_invalid:
+            skip(fact, "invalid", "; ".join(result.problems))
+            continue
         window = result.config["window"]
         clean.append(result.clean_score)
         corrupted.append(result.corrupted_score)
         groups = token_groups(result.subject_span, len(result.tokens))
-        for kind in kinds_t:
+        for kind in result.kinds:
             effect = result.indirect_effect(kind)
             for group, rows in groups.items():
                 if rows:
                     curve = effect[rows].mean(axis=0)
-                    per[kind][group].append(curve)
+                    per.setdefault(kind, {g: [] for g in GROUPS})[group].append(curve)
                     layer = int(np.argmax(curve))
-                    peaks[kind][group].append(
+                    peaks.setdefault(kind, {g: [] for g in GROUPS})[group].append(
                         {
                             "prompt": fact.prompt,
                             "subject": fact.subject,
@@ -142,20 +148,25 @@ def average_indirect_effect(
                             "effect": float(curve[layer]),
                         }
                     )
+    categories = ("subject_not_in_prompt", "not_known", "invalid")
+    skipped = {c: sum(r["category"] == c for r in records) for c in categories}
     traced = len(clean)
     if not traced:
         raise KelocateError(
-            f"none of the {len(facts)} facts could be traced (skipped: {skipped}); check that the "
-            "model knows them or pass facts whose subject occurs in the prompt"
+            f"none of the {len(facts)} facts could be traced (skipped: {skipped}); check that the model knows "
+            "them and that their subject occurs in the prompt, or include traces that locate nothing "
+            "(--include-invalid)"
         )
+    all_kinds = list(per)
     return {
         "format": FORMAT,
         "model": model.name,
         "source": source,
         "n_facts": traced,
         "skipped": skipped,
-        "skipped_examples": examples,
-        "kinds": list(kinds_t),
+        "skipped_records": records,
+        "include_invalid": include_invalid,
+        "kinds": all_kinds,
         "groups": list(GROUPS),
         "window": window,
         "n_layers": model.n_layers,
@@ -163,6 +174,6 @@ def average_indirect_effect(
         "mean_clean": float(np.mean(clean)),
         "mean_corrupted": float(np.mean(corrupted)),
         "config": {k: v for k, v in trace_options.items() if isinstance(v, int | float | str | bool)},
-        "effects": {k: {g: _summary(per[k][g], confidence) for g in GROUPS} for k in kinds_t},
-        "clearest": {k: {g: _clearest(peaks[k][g]) for g in GROUPS} for k in kinds_t},
+        "effects": {k: {g: _summary(per[k][g], confidence) for g in GROUPS} for k in all_kinds},
+        "clearest": {k: {g: _clearest(peaks[k][g]) for g in GROUPS} for k in all_kinds},
     }

@@ -20,7 +20,9 @@ from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace.problem import token_row
 
 FORMAT = "kelocate-trace"
-VERSION = 1
+VERSION = 2
+WINDOWS = ("single", "windowed")
+LOCATED_AT = ("last_subject", "strongest_subject", "last")
 
 
 def severed_key(site: str) -> str:
@@ -28,12 +30,21 @@ def severed_key(site: str) -> str:
     return f"hidden_severed_{site}"
 
 
+def single_key(kind: str) -> str:
+    """Grid name of the single-layer (window 1) trace of a windowed kind ('mlp' or 'attn')."""
+    return f"{kind}_single"
+
+
 @dataclass
 class TraceResult:
     """Clean/corrupted scores and one grid of restored answer probabilities per kind ([tokens, layers]).
 
     grids: 'hidden', 'mlp', 'attn' and, when asked, 'hidden_severed_mlp' / 'hidden_severed_attn'. For mlp and
-    attn, column l restores the module outputs of the window of layers around l (`config['window']`).
+    attn, column l restores the module outputs of the window of layers around l (`config['window']`), as in
+    ROME; 'mlp_single' / 'attn_single' restore layer l alone (which layer acts, not which window holds it).
+
+    problems: why the trace locates nothing (empty when it is valid), e.g. corrupting the subject does not
+    lower p(answer), or the subject ends at the last token. Editors must not take layers from such a trace.
     """
 
     prompt: str
@@ -48,11 +59,29 @@ class TraceResult:
     grids: dict[str, np.ndarray]
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ validity
+    @property
+    def valid(self) -> bool:
+        """Whether the trace can locate anything (see `problems`)."""
+        return not self.problems
+
+    def require_valid(self) -> TraceResult:
+        """Return self, or raise a one-line KelocateError naming why its layers mean nothing."""
+        if self.problems:
+            raise KelocateError(f"the trace of {self.prompt!r} locates nothing: {'; '.join(self.problems)}")
+        return self
 
     # ------------------------------------------------------------------ reading
     @property
     def kinds(self) -> list[str]:
         return list(self.grids)
+
+    @property
+    def base_kinds(self) -> list[str]:
+        """The kinds traced, without their single-layer companions."""
+        return [k for k in self.grids if not k.endswith("_single")]
 
     @property
     def n_layers(self) -> int:
@@ -71,13 +100,29 @@ class TraceResult:
         """Row of a token: 'last_subject', 'first_subject', 'last' or an index (negative: from the end)."""
         return token_row(token, self.subject_span, len(self.tokens))
 
-    def top_layers(self, kind: str = "mlp", k: int = 1, token: str | int = "last_subject") -> list[int]:
+    def window_grid(self, kind: str, window: str = "single") -> np.ndarray:
+        """The grid of `kind` with `window` 'single' (one layer restored; the default an editor needs) or
+        'windowed' (ROME's window). Hidden and severed kinds restore one layer's output either way."""
+        if window not in WINDOWS:
+            raise KelocateError(f"unknown window {window!r}; use single or windowed")
+        if window == "windowed" or kind.startswith("hidden") or kind.endswith("_single"):
+            return self.grid(kind)
+        if single_key(kind) in self.grids:
+            return self.grids[single_key(kind)]
+        if self.config.get("window") == 1:
+            return self.grid(kind)
+        raise KelocateError(f"this trace has no single-layer {kind!r} grid; trace again with single_layer=True "
+                            "or ask for window='windowed'")
+
+    def top_layers(self, kind: str = "mlp", k: int = 1, token: str | int = "last_subject",
+                   window: str = "single") -> list[int]:
         """The k layers whose restoration at `token` recovers the answer most (best first; ties: lower layer).
 
-        For windowed kinds a layer is the centre of its restored window, as in ROME's figures.
+        window 'single' (default) ranks layers restored alone; 'windowed' ranks the centres of ROME's
+        windows, which can name a layer several away from the one that acts.
         """
-        row = self.grid(kind)[self.token_index(token)]
-        order = np.lexsort((np.arange(row.shape[0]), -row))
+        row = self.window_grid(kind, window)[self.token_index(token)]
+        order = np.lexsort((np.arange(row.shape[0]), -np.nan_to_num(row, nan=-np.inf)))
         return [int(i) for i in order[: max(1, k)]]
 
     def peak(self, kind: str, where: str = "subject") -> tuple[int, int, float]:
@@ -89,9 +134,28 @@ class TraceResult:
         token, layer = np.unravel_index(int(np.argmax(sub)), sub.shape)
         return int(token) + lo, int(layer), float(sub[token, layer])
 
-    def located(self, k: int = 1) -> dict[str, list[int]]:
-        """Top-k layers of every kind at the last subject token (what the CLI prints)."""
-        return {kind: self.top_layers(kind, k) for kind in self.grids}
+    def located(self, k: int = 3) -> dict[str, dict[str, Any]]:
+        """Per kind (single-layer companions included), the top-k layers at the last subject token, at the
+        subject token with the strongest effect, and at the last token, each with its effect.
+
+        Empty for an invalid trace: its layers mean nothing.
+        """
+        if not self.valid:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for kind in self.grids:
+            effect = self.indirect_effect(kind)
+            strongest = self.peak(kind)[0]
+            rows = {"last_subject": self.token_index("last_subject"), "strongest_subject": strongest,
+                    "last": self.token_index("last")}
+            out[kind] = {}
+            for where, row in rows.items():
+                if np.isnan(effect[row]).all():
+                    continue
+                layers = self.top_layers(kind, k, row, window="windowed")
+                out[kind][where] = {"token": row, "label": self.tokens[row], "layers": layers,
+                                    "effect": float(effect[row, layers[0]])}
+        return out
 
     def to_location(self, kind: str = "mlp", token: str | int = "last_subject"):
         """This trace as a KLoB `Location`: per-layer indirect effects at `token`."""
@@ -119,6 +183,8 @@ class TraceResult:
             "clean_score": self.clean_score,
             "corrupted_score": self.corrupted_score,
             "kinds": self.kinds,
+            "valid": self.valid,
+            "problems": self.problems,
             "located": self.located(3),
             "config": self.config,
             "notes": self.notes,
@@ -173,6 +239,7 @@ class TraceResult:
                 grids,
                 dict(meta.get("config", {})),
                 list(meta.get("notes", [])),
+                list(meta.get("problems", [])),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise KelocateError(f"cannot read the trace {str(json_path)!r}: {exc}") from exc

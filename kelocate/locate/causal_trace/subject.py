@@ -20,10 +20,11 @@ _WORD = re.compile(r"[^\s,.;:!?\"()\[\]]+")
 
 @dataclass(frozen=True)
 class SubjectGuess:
-    """An inferred subject and how it was found."""
+    """An inferred subject, how it was found, and why it was chosen (said in the trace's notes)."""
 
     subject: str
     method: str  # "known entity" | "capitalised words"
+    reason: str = ""
 
 
 def _occurs(name: str, prompt: str) -> bool:
@@ -31,20 +32,18 @@ def _occurs(name: str, prompt: str) -> bool:
 
 
 def longest_entity(prompt: str, names: list[str]) -> str | None:
-    """The longest of `names` that occurs in `prompt` as whole words (ties: the one occurring last)."""
+    """The longest of `names` that occurs in `prompt` as whole words (ties: the one occurring first)."""
     found = [n for n in set(names) if n.strip() and _occurs(n, prompt)]
     if not found:
         return None
-    return max(found, key=lambda n: (len(n), prompt.rfind(n)))
+    return max(found, key=lambda n: (len(n), -prompt.find(n)))
 
 
-def capitalised_run(prompt: str) -> str | None:
-    """The longest run of capitalised words (connectors like 'of' allowed inside), or None.
-
-    A lone capitalised first word ("Where was SMAP created") is used only when there is no other run.
-    """
+def capitalised_runs(prompt: str) -> list[tuple[str, bool]]:
+    """Runs of capitalised words (connectors like 'of' allowed inside; a leading article dropped), in order,
+    each with whether it is weak: a lone sentence-initial word ("Where was SMAP created")."""
     words = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(prompt)]
-    runs: list[tuple[int, int, bool]] = []  # (start, end, weak): weak = a lone sentence-initial word
+    runs: list[tuple[str, bool]] = []
     i = 0
     while i < len(words):
         if not _is_name_word(words[i][0]):
@@ -53,35 +52,54 @@ def capitalised_run(prompt: str) -> str | None:
         j = i
         while j + 1 < len(words) and (
             _is_name_word(words[j + 1][0])
-            or (
-                words[j + 1][0].lower() in _CONNECTORS
-                and j + 2 < len(words)
-                and _is_name_word(words[j + 2][0])
-            )
+            or (words[j + 1][0].lower() in _CONNECTORS and j + 2 < len(words) and _is_name_word(words[j + 2][0]))
         ):
             j += 1
         lo = i + 1 if words[i][0].lower() in _ARTICLES and j > i else i
-        runs.append((words[lo][1], words[j][2], i == 0 and j == 0))
+        runs.append((prompt[words[lo][1]:words[j][2]], i == 0 and j == 0))
         i = j + 1
-    strong = [r for r in runs if not r[2]] or runs
-    if not strong:
-        return None
-    start, end, _ = max(strong, key=lambda r: (r[1] - r[0], r[0]))
-    return prompt[start:end]
+    return runs
+
+
+def capitalised_run(prompt: str) -> str | None:
+    """The longest strong run of capitalised words (ties: the first), else the longest weak one, or None."""
+    runs = capitalised_runs(prompt)
+    strong = [r for r, weak in runs if not weak] or [r for r, _ in runs]
+    return max(strong, key=len) if strong else None
 
 
 def _is_name_word(word: str) -> bool:
     return word[:1].isupper() or word[:1].isdigit()
 
 
+def _ends_prompt(model, prompt: str, subject: str) -> bool:
+    """Whether `subject`'s tokens end at the prompt's last token (then restoring it is trivially the clean
+    run: nothing follows that could carry the fact, and every cell there gives back the clean answer)."""
+    return model.subject_span(prompt, subject)[1] == len(model.encode(prompt))
+
+
 def infer_subject(model, prompt: str) -> SubjectGuess:
-    """The subject of `prompt` for `model`; SubjectNotFoundError (asking for --subject) if none."""
-    name = longest_entity(prompt, list(model.entity_names))
+    """The subject of `prompt` for `model`; SubjectNotFoundError (asking for --subject) if none.
+
+    Known entity names first (the organism's world), then the longest run of capitalised words; a candidate
+    that ends at the prompt's last token is never chosen ("Apple was founded by Steve" gives Apple, not Steve).
+    """
+    names = [n for n in model.entity_names if _occurs(n, prompt) and not _ends_prompt(model, prompt, n)]
+    name = longest_entity(prompt, names)
     if name:
-        return SubjectGuess(name, "known entity")
-    run = capitalised_run(prompt)
-    if run:
-        return SubjectGuess(run, "capitalised words")
+        return SubjectGuess(name, "known entity", "the longest known entity name in the prompt")
+    runs = capitalised_runs(prompt)
+    usable = [(r, weak) for r, weak in runs if not _ends_prompt(model, prompt, r)]
+    dropped = [r for r, _ in runs if (r, False) not in usable and (r, True) not in usable]
+    strong = [r for r, weak in usable if not weak]
+    pool = strong or [r for r, _ in usable]
+    if pool:
+        run = max(pool, key=len)  # ties: the first, i.e. before the relation words
+        why = "the longest run of capitalised words" if strong else "the capitalised first word"
+        if dropped:
+            why += f" ({', '.join(repr(d) for d in dropped)} ends the prompt, so it cannot be the subject)"
+        return SubjectGuess(run, "capitalised words", why + "; check it, or pass --subject")
+    hint = f" ({', '.join(repr(d) for d in dropped)} ends the prompt)" if dropped else ""
     raise SubjectNotFoundError(
-        f"could not tell the subject of {prompt!r}; pass it with --subject (e.g. --subject 'SMAP')"
+        f"could not tell the subject of {prompt!r}{hint}; pass it with --subject (e.g. --subject 'SMAP')"
     )

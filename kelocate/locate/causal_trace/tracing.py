@@ -15,10 +15,11 @@ import torch
 from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace.noise import default_subjects, draw_noise, embedding_sigma, parse_noise
 from kelocate.locate.causal_trace.problem import KINDS, SEVERABLE, TraceProblem, default_window, token_row
-from kelocate.locate.causal_trace.result import TraceResult
+from kelocate.locate.causal_trace.result import TraceResult, single_key
 from kelocate.locate.causal_trace.subject import infer_subject
 
 ENGINES = ("fast", "oracle", "per_cell")
+DEFAULT_MIN_DROP = 0.05  # least drop of p(answer) under corruption for a trace to locate anything
 DEFAULT_SEED = 1
 WINDOW_RULE = "clip(round(10 * n_layers / 28), 1, 10): ROME's 10 layers at GPT-J depth, scaled"
 
@@ -114,6 +115,8 @@ def trace(
     sigma_subjects: list[str] | None = None,
     max_tokens: int = 16384,
     tokens: Sequence[str | int] | None = None,
+    single_layer: bool = True,
+    min_drop: float = DEFAULT_MIN_DROP,
 ) -> TraceResult:
     """Trace `prompt` on a `HookedModel` and return the restored-probability grids.
 
@@ -125,7 +128,10 @@ def trace(
     (default), 'oracle' or 'per_cell' (reference loops); sigma_subjects: subjects for sigma (default: the
     organism's entity names, else a built-in list); tokens: compute only these rows ('last_subject',
     'first_subject', 'last' or indices; None: all) and leave the others NaN — a locator that reads one row
-    (KLoB) needs no more.
+    (KLoB) needs no more; single_layer: also trace mlp/attn restoring one layer at a time ('mlp_single',
+    'attn_single'), which tells which layer acts where a window only tells which window holds it;
+    min_drop: the least clean - corrupted drop of p(answer) for the trace to locate anything (see
+    `validity_problems`).
     """
     kinds_t, severed_t, spec = check_options(kinds, severed, noise, engine, samples, window)
     if not prompt or not prompt.strip():
@@ -135,7 +141,7 @@ def trace(
     if subject is None:
         guess = infer_subject(model, prompt)
         subject, subject_source = guess.subject, guess.method
-        notes.append(f"subject inferred ({guess.method}): {subject!r}; pass --subject to choose another")
+        notes.append(f"subject inferred: {subject!r}, {guess.reason}; pass --subject to choose another")
     span = model.subject_span(prompt, subject)
     ids = model.encode(prompt).ids
     answer_id = resolve_answer(model, prompt, ids, answer, notes)
@@ -152,6 +158,14 @@ def trace(
     rows = None if tokens is None else tuple(token_row(t, span, len(ids)) for t in tokens)
     problem = TraceProblem(ids, span, answer_id, draws, replace, kinds_t, severed_t, win, rows)
     grids, used = _run_engine(model, problem, engine, notes, max_tokens)
+    windowed = tuple(k for k in kinds_t if k != "hidden")
+    if single_layer and windowed and win > 1:
+        single = TraceProblem(ids, span, answer_id, draws, replace, windowed, (), 1, rows)
+        for kind, grid in _run_engine(model, single, used, [], max_tokens)[0].grids.items():
+            grids.grids[single_key(kind)] = grid
+    top = int(model.logits(ids)[0, -1].argmax())
+    problems = validity_problems(span, len(ids), grids.clean, grids.corrupted, min_drop,
+                                 None if answer is None or top == answer_id else model.decode([top]), answer)
 
     tokens = model.tokens(prompt)
     config = {
@@ -176,6 +190,8 @@ def trace(
         "subject_source": subject_source,
         "answer_given": answer,
         "rows": None if rows is None else list(rows),
+        "single_layer": bool(single_layer and windowed and win > 1) or (bool(windowed) and win == 1),
+        "min_drop": min_drop,
     }
     return TraceResult(
         prompt,
@@ -190,4 +206,28 @@ def trace(
         grids.grids,
         config,
         notes,
+        problems,
     )
+
+
+def validity_problems(span: tuple[int, int], n_tokens: int, clean: float, corrupted: float, min_drop: float,
+                      other_top: str | None = None, answer: str | None = None) -> list[str]:
+    """Why a trace cannot locate anything (empty: it can).
+
+    - The subject ends at the last token: restoring any state there gives the clean run back trivially.
+    - Corrupting the subject does not lower p(answer) by `min_drop`: the answer does not depend on the
+      subject here, so no layer carries it (the restored grid is noise around the corrupted score).
+    - A given answer is not what the model predicts (`other_top` is its top token): the trace measures
+      where a belief the model does not hold comes from.
+    """
+    problems = []
+    if span[1] == n_tokens:
+        problems.append("the subject ends at the last token, so restoring it gives the clean run back "
+                        "trivially; use a prompt that continues after the subject")
+    if clean - corrupted < min_drop:
+        problems.append(f"corrupting the subject does not lower p(answer) by {min_drop:g} (clean {clean:.3f}, "
+                        f"corrupted {corrupted:.3f}): the answer does not depend on the subject here")
+    if other_top is not None:
+        problems.append(f"the model does not predict {answer!r} (its top token is {other_top!r}, "
+                        f"p(answer) = {clean:.3f})")
+    return problems
