@@ -134,13 +134,12 @@ def trace_panel(result, written: list[str] | None = None) -> Group:
 def average_table(average: dict[str, Any]) -> Table:
     """Peak average indirect effect per kind and token group."""
     table = Table(
-        title=f"average indirect effect over {average['n_facts']} facts ({average['source']})",
+        title=f"average indirect effect over {average['n_facts']} facts ({average['source']}): peak layer (AIE)",
         title_justify="left",
     )
     table.add_column("group", no_wrap=True)
     for kind in average["kinds"]:
-        table.add_column(f"{kind_label(kind, average.get('window'))}: peak layer (AIE)", justify="right",
-                         no_wrap=True)
+        table.add_column(kind_label(kind, average.get("window")), justify="right")
     for group in average["groups"]:
         cells = []
         for kind in average["kinds"]:

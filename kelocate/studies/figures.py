@@ -135,11 +135,10 @@ def average_figure(average: dict[str, Any]) -> Figure:
         ax.invert_yaxis()
         layer_ticks(ax, mean.shape[1], 2.8)
         ax.set_yticks(np.arange(len(groups)) + 0.5, [f"{g} (n={data[g]['n']})" for g in groups], fontsize=8)
-        ax.set_title(
-            f"Average indirect effect of {NAMES[_base_kind(kind)] if kind != 'hidden' else 'state'}",
-            fontsize=10,
-        )
-        ax.set_xlabel("layer" if kind == "hidden" else f"center of {average['window']}-layer window")
+        single = kind.endswith("_single") or average.get("window") == 1
+        what = "state" if kind == "hidden" else NAMES[_base_kind(kind)] + (" (single layer)" if single else "")
+        ax.set_title(f"Average indirect effect of {what}", fontsize=10)
+        ax.set_xlabel("layer" if kind == "hidden" or single else f"center of {average['window']}-layer window")
         fig.colorbar(mesh, ax=ax).set_label("AIE")
         line = axes[1][col]
         for group, colour in (("last subject token", "tab:blue"), ("last token", "tab:orange")):

@@ -98,7 +98,7 @@ def infer_subject(model, prompt: str) -> SubjectGuess:
         why = "the longest run of capitalised words" if strong else "the capitalised first word"
         if dropped:
             why += f" ({', '.join(repr(d) for d in dropped)} ends the prompt, so it cannot be the subject)"
-        return SubjectGuess(run, "capitalised words", why + "; check it, or pass --subject")
+        return SubjectGuess(run, "capitalised words", why + "; check it")
     hint = f" ({', '.join(repr(d) for d in dropped)} ends the prompt)" if dropped else ""
     raise SubjectNotFoundError(
         f"could not tell the subject of {prompt!r}{hint}; pass it with --subject (e.g. --subject 'SMAP')"

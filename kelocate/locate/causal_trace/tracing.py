@@ -141,7 +141,7 @@ def trace(
     if subject is None:
         guess = infer_subject(model, prompt)
         subject, subject_source = guess.subject, guess.method
-        notes.append(f"subject inferred: {subject!r}, {guess.reason}; pass --subject to choose another")
+        notes.append(f"subject inferred: {subject!r} ({guess.reason}); pass --subject to choose another")
     span = model.subject_span(prompt, subject)
     ids = model.encode(prompt).ids
     answer_id = resolve_answer(model, prompt, ids, answer, notes)
