@@ -160,3 +160,127 @@ def test_bad_inputs_are_user_errors(tiny_model):
     with pytest.raises(KelocateError, match="neuron 9999"):
         with scale_neurons(tiny_model, [(0, 9999)], 0.0):
             pass
+
+
+# ---------------------------------------------------------------------- specificity control
+
+CONTROL = {"same_relation": [("SMAP was founded in", "Japan"), ("The group SMAP comes from", "Japan"),
+                             ("Paris is a city in", "France")],
+           "unrelated": [("Berlin is", "Germany"), ("The language of Japan is", "Japanese group")]}
+
+
+def _logits(model) -> torch.Tensor:
+    ids, mask = model.batch_ids([PROMPT, "Paris is a city in the country of"])
+    return model.logits(ids, mask)
+
+
+def test_specificity_control_leaves_the_model_untouched(tiny_model):
+    from kelocate.locate.neurons.specificity import specificity_control
+
+    weights = {k: v.clone() for k, v in tiny_model.hf.state_dict().items()}
+    hooks = {name: len(m._forward_pre_hooks) + len(m._forward_hooks) for name, m in tiny_model.hf.named_modules()}
+    clean = _logits(tiny_model)
+    spec = specificity_control(tiny_model, [(0, 3), (2, 7), (2, 11)], CONTROL, 0.0, target_change=-0.5)
+    assert any(r.after != r.before for g in spec.groups.values() for r in g.rows)  # it did bite
+    assert torch.equal(_logits(tiny_model), clean)
+    assert all(torch.equal(v, weights[k]) for k, v in tiny_model.hf.state_dict().items())
+    assert hooks == {name: len(m._forward_pre_hooks) + len(m._forward_hooks)
+                     for name, m in tiny_model.hf.named_modules()}
+
+
+def _plain_loop(model, neurons, facts, factor, all_positions):
+    """p before/after one fact at a time, the intervention written out by hand."""
+    out = []
+    for q, a in facts:
+        before = model.answer_prob(q, a)
+        position = None if all_positions else len(model.encode(q)) - 1
+        with scale_neurons(model, neurons, factor, position):
+            out.append((before, model.answer_prob(q, a)))
+    return out
+
+
+@pytest.mark.parametrize("factor,all_positions", [(0.0, False), (2.0, False), (0.0, True)])
+def test_specificity_groups_equal_a_plain_loop(tiny_model, factor, all_positions):
+    import numpy as np
+    from tolerances import tol
+
+    from kelocate.locate.neurons.intervene import logodds
+    from kelocate.locate.neurons.specificity import specificity_control
+
+    neurons = [(0, 3), (1, 40), (2, 7), (2, 11)]
+    spec = specificity_control(tiny_model, neurons, CONTROL, factor, all_positions)
+    for name, facts in CONTROL.items():
+        plain = _plain_loop(tiny_model, neurons, facts, factor, all_positions)
+        group = spec.groups[name]
+        got = [(r.before, r.after) for r in group.rows]
+        assert [(r.prompt, r.answer) for r in group.rows] == facts
+        assert np.allclose(got, plain, rtol=0, atol=tol(torch.tensor(plain)))
+        rel = [(a - b) / b for b, a in plain]
+        odds = [logodds(a) - logodds(b) for b, a in plain]
+        assert group.mean_relative_change == pytest.approx(np.mean(rel), abs=tol(max(map(abs, rel))))
+        assert group.mean_logodds_change == pytest.approx(np.mean(odds), abs=tol(max(map(abs, odds))))
+        assert group.to_dict()["n"] == len(facts)
+
+
+def test_specificity_verdict():
+    from kelocate.locate.neurons.specificity import FactChange, GroupChange, Specificity
+
+    def spec(same: float, other: float, target: float = -0.6) -> Specificity:
+        groups = {"same_relation": GroupChange("same_relation", [FactChange("a", "b", 0.5, 0.5 * (1 + same))]),
+                  "unrelated": GroupChange("unrelated", [FactChange("c", "d", 0.5, 0.5 * (1 + other))])}
+        return Specificity(0.0, [(0, 1)], False, groups, target, "capital")
+
+    assert "relation neurons, not fact neurons" in spec(-0.4, -0.01).verdict
+    assert "other 'capital' facts" in spec(-0.4, -0.01).verdict
+    assert spec(-0.1, 0.0).verdict.startswith("specific to this fact")
+    assert "unrelated facts" in spec(-0.5, -0.5).verdict
+    assert spec(-0.4, 0.0).to_dict()["verdict"] == spec(-0.4, 0.0).verdict
+    assert "cannot be judged" in spec(-0.4, 0.0, target=0.0).verdict
+
+
+def test_unknown_prompts_get_a_note(tiny_model):
+    from kelocate.locate.neurons.find import unknown_notes
+
+    notes = unknown_notes(tiny_model, [PROMPT, "SMAP is from"], "Japan")
+    assert len(notes) == 2 and notes[0].startswith(f"the prompt {PROMPT!r}") and "paraphrase" in notes[1]
+    p = tiny_model.answer_prob(PROMPT, "Japan")
+    assert f"p(Japan) = {p:.3f}" in notes[0]
+    res = find_knowledge_neurons(tiny_model, [PROMPT, "SMAP is from"], "Japan", steps=2)
+    assert [n for n in res.notes if "not known" in n] == notes
+
+
+@pytest.fixture(scope="module")
+def organism():
+    from kelocate.organism import checkpoint_dir
+
+    if not (checkpoint_dir() / "config.json").is_file():
+        pytest.skip("the organism checkpoint is not built")
+    from kelocate.loading import load_model
+
+    return load_model()
+
+
+def test_organism_control_facts_share_the_relation(organism):
+    from kelocate.studies.controls import organism_candidates
+    from kelocate.locate.neurons.find import unknown_notes
+    from kelocate.locate.neurons.specificity import pick_known
+    from kelocate.model.scoring import score_targets
+    from kelocate.organism import world_file
+    from kelocate.organism.world import load_world
+
+    world = load_world(world_file(organism.path))
+    by_prompt = {fp.prompt: fp for fp in world.fact_prompts(split="known", templates="all")}
+    label, same, other = organism_candidates(organism, "The capital of Japan is", "Tokyo")
+    assert label == world.relations["capital"].label
+    picked = pick_known(organism, same, 5, seed=0)
+    assert len(picked) == 5 and picked == pick_known(organism, same, 5, seed=0)  # seeded
+    assert picked != pick_known(organism, same, 5, seed=1)
+    for q, a in picked:
+        fp = by_prompt[q]
+        assert fp.relation == "capital" and fp.template == "The capital of {s} is" and fp.subject != "Japan"
+        assert a == fp.answer != "Tokyo"
+    unrelated = pick_known(organism, other, 5, seed=0)
+    assert len(unrelated) == 5 and all(by_prompt[q].relation != "capital" for q, _ in unrelated)
+    assert all(s.correct and s.prob >= 0.1 for s in score_targets(organism, *zip(*picked + unrelated, strict=True)))
+    assert organism_candidates(organism, "Nothing of the world is", "x") is None
+    assert unknown_notes(organism, ["The capital of Japan is"], "Tokyo") == []

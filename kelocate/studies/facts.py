@@ -35,7 +35,7 @@ def organism_facts(model) -> list[TraceFact]:
 PLAIN_FORMAT = '{"prompt": "... text before the answer", "subject": "words of the prompt", "answer": "optional"}'
 
 
-def _read_records(p: Path) -> list[tuple[str, object]]:
+def read_records(p: Path) -> list[tuple[str, object]]:
     """(where, record) of a JSON list (.json) or JSON lines (.jsonl) file; malformed JSON names the place."""
     try:
         text = p.read_text(encoding="utf-8")
@@ -95,7 +95,7 @@ def file_facts(path: str | Path) -> tuple[list[TraceFact], list[dict[str, str]]]
     if not p.is_file():
         raise KelocateError(f"dataset {str(p)!r} does not exist; pass a fact file (.json/.jsonl of {PLAIN_FORMAT}), "
                             "a KnowEdit .json, a KLoB-c .jsonl, or 'organism'")
-    records = _read_records(p)
+    records = read_records(p)
     if not records:
         raise KelocateError(f"{p}: holds no records; each record must look like {PLAIN_FORMAT}")
     if _is_plain(records[0][1]):

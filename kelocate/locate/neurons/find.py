@@ -25,8 +25,12 @@ import torch
 from kelocate.atomic import write_text
 from kelocate.errors import KelocateError
 from kelocate.locate.neurons.ig import Attribution, integrated_gradients
+from kelocate.model.scoring import TargetScore, score_targets
 
 Neuron = tuple[int, int]  # (layer, index)
+
+# below this p(answer) a prompt is not taken as known, even where the answer is the top next token
+MIN_KNOWN_P = 0.1
 
 
 # ====================================================================== coarse neurons
@@ -99,6 +103,31 @@ def refine(sets: Sequence[set[Neuron]], p: float = 0.7, adaptive: bool = True, m
                 break
             p, chosen = p - step, nxt
     return Refined(chosen, round(p, 6), len(sets), counts)
+
+
+# ====================================================================== is the fact known?
+
+
+def is_known(score: TargetScore, min_p: float = MIN_KNOWN_P) -> bool:
+    """Greedy decoding gives the answer and p(answer) >= min_p."""
+    return score.correct and score.prob >= min_p
+
+
+def unknown_notes(model, prompts: Sequence[str], answer: str, min_p: float = MIN_KNOWN_P) -> list[str]:
+    """A note for each prompt whose answer the model does not know: attributing an unknown fact finds
+    neurons of whatever the model does predict there, which then dilute the refined neurons."""
+    notes = []
+    for i, (q, s) in enumerate(zip(prompts, score_targets(model, prompts, [answer] * len(prompts)), strict=True)):
+        if is_known(s, min_p):
+            continue
+        top = model.decode([s.predicted[0]])
+        why = (f"the top next token is {top!r}" if not s.hits[0] else
+               f"below {min_p} although it is the top next token" if s.correct else
+               f"greedy decoding continues it otherwise ({model.decode(list(s.predicted))!r})")
+        what = "the prompt" if i == 0 else "paraphrase"
+        notes.append(f"{what} {q!r} is not known to the model: p({answer}) = {s.prob:.3f}, {why}; its neurons "
+                     "may not be the fact's")
+    return notes
 
 
 # ====================================================================== the whole method
@@ -188,6 +217,7 @@ def find_knowledge_neurons(model, prompt: str | Sequence[str], answer: str | Non
     else:
         neurons = [(layer, idx) for layer, idx, _ in coarse[0]]
     notes = list(dict.fromkeys(a.meta["note"] for a in attrs if "note" in a.meta))
+    notes += unknown_notes(model, prompts, answer)
     return KnowledgeNeurons(
         prompts, answer, list(attrs[0].problem.answer_ids), target, attrs[0].target_description, steps,
         threshold, absolute, top_k, attrs[0].engine, coarse, neurons,

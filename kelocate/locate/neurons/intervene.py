@@ -57,7 +57,8 @@ def scale_neurons(model, neurons: Sequence[Neuron], factor: float,
             h.remove()
 
 
-def _position(model, prompt: str) -> int:
+def prompt_position(model, prompt: str) -> int:
+    """The prompt's last position (the one attributed, and scaled by default)."""
     return len(model.encode(prompt)) - 1
 
 
@@ -100,7 +101,7 @@ def intervene(model, neurons: Sequence[Neuron], prompts: Sequence[str], answer: 
     before = [model.answer_prob(q, answer) for q in prompts] if before is None else list(before)
     after = []
     for q in prompts:
-        with scale_neurons(model, neurons, factor, None if all_positions else _position(model, q)):
+        with scale_neurons(model, neurons, factor, None if all_positions else prompt_position(model, q)):
             after.append(model.answer_prob(q, answer))
     return Intervention(factor, before, after)
 
