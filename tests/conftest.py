@@ -30,3 +30,19 @@ def tiny_model(tiny_model_dir):
     from kelocate.model import load_model
 
     return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """SmolLM2-135M-Instruct, fetched by `kelocate models fetch smollm2` (.ci/run does it). Without it the
+    tests that use it skip with the reason, except under KELOCATE_REQUIRE_REAL=1 (CI), where they fail."""
+    from kelocate.model.fetch import is_fetched
+
+    if not is_fetched("smollm2"):
+        reason = "SmolLM2 is not fetched; run `kelocate models fetch smollm2`"
+        if os.environ.get("KELOCATE_REQUIRE_REAL") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from kelocate.loading import load_model
+
+    return load_model("smollm2")

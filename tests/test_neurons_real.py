@@ -4,12 +4,9 @@ KELOCATE_REQUIRE_REAL=1 (CI), where a missing model fails."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
-
-from kelocate.model.fetch import is_fetched
 
 pytestmark = pytest.mark.real
 
@@ -34,18 +31,6 @@ SAME_RELATION = [("The capital of France is", "Paris"), ("The capital of Japan i
 UNRELATED = [("The chemical symbol for gold is", "Au"), ("Romeo and Juliet was written by William", "Shakespeare"),
              ("The Mona Lisa was painted by Leonardo da", "Vinci"), ("The opposite of hot is", "cold"),
              ("The currency of Japan is the", "yen")]
-
-
-@pytest.fixture(scope="module")
-def smol():
-    if not is_fetched("smollm2"):
-        reason = "SmolLM2 is not fetched; run `kelocate models fetch smollm2`"
-        if os.environ.get("KELOCATE_REQUIRE_REAL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from kelocate.loading import load_model
-
-    return load_model("smollm2")
 
 
 def test_berlin_neurons_are_capital_of_neurons(smol):

@@ -4,30 +4,16 @@ except where KELOCATE_REQUIRE_REAL=1 (CI), where a missing model fails them."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 from tolerances import PROB_TOL
 
-from kelocate.model.fetch import gguf_path, is_fetched
+from kelocate.model.fetch import gguf_path
 
 pytestmark = pytest.mark.real
 
 EIFFEL = "The Eiffel Tower is located in the city of"
-
-
-@pytest.fixture(scope="module")
-def smol():
-    if not is_fetched("smollm2"):
-        reason = "SmolLM2 is not fetched; run `kelocate models fetch smollm2`"
-        if os.environ.get("KELOCATE_REQUIRE_REAL") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from kelocate.loading import load_model
-
-    return load_model("smollm2")
 
 
 def test_predicts_paris_without_a_forced_bos(smol):
