@@ -1,19 +1,30 @@
 """Causal-tracing speed: the fast exact engine against the per-cell oracle and TransformerLens-style patching.
 
-Setup (issue 3): a random-weight Llama of GPT-2-small size (12 layers, d_model 768, d_mlp 3072, 12 heads;
-the random tokenizer's small vocabulary), a 12-token prompt (BOS included) with a 3-token subject starting at
-position 1, 10 noise samples, all three kinds (hidden, mlp, attn; window by the default rule).
+Shapes (random weights; 10 noise samples, all three kinds (hidden, mlp, attn), window by the default rule):
+- gpt2-small (default, issue 3): 12 layers, d_model 768, d_mlp 3072, 12 heads, the random tokenizer's small
+  vocabulary; a 12-token prompt (BOS included) with a 3-token subject at positions 1..3; every row measured.
+- smollm2: SmolLM2-135M's shape: 30 layers, d_model 576, d_mlp 1536, 9 query / 3 key-value heads of 64, a tied
+  49,152-token vocabulary (the random tokenizer padded with unreachable pieces to that size, so the LM head
+  costs what it costs on the real model: about 8 blocks per logit row); the final norm's weight is scaled
+  x10 so that the answer is sharp (p ~ 0.2) and restoring it matters. An 11-token prompt with a 3-token
+  subject at 1..3. The oracle needs about 10 minutes of 2 cores for all 990 cells, so by default every
+  implementation runs on the subject tokens and the last token (`--rows 1,2,3,10`; `--rows all` for the lot),
+  and the fast engine also runs the full grid in its own process (`fast_full`). The full-grid ratio is then
+  estimated: every oracle cell is one forward of the same batch, so the full oracle takes its measured time
+  per cell x 990.
 
 Each implementation runs in its own child process (so that its peak memory is its own):
 - oracle: ROME's procedure, one `bridge.run_with_hooks` forward of batch 1+S per cell;
 - per_cell: clean activations cached once, one `bridge.run_with_hooks` forward of batch S per cell
   (how TransformerLens's patching utilities work);
-- fast: `kelocate.locate.causal_trace.engine.fast_grids`.
+- fast: `kelocate.locate.causal_trace.engine.fast_grids` (fast_full: the same on every row).
 
-Prints a table, the bound that exact skipping allows (from operation counts, `work_units`), the achieved
-fraction of it, the largest difference of the fast grids from the oracle, and ends with one JSON line.
+Prints a table (wall and CPU seconds: CPU seconds are steadier on a shared machine), the bound that exact
+skipping allows (from operation counts, `work_units`), the achieved fraction of it, the largest difference of
+the fast grids from the oracle, and ends with one JSON line. `--profile` also times the fast engine's stages.
 
-    python benchmarks/trace_speed.py [--threads 2] [--device cpu|cuda] [--dtype float32|bfloat16]
+    python benchmarks/trace_speed.py [--shape gpt2-small|smollm2] [--rows all|1,2,3,10] [--threads 2]
+                                     [--device cpu|cuda] [--dtype float32|bfloat16] [--profile]
 """
 
 from __future__ import annotations
@@ -26,19 +37,146 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-PROMPT = "SMAP Japan group was created in the city of Paris France"
-SUBJECT = "SMAP Japan group"
 KINDS = ("hidden", "mlp", "attn")
 SAMPLES = 10
-IMPLEMENTATIONS = ("oracle", "per_cell", "fast")
+IMPLEMENTATIONS = ("oracle", "per_cell", "fast", "fast_full")
 
 
-def build(model_dir: Path) -> None:
-    from kelocate.random_model import build_random_llama
+@dataclass(frozen=True)
+class Shape:
+    """A benchmark model shape and its prompt."""
 
-    build_random_llama(model_dir, n_layers=12, d_model=768, d_mlp=3072, n_heads=12, seed=0)
+    name: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    n_kv_heads: int
+    vocab: int | None  # None: the random tokenizer's own size
+    prompt: str
+    subject: str
+    n_tokens: int
+    default_rows: str
+
+    def describe(self) -> str:
+        kv = "" if self.n_kv_heads == self.n_heads else f"/{self.n_kv_heads}"
+        heads = f"{self.n_heads}{kv} heads"
+        vocab = f", vocab {self.vocab}" if self.vocab else ""
+        return f"{self.name}: {self.n_layers} layers d{self.d_model} mlp {self.d_mlp} {heads}{vocab}"
+
+    def block_macs(self) -> int:
+        """Multiply-adds of one block at one position (projections and MLP)."""
+        head_dim = self.d_model // self.n_heads
+        kv = 2 * self.d_model * self.n_kv_heads * head_dim
+        return 2 * self.d_model * self.d_model + kv + 3 * self.d_model * self.d_mlp
+
+
+SHAPES = {
+    "gpt2-small": Shape("gpt2-small", 12, 768, 3072, 12, 12, None,
+                        "SMAP Japan group was created in the city of Paris France", "SMAP Japan group", 12, "all"),
+    "smollm2": Shape("smollm2", 30, 576, 1536, 9, 3, 49152,
+                     "SMAP Japan group was created in the city of Paris", "SMAP Japan group", 11, "1,2,3,10"),
+}
+
+
+def padded_tokenizer(vocab: int, seed: int = 0):
+    """The random models' BPE tokenizer with unreachable pieces appended up to `vocab` entries."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from kelocate.organism.tokenizer import train_tokenizer
+    from kelocate.random_model import WORDS
+
+    g = torch.Generator().manual_seed(seed)
+    texts = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (8,), generator=g).tolist()) for _ in range(400)]
+    spec = json.loads(train_tokenizer(texts, vocab_size=1000).backend_tokenizer.to_str())
+    pieces = spec["model"]["vocab"]
+    for i in range(len(pieces), vocab):
+        pieces[f"\u2581<unused{i}>"] = i  # no merge produces it: never emitted, but a real logit row
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                   clean_up_tokenization_spaces=False)
+
+
+def build(shape: Shape, model_dir: Path) -> None:
+    """Write the shape's random model and tokenizer to `model_dir`."""
+    if shape.vocab is None:
+        from kelocate.random_model import build_random_llama
+
+        build_random_llama(model_dir, n_layers=shape.n_layers, d_model=shape.d_model, d_mlp=shape.d_mlp,
+                           n_heads=shape.n_heads, seed=0)
+        return
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kelocate.organism.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+    tokenizer = padded_tokenizer(shape.vocab)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=shape.d_model, intermediate_size=shape.d_mlp,
+                         num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
+                         num_key_value_heads=shape.n_kv_heads, head_dim=shape.d_model // shape.n_heads,
+                         max_position_embeddings=256, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+                         tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=100000.0)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(10.0)  # a sharp answer (tied random weights give p ~ 1e-4 otherwise)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: clear_refs 5), so VmHWM then measures what follows."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith(f"{field}:")), None)
+
+
+def _stage_timers(engine, stack_cls) -> dict[str, float]:
+    """Wrap the fast engine's stages with wall-clock timers (for --profile); returns the totals dict."""
+    import functools
+
+    totals: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    block = stack_cls.block
+
+    def block_stage(self, layer, hidden, start=0, past=None, edits=None, last_only=False):
+        name = "blocks, last layer (last position)" if last_only else "blocks (positions t..T-1)"
+        return timed(name, block)(self, layer, hidden, start, past, edits, last_only)
+
+    stack_cls.block = block_stage
+    stack_cls.unembed = timed("unembedding (final norm + LM head)", stack_cls.unembed)
+    engine._Runs = timed("clean and corrupted runs", engine._Runs)
+    engine._cells_at = timed("cell set-up (x0, attn MLPs)", engine._cells_at)
+    engine._answer_probs = timed("p(answer) incl. unembedding", engine._answer_probs)
+    engine._run_chunk = timed("cell batches incl. blocks", engine._run_chunk)
+    return totals
 
 
 def child(args: argparse.Namespace) -> None:
@@ -48,157 +186,236 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from kelocate.loading import load_model
-    from kelocate.locate.causal_trace.engine import fast_grids
+    from kelocate.locate.causal_trace import engine
     from kelocate.locate.causal_trace.noise import draw_noise
     from kelocate.locate.causal_trace.oracle import oracle_grids, per_cell_grids
     from kelocate.locate.causal_trace.problem import TraceProblem, default_window
-    from kelocate.model.stack import guarded_stack
+    from kelocate.model.stack import LlamaStack, guarded_stack
 
+    shape = SHAPES[args.shape]
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    ids = model.encode(PROMPT).ids
-    span = model.subject_span(PROMPT, SUBJECT)
-    if len(ids) != 12 or span != (1, 4):
-        raise SystemExit(
-            f"benchmark prompt is {len(ids)} tokens with subject span {span}; expected 12 and (1, 4)"
-        )
+    ids = model.encode(shape.prompt).ids
+    span = model.subject_span(shape.prompt, shape.subject)
+    if len(ids) != shape.n_tokens or span != (1, 4):
+        raise SystemExit(f"benchmark prompt is {len(ids)} tokens with subject span {span}; "
+                         f"expected {shape.n_tokens} and (1, 4)")
     answer = int(model.logits(ids)[0, -1].argmax())
     sigma = float(model.hf.get_input_embeddings().weight.detach().float().std())
     noise = draw_noise(SAMPLES, 3, model.d_model, "gaussian", 1) * 3 * sigma
-    problem = TraceProblem(ids, span, answer, noise, False, KINDS, (), default_window(model.n_layers))
+    rows = None if args.child == "fast_full" else _rows(args.rows)
+    problem = TraceProblem(ids, span, answer, noise, False, KINDS, (), default_window(model.n_layers), rows)
     run = {
         "oracle": lambda p: oracle_grids(model.bridge, p),
         "per_cell": lambda p: per_cell_grids(model.bridge, p),
-        "fast": lambda p: fast_grids(guarded_stack(model), p),
+        "fast": lambda p: engine.fast_grids(guarded_stack(model), p),
+        "fast_full": lambda p: engine.fast_grids(guarded_stack(model), p),
     }[args.child]
     warm = TraceProblem(ids[:6], span, answer, noise, False, ("hidden",), (), problem.window)
-    if args.child == "fast":
+    if args.child.startswith("fast"):
         run(warm)
     else:  # warm the bridge up with a few forwards
         for _ in range(3):
             model.bridge.run_with_hooks(ids[None].repeat(1 + SAMPLES, 1).to(model.device))
-    sync = torch.cuda.synchronize if args.device and args.device.startswith("cuda") else (lambda: None)
-    if args.device and args.device.startswith("cuda"):
+    stages = _stage_timers(engine, LlamaStack) if args.profile and args.child.startswith("fast") else None
+    cuda = bool(args.device and args.device.startswith("cuda"))
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
     sync()
-    start = time.perf_counter()
+    rss_before = _status_mb("VmRSS")
+    reset = _reset_peak_rss()
+    start, cpu_start = time.perf_counter(), time.process_time()
     grids = run(problem)
     sync()
-    seconds = time.perf_counter() - start
-    peak_gpu = (
-        torch.cuda.max_memory_allocated() / 2**20 if args.device and args.device.startswith("cuda") else None
-    )
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     np.savez(Path(args.out) / f"{args.child}.npz", **grids.grids)
     info = {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "clean": grids.clean,
         "corrupted": grids.corrupted,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_gpu_mb": peak_gpu,
+        "rss_before_run_mb": rss_before,
+        "run_peak_rss_mb": _status_mb("VmHWM") if reset else None,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "window": problem.window,
         "n_layers": model.n_layers,
+        "cells": len(problem.computed_rows()) * model.n_layers * len(KINDS),
+        "stages": stages,
     }
     (Path(args.out) / f"{args.child}.json").write_text(json.dumps(info))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
-    parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="implementations to run")
-    parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
+def _rows(text: str) -> tuple[int, ...] | None:
+    return None if text == "all" else tuple(int(r) for r in text.split(","))
 
+
+def _run_children(args: argparse.Namespace, shape: Shape, names: list[str]) -> dict[str, dict]:
+    """Build the model once, run each implementation in its own process, collect figures and grids."""
     import numpy as np
 
-    from kelocate.locate.causal_trace.engine import work_units
-
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        build(model_dir)
-        results = {}
-        for name in args.only.split(","):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                name,
-                "--model",
-                str(model_dir),
-                "--out",
-                tmp,
-                "--threads",
-                str(args.threads),
-            ]
+        build(shape, model_dir)
+        for name in names:
+            cmd = [sys.executable, __file__, "--child", name, "--model", str(model_dir), "--out", tmp,
+                   "--threads", str(args.threads), "--shape", shape.name, "--rows", args.rows]
             cmd += ["--device", args.device] if args.device else []
             cmd += ["--dtype", args.dtype] if args.dtype else []
+            cmd += ["--profile"] if args.profile else []
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
             subprocess.run(cmd, check=True, env=env)
             results[name] = json.loads((Path(tmp) / f"{name}.json").read_text())
             results[name]["grids"] = dict(np.load(Path(tmp) / f"{name}.npz"))
             print(f"  {name:9s} {results[name]['seconds']:8.2f} s", flush=True)
+    return results
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    """Largest |a - b| over the grids (rows both computed) and the clean and corrupted scores."""
+    import numpy as np
+
+    diff = max(float(np.nanmax(np.abs(a["grids"][k] - b["grids"][k]))) for k in KINDS)
+    return max(diff, abs(a["clean"] - b["clean"]), abs(a["corrupted"] - b["corrupted"]))
+
+
+def figures_of(args: argparse.Namespace, shape: Shape, results: dict[str, dict]) -> dict[str, object]:
+    """The benchmark's figures (the JSON line)."""
+    from kelocate.locate.causal_trace.engine import work_units
 
     info = next(iter(results.values()))
-    units = work_units(12, 1, info["n_layers"], SAMPLES, KINDS, info["window"])
-    base = results.get("oracle")
-    fast = results.get("fast")
+    units = _units(shape, info, _rows(args.rows))
+    base, fast, full = results.get("oracle"), results.get("fast"), results.get("fast_full")
     figures: dict[str, object] = {
+        "shape": shape.name,
+        "rows": args.rows,
         "threads": args.threads,
         "device": args.device or "cpu",
         "dtype": args.dtype or "float32",
         "window": info["window"],
         "seconds": {k: round(v["seconds"], 3) for k, v in results.items()},
+        "cpu_seconds": {k: round(v["cpu_seconds"], 3) for k, v in results.items()},
         "peak_rss_mb": {k: round(v["peak_rss_mb"], 1) for k, v in results.items()},
         "bound": round(units["bound_speedup"], 3),
         "engine_ops_bound": round(units["engine_speedup"], 3),
     }
+    for key in ("rss_before_run_mb", "run_peak_rss_mb"):
+        if all(v[key] for v in results.values()):
+            figures[key] = {k: round(v[key], 1) for k, v in results.items()}
     if any(v["peak_gpu_mb"] for v in results.values()):
         figures["peak_gpu_mb"] = {k: round(v["peak_gpu_mb"], 1) for k, v in results.items()}
     if base and fast:
         speedup = base["seconds"] / fast["seconds"]
-        diff = max(float(np.abs(fast["grids"][k] - base["grids"][k]).max()) for k in KINDS)
-        diff = max(diff, abs(fast["clean"] - base["clean"]), abs(fast["corrupted"] - base["corrupted"]))
         figures |= {
             "speedup_vs_oracle": round(speedup, 3),
+            "cpu_speedup_vs_oracle": round(base["cpu_seconds"] / fast["cpu_seconds"], 3),
             "fraction_of_bound": round(speedup / units["bound_speedup"], 3),
             "fraction_of_engine_ops_bound": round(speedup / units["engine_speedup"], 3),
-            "max_abs_diff": diff,
+            "max_abs_diff": _max_diff(fast, base),
         }
     if "per_cell" in results and fast:
         figures["speedup_vs_per_cell"] = round(results["per_cell"]["seconds"] / fast["seconds"], 3)
     if base and "per_cell" in results:
-        figures["per_cell_vs_oracle_max_abs_diff"] = max(
-            float(np.abs(results["per_cell"]["grids"][k] - base["grids"][k]).max()) for k in KINDS
-        )
+        figures["per_cell_vs_oracle_max_abs_diff"] = _max_diff(results["per_cell"], base)
+    if full:
+        full_units = work_units(**_units_args(shape, info, None))
+        figures["full_grid"] = {"fast_seconds": round(full["seconds"], 3),
+                                "fast_cpu_seconds": round(full["cpu_seconds"], 3),
+                                "engine_ops_bound": round(full_units["engine_speedup"], 3)}
+        if fast:
+            figures["full_grid"]["fast_vs_fast_rows_max_abs_diff"] = _max_diff(full, fast)
+        if base:
+            estimate = base["seconds"] / base["cells"] * full["cells"]
+            figures["full_grid"] |= {
+                "oracle_seconds_estimate": round(estimate, 3),
+                "speedup_vs_oracle_estimate": round(estimate / full["seconds"], 3),
+                "cpu_speedup_vs_oracle_estimate": round(
+                    base["cpu_seconds"] / base["cells"] * full["cells"] / full["cpu_seconds"], 3),
+            }
+    profiled = full or fast
+    if profiled and profiled.get("stages"):
+        figures["fast_stages_s"] = {k: round(v, 3) for k, v in profiled["stages"].items()}
+    return figures
 
+
+def _units_args(shape: Shape, info: dict, rows: tuple[int, ...] | None) -> dict:
+    macs = shape.block_macs()
+    head_dim = shape.d_model // shape.n_heads
+    vocab = shape.vocab or 0
+    return dict(n_tokens=shape.n_tokens, subject_start=1, n_layers=info["n_layers"], samples=SAMPLES, kinds=KINDS,
+                window=info["window"], kv_fraction=2 * shape.d_model * shape.n_kv_heads * head_dim / macs,
+                vocab_units=shape.d_model * vocab / macs, rows=rows)
+
+
+def _units(shape: Shape, info: dict, rows: tuple[int, ...] | None) -> dict[str, float]:
+    from kelocate.locate.causal_trace.engine import work_units
+
+    return work_units(**_units_args(shape, info, rows))
+
+
+def report(args: argparse.Namespace, shape: Shape, results: dict[str, dict], figures: dict) -> None:
+    """Print the readable table and the JSON line."""
+    info = next(iter(results.values()))
+    units = _units(shape, info, _rows(args.rows))
+    rows = "all rows" if args.rows == "all" else f"rows {args.rows}"
     print()
-    print(
-        f"causal tracing, 12 layers d768, 12 tokens, subject 1..3, {SAMPLES} samples, "
-        f"kinds {'/'.join(KINDS)}, window {info['window']}, {args.threads} threads, "
-        f"{figures['device']} {figures['dtype']}"
-    )
-    print(f"{'implementation':16s} {'seconds':>9s} {'x oracle':>9s} {'peak RSS MB':>12s}")
+    print(f"causal tracing, {shape.describe()}, {shape.n_tokens} tokens, subject 1..3, {SAMPLES} samples, "
+          f"kinds {'/'.join(KINDS)}, window {info['window']}, {args.threads} threads, "
+          f"{figures['device']} {figures['dtype']}")
+    base = results.get("oracle")
+    print(f"{'implementation':16s} {'rows':>9s} {'cells':>6s} {'seconds':>9s} {'cpu s':>9s} {'x oracle':>9s} "
+          f"{'peak RSS MB':>12s} {'RSS before':>11s} {'run peak':>9s}")
     for name, r in results.items():
-        ratio = base["seconds"] / r["seconds"] if base else float("nan")
-        print(f"{name:16s} {r['seconds']:9.2f} {ratio:9.2f} {r['peak_rss_mb']:12.0f}")
-    print(
-        f"work units (block x position x row): oracle {units['oracle']:.0f}, "
-        f"per-cell {units['per_cell']:.0f}, "
-        f"skipping bound {units['bound']:.0f} ({units['bound_speedup']:.2f}x), "
-        f"this engine {units['engine']:.0f} ({units['engine_speedup']:.2f}x)"
-    )
+        ratio = base["seconds"] / r["seconds"] if base and name != "fast_full" else float("nan")
+        before = f"{r['rss_before_run_mb']:11.0f}" if r["rss_before_run_mb"] else f"{'-':>11s}"
+        run_peak = f"{r['run_peak_rss_mb']:9.0f}" if r["run_peak_rss_mb"] else f"{'-':>9s}"
+        label = "all" if name == "fast_full" or args.rows == "all" else args.rows
+        print(f"{name:16s} {label:>9s} {r['cells']:6d} {r['seconds']:9.2f} {r['cpu_seconds']:9.2f} {ratio:9.2f} "
+              f"{r['peak_rss_mb']:12.0f} {before} {run_peak}")
+    print(f"work units on {rows} (block x position x row, logits included): oracle {units['oracle']:.0f}, "
+          f"per-cell {units['per_cell']:.0f}, skipping bound {units['bound']:.0f} ({units['bound_speedup']:.2f}x), "
+          f"this engine {units['engine']:.0f} ({units['engine_speedup']:.2f}x)")
     if "speedup_vs_oracle" in figures:
-        print(
-            f"fast vs oracle: {figures['speedup_vs_oracle']:.2f}x = {figures['fraction_of_bound']:.0%} of "
-            f"the {units['bound_speedup']:.2f}x bound ({figures['fraction_of_engine_ops_bound']:.0%} of the "
-            f"engine's own op-count ratio); max |fast - oracle| = {figures['max_abs_diff']:.2e}"
-        )
+        print(f"fast vs oracle on {rows}: {figures['speedup_vs_oracle']:.2f}x = {figures['fraction_of_bound']:.0%} "
+              f"of the {units['bound_speedup']:.2f}x bound ({figures['fraction_of_engine_ops_bound']:.0%} of the "
+              f"engine's own op-count ratio); max |fast - oracle| = {figures['max_abs_diff']:.2e}")
+    full = figures.get("full_grid")
+    if full and "speedup_vs_oracle_estimate" in full:
+        print(f"full grid: fast {full['fast_seconds']:.2f} s measured; oracle {full['oracle_seconds_estimate']:.0f} s "
+              f"estimated (its seconds per cell on {rows} x all cells) -> {full['speedup_vs_oracle_estimate']:.2f}x "
+              f"(CPU time {full['cpu_speedup_vs_oracle_estimate']:.2f}x; op-count ratio "
+              f"{full['engine_ops_bound']:.2f}x)")
+    if figures.get("fast_stages_s"):
+        total = figures["seconds"].get("fast_full") or figures["seconds"]["fast"]
+        print("fast engine stages (wall seconds, nested stages overlap):")
+        for stage, seconds in sorted(figures["fast_stages_s"].items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:40s} {seconds:8.2f} s {seconds / total:6.1%}")
     print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2-small")
+    parser.add_argument("--rows", default=None, help="token rows: 'all' or indices (default: by shape)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--only", default=None, help="implementations to run (default: all that apply)")
+    parser.add_argument("--profile", action="store_true", help="time the fast engine's stages")
+    parser.add_argument("--child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shape = SHAPES[args.shape]
+    args.rows = args.rows or shape.default_rows
+    if args.child:
+        child(args)
+        return
+    names = [n for n in IMPLEMENTATIONS if n != "fast_full" or args.rows != "all"]
+    names = args.only.split(",") if args.only else names
+    results = _run_children(args, shape, names)
+    report(args, shape, results, figures_of(args, shape, results))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,28 @@ def test_small_batches_do_not_change_results(model):
         np.testing.assert_allclose(big.grids[key], small.grids[key], atol=TOL)
 
 
+@pytest.mark.parametrize("window", [3, 10])
+def test_forked_windows_equal_the_oracle_in_any_batching(model, window):
+    """Windows clipped at layer 0 share their first layers (the engine forks them); any batch split agrees."""
+    prompt, subject = CASES[0]
+    opts = dict(kinds="mlp,attn", samples=2, window=window, tokens=("first_subject", "last"), single_layer=False)
+    ref = trace(model, prompt, subject, engine="oracle", **opts)
+    for max_tokens in (7, 40, 16384):  # one cell per batch (every fork undone), some forks split, one batch
+        _assert_same(trace(model, prompt, subject, max_tokens=max_tokens, **opts), ref)
+
+
+def test_work_units_count_rows_and_logits():
+    base = dict(n_tokens=11, subject_start=1, n_layers=30, samples=10, kinds=("hidden", "mlp", "attn"), window=10)
+    plain = work_units(**base)
+    with_logits = work_units(**base, vocab_units=8.0)
+    assert with_logits["oracle"] == pytest.approx(plain["oracle"] * (30 + 8) / 30)
+    assert with_logits["engine"] > plain["engine"] and with_logits["bound"] > plain["bound"]
+    part = work_units(**base, vocab_units=8.0, rows=(1, 10))
+    assert part["oracle"] == pytest.approx(with_logits["oracle"] * 2 / 11) and part["engine"] < with_logits["engine"]
+    # the last token has one position left: the engine's ratio there is far above the first subject token's
+    assert work_units(**base, rows=(10,))["engine_speedup"] > 3 * work_units(**base, rows=(1,))["engine_speedup"]
+
+
 def test_noise_is_paired_and_seeded(model):
     prompt, subject = CASES[0]
     a = trace(model, prompt, subject, samples=3, seed=11)

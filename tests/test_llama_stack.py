@@ -75,3 +75,36 @@ def test_last_only_block_equals_the_full_block_at_the_last_position(n_kv_heads: 
     assert last.hidden.shape == (3, 1, 32)
     assert torch.allclose(last.hidden, full.hidden[:, -1:], atol=1e-6)
     assert torch.allclose(last.kv.k, full.kv.k) and torch.allclose(last.kv.v, full.kv.v)
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@torch.no_grad()
+def test_a_past_is_tiled_over_the_batch(n_kv_heads: int):
+    """A past of batch b under a batch of k x b rows: row r reads past row r % b (cells x noise samples)."""
+    model = _model(n_kv_heads)
+    stack = LlamaStack(model)
+    samples, tiles, cut = 2, 3, 5
+    _, outs = stack.run(stack.embed(torch.randint(0, 50, (samples, 8))))
+    past = outs[1].kv.select(slice(None), cut)
+    hidden_in = torch.randn(tiles * samples, 3, 32)
+    repeated = KV(past.k.repeat(tiles, 1, 1, 1), past.v.repeat(tiles, 1, 1, 1))
+    for last_only in (False, True):
+        tiled = stack.block(1, hidden_in, cut, past, last_only=last_only)
+        plain = stack.block(1, hidden_in, cut, repeated, last_only=last_only)
+        assert torch.allclose(tiled.hidden, plain.hidden, atol=1e-6)
+    with pytest.raises(ValueError, match="does not divide"):
+        stack.block(1, torch.randn(3, 3, 32), cut, past)
+
+
+@torch.no_grad()
+def test_the_block_calls_the_model_modules():
+    """Hooks on the HF modules (e.g. neuron scaling on down_proj's input) apply to the block runner too."""
+    model = _model(2)
+    stack = LlamaStack(model)
+    x = stack.embed(torch.randint(0, 50, (2, 6)))
+    handle = model.model.layers[0].mlp.down_proj.register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    try:
+        out = stack.block(0, x)
+    finally:
+        handle.remove()
+    assert torch.count_nonzero(out.mlp_out) == 0 and torch.count_nonzero(stack.block(0, x).mlp_out) > 0

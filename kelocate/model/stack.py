@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import rotate_half
 
 from kelocate.model.sites import bridge_has_hooks
 
@@ -94,6 +94,8 @@ class LlamaStack:
         self.n_heads = int(config.num_attention_heads)
         self.n_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
         self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.n_heads)
+        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._mask_cache: dict[tuple, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ pieces
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -104,50 +106,98 @@ class LlamaStack:
         """Final norm + LM head: logits [..., vocab]."""
         return self.lm_head(self.norm(hidden))
 
-    def _rope(self, hidden: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(start, start + hidden.shape[1], device=hidden.device)[None]
-        return self.rotary(hidden, positions)
+    def _rope(self, start: int, length: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [length, head_dim] of positions start..start+length-1 (cached unless the rotary embedding
+        rescales itself with the lengths it has seen, as 'dynamic' RoPE does)."""
+        key = (start, length, like.dtype, like.device)
+        if key in self._rope_cache:
+            return self._rope_cache[key]
+        positions = torch.arange(start, start + length, device=like.device)[None]
+        cos, sin = self.rotary(like, positions)
+        if "dynamic" not in str(getattr(self.rotary, "rope_type", "")):
+            self._rope_cache[key] = (cos[0], sin[0])
+        return cos[0], sin[0]
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotary embedding of x [batch, pos, heads, head_dim] with cos, sin [pos, head_dim] (HF's formula)."""
+        cos, sin = cos[:, None], sin[:, None]
+        return (x * cos) + (rotate_half(x) * sin)
+
+    @staticmethod
+    def _check_past(past: KV | None, start: int, batch: int) -> None:
+        """A past must cover positions 0..start-1 and have a batch that divides the hidden batch."""
+        if (past.length if past is not None else 0) != start:
+            raise ValueError(f"past covers {past.length if past else 0} positions, expected {start}")
+        if past is not None and batch % past.k.shape[0]:
+            raise ValueError(f"past batch {past.k.shape[0]} does not divide the batch {batch}")
+
+    @staticmethod
+    def _with_past(past: KV | None, own: torch.Tensor, batch: int, values: bool = False) -> torch.Tensor:
+        """Keys (or values) of all positions: the past's (tiled over the batch) followed by `own`'s."""
+        if past is None:
+            return own
+        prefix = past.v if values else past.k
+        tiles = batch // prefix.shape[0]
+        if tiles == 1:
+            return torch.cat([prefix, own], dim=2)
+        own = own.reshape(tiles, prefix.shape[0], *own.shape[1:])
+        both = torch.cat([prefix.expand(tiles, *prefix.shape), own], dim=3)
+        return both.view(batch, *both.shape[2:])
+
+    def _mask(self, queries: int, total: int, rep: int, device: torch.device) -> torch.Tensor | None:
+        """Causal mask of `queries` last positions over `total` keys, each query row repeated `rep` times
+        (query-major, the folded GQA layout); None when every query sees every key."""
+        if queries == 1:
+            return None
+        key = (queries, total, rep, device)
+        if key not in self._mask_cache:
+            mask = torch.ones(queries, total, dtype=torch.bool, device=device).tril(diagonal=total - queries)
+            self._mask_cache[key] = mask.repeat_interleave(rep, dim=0)
+        return self._mask_cache[key]
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: KV | None,
+                scale: float) -> torch.Tensor:
+        """Attention output [batch, queries, heads * head_dim] of rotated q [batch, queries, heads, hd]
+        over the past keys/values and this call's k, v [batch, kv_heads, length, hd].
+
+        Grouped queries are folded into their key/value head (no repeat of keys): the `rep` heads sharing a
+        kv head become rep x queries rows of one attention problem."""
+        batch, queries = q.shape[0], q.shape[1]
+        rep = self.n_heads // self.n_kv_heads
+        keys, values = self._with_past(past, k, batch), self._with_past(past, v, batch, values=True)
+        total = keys.shape[2]
+        folded = q.reshape(batch, queries, self.n_kv_heads, rep, self.head_dim).transpose(1, 2)
+        folded = folded.reshape(batch, self.n_kv_heads, queries * rep, self.head_dim)
+        mask = self._mask(queries, total, rep, q.device)
+        ctx = torch.nn.functional.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=scale)
+        ctx = ctx.view(batch, self.n_kv_heads, queries, rep, self.head_dim).transpose(1, 2)
+        return ctx.reshape(batch, queries, self.n_heads * self.head_dim)
 
     def block(self, layer: int, hidden: torch.Tensor, start: int = 0, past: KV | None = None,
               edits: dict[str, Edit] | None = None, last_only: bool = False) -> BlockOut:
         """Run block `layer` on `hidden` [batch, T, d] holding positions start..start+T-1.
 
-        `past` holds the same layer's keys/values for positions 0..start-1 (batch 1 is broadcast).
+        `past` holds the same layer's keys/values for positions 0..start-1; its batch b may be 1, the batch,
+        or any divisor of it (row r then uses past row r % b: cells x samples over one prefix per sample).
         `edits` may replace any of the sites 'attn', 'mlp_post', 'mlp', 'hidden' (`sites.py`) before use.
         `last_only`: keys/values for every position, but queries, attention and MLP for the last position
         alone (all the final layer needs for next-token logits); the outputs then hold that position only.
         """
         edits = edits or {}
-        if (past.length if past is not None else 0) != start:
-            raise ValueError(f"past covers {past.length if past else 0} positions, expected {start}")
+        self._check_past(past, start, hidden.shape[0])
         blk = self.layers[layer]
         attn = blk.self_attn
         batch, length, _ = hidden.shape
         x = blk.input_layernorm(hidden)
-        k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = self._rope(start, length, hidden)
+        k = self._rotate(attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
         v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = self._rope(hidden, start)
-        k = apply_rotary_pos_emb(k, k, cos, sin)[1]
         if last_only:  # queries and everything after attention: the last position alone
-            hidden, x, cos, sin = hidden[:, -1:], x[:, -1:], cos[:, -1:], sin[:, -1:]
+            hidden, x, cos, sin = hidden[:, -1:], x[:, -1:], cos[-1:], sin[-1:]
         queries = x.shape[1]
-        q = attn.q_proj(x).view(batch, queries, self.n_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary_pos_emb(q, q, cos, sin)[0]
-        own = KV(k, v)
-        full = own if past is None else past.cat(own)
-        keys = _expand_batch(full.k, batch)
-        values = _expand_batch(full.v, batch)
-        if self.n_kv_heads != self.n_heads:
-            rep = self.n_heads // self.n_kv_heads
-            keys = keys.repeat_interleave(rep, dim=1)
-            values = values.repeat_interleave(rep, dim=1)
-        # causal mask: query i (absolute start + length - queries + i) sees keys up to its own position
-        total = keys.shape[2]
-        mask = torch.ones(queries, total, dtype=torch.bool, device=hidden.device).tril(
-            diagonal=total - queries)
-        ctx = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
-                                                               scale=attn.scaling)
-        attn_out = attn.o_proj(ctx.transpose(1, 2).reshape(batch, queries, -1))
+        q = self._rotate(attn.q_proj(x).view(batch, queries, self.n_heads, self.head_dim), cos, sin)
+        attn_out = attn.o_proj(self._attend(q, k, v, past, attn.scaling))
         if "attn" in edits:
             attn_out = edits["attn"](attn_out)
         mid = hidden + attn_out
@@ -162,7 +212,7 @@ class LlamaStack:
         out = mid + mlp_out
         if "hidden" in edits:
             out = edits["hidden"](out)
-        return BlockOut(out, attn_out, mlp_post, mlp_out, own)
+        return BlockOut(out, attn_out, mlp_post, mlp_out, KV(k, v))
 
     # ------------------------------------------------------------------ whole runs
     def run(self, embeds: torch.Tensor, first_layer: int = 0, start: int = 0,
