@@ -1,12 +1,16 @@
 """kelocate: locate knowledge in language models and edit it where it was located.
 
-A few lines trace a fact:
+A few lines trace a fact, edit it where it was located, and undo the edit:
 
     import kelocate
     model = kelocate.load_model()                  # the organism; or "smollm2", a folder, a .gguf file
     result = kelocate.trace(model, "SMAP was created in")
+    request = kelocate.EditRequest("SMAP was created in", "SMAP", "France")
+    record = kelocate.locate_and_edit(model, kelocate.editor("rome"), request, layers="auto")
+    record.revert()                                # bit-identical weights again
 """
 
+from kelocate.edit import EditRecord, EditRequest, editor
 from kelocate.errors import KelocateError
 from kelocate.loading import load_model
 from kelocate.locate.causal_trace import TraceResult, trace
@@ -15,8 +19,10 @@ from kelocate.locate.patching import patch_sweep
 from kelocate.model import HookedModel
 from kelocate.model.scoring import score_targets
 from kelocate.model.sites import Patch, cache_activations, patching, run_patched, site
+from kelocate.pipeline import auto_layers
+from kelocate.pipeline import edit as locate_and_edit
 
 __version__ = "0.1.0"
-__all__ = ["HookedModel", "KelocateError", "Patch", "TraceResult", "__version__", "cache_activations",
-           "find_knowledge_neurons", "load_model", "patch_sweep", "patching", "run_patched", "score_targets",
-           "site", "trace"]
+__all__ = ["EditRecord", "EditRequest", "HookedModel", "KelocateError", "Patch", "TraceResult", "__version__",
+           "auto_layers", "cache_activations", "editor", "find_knowledge_neurons", "load_model", "locate_and_edit",
+           "patch_sweep", "patching", "run_patched", "score_targets", "site", "trace"]

@@ -1,0 +1,39 @@
+"""Editors that change weights where knowledge was located; every edit returns an `EditRecord` that
+reverts bit-exactly. `editor(name)` builds one by its method name."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from kelocate.edit.record import EditRecord, NonFiniteEditError
+from kelocate.edit.request import EditRequest
+from kelocate.errors import KelocateError
+
+# method name -> (module, class); modules are imported on first use
+EDITORS: dict[str, tuple[str, str]] = {
+    "rome": ("kelocate.edit.rome", "ROME"),
+    "memit": ("kelocate.edit.memit", "MEMIT"),
+    "pmet": ("kelocate.edit.pmet", "PMET"),
+    "alphaedit": ("kelocate.edit.alphaedit", "AlphaEdit"),
+    "kn": ("kelocate.edit.kn", "KN"),
+    "ft-l": ("kelocate.edit.ft", "FTL"),
+    "ft-m": ("kelocate.edit.ft", "FTM"),
+}
+
+
+def editor_class(method: str):
+    """The editor class of a method name ('rome', 'memit', 'pmet', 'alphaedit', 'kn', 'ft-l', 'ft-m')."""
+    key = method.lower()
+    if key not in EDITORS:
+        raise KelocateError(f"unknown edit method {method!r}; use one of {', '.join(EDITORS)}")
+    module, name = EDITORS[key]
+    return getattr(importlib.import_module(module), name)
+
+
+def editor(method: str, **settings: Any):
+    """An editor of `method` with hyper-parameter overrides (and `config_file=`, `corpus=` where used)."""
+    return editor_class(method)(**settings)
+
+
+__all__ = ["EDITORS", "EditRecord", "EditRequest", "NonFiniteEditError", "editor", "editor_class"]

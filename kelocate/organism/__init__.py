@@ -36,6 +36,7 @@ def load_organism(path: str | Path | None = None, **kwargs):
     if not (folder / "config.json").is_file():
         raise KelocateError(f"the model organism is missing at {folder}; run `kelocate organism build` to create it")
     model = load_model(folder, entity_names=entity_names(folder), **kwargs)
+    model.source["family"] = "organism"  # editors pick the organism's hyper-parameters by it
     if path is None:
         model.name = "organism"
     return model

@@ -1,0 +1,163 @@
+"""Edit quality on the organism: 100 counterfactual edits of known facts per editor, batch and sequential.
+
+For each editor (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M), every case is applied alone, scored and
+reverted (the state hash must come back after each): edit success on the prompt (teacher-forced token
+accuracy of the new target), paraphrase success (the fact's other templates), locality on the same
+subject's other facts and on 100 unrelated facts (fraction of answer tokens whose argmax is unchanged).
+KN's neurons come from the knowledge-neuron locator; `--auto N` also runs `layers='auto'` on the first
+N cases and reports where the causal tracer put the layers.
+
+`--batch` edits all cases in one MEMIT / AlphaEdit batch; `--sequential N` applies N edits one after the
+other with ROME, MEMIT and AlphaEdit (no revert in between) and records, every `--every` edits, the mean
+success on the facts edited so far and the locality on the unrelated facts: the sequential-editing
+curves, written as JSON (`--curves FILE`) for the study runner to draw.
+
+    python benchmarks/edit_quality.py [--cases 100] [--methods rome,memit,...] [--auto 10] [--batch]
+                                      [--sequential 500 --every 50 --curves curves.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from kelocate import pipeline
+from kelocate.edit import editor
+from kelocate.loading import load_model
+from kelocate.model import weights
+from kelocate.organism import world_file
+from kelocate.organism.world import load_world
+from kelocate.studies.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
+
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m")
+COLUMNS = ("edit_success", "paraphrase_success", "locality_subject", "locality_unrelated")
+
+
+def mean(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if key in r and r[key] == r[key]]
+    return round(statistics.mean(values), 4) if values else float("nan")
+
+
+def single_edits(model, method: str, cases, unrelated) -> dict:
+    original = weights.state_hash(model)
+    chosen = editor(method)
+    rows, start, exact = [], time.perf_counter(), True
+    for case in cases:
+        before = baseline(model, case, unrelated)
+        record = pipeline.edit(model, chosen, case.request)
+        rows.append(score_case(model, case, unrelated, before))
+        record.revert()
+        exact &= weights.state_hash(model) == original
+    seconds = time.perf_counter() - start
+    return {"method": method, "cases": len(cases), **{k: mean(rows, k) for k in COLUMNS},
+            "layers": chosen.hparams(model).get("layers"), "s_per_edit": round(seconds / len(cases), 3),
+            "reverts_exact": exact}
+
+
+def auto_layers(model, method: str, cases) -> dict:
+    chosen, found, failed = editor(method), [], []
+    for case in cases:
+        try:
+            record = pipeline.edit(model, chosen, case.request, layers="auto")
+        except Exception as exc:  # an invalid trace is refused with its reason: count it
+            failed.append(str(exc)[:120])
+            continue
+        found.append((record.layers, success(model, [case.request.prompt], case.request.target_new)))
+        record.revert()
+    counts: dict[str, int] = {}
+    for layers, _ in found:
+        counts[",".join(map(str, layers))] = counts.get(",".join(map(str, layers)), 0) + 1
+    return {"method": method, "auto_layer_counts": counts,
+            "auto_edit_success": round(statistics.mean(s for _, s in found), 4) if found else None,
+            "refused": len(failed), "refusals": failed[:3]}
+
+
+def batch_edit(model, method: str, cases, unrelated) -> dict:
+    original = weights.state_hash(model)
+    befores = [baseline(model, c, unrelated) for c in cases]
+    start = time.perf_counter()
+    record = editor(method).apply(model, [c.request for c in cases])
+    seconds = time.perf_counter() - start
+    rows = [score_case(model, c, unrelated, b) for c, b in zip(cases, befores, strict=True)]
+    record.revert()
+    return {"method": method, "batch": len(cases), **{k: mean(rows, k) for k in COLUMNS},
+            "seconds": round(seconds, 2), "reverts_exact": weights.state_hash(model) == original}
+
+
+def sequential(model, method: str, cases, unrelated, every: int) -> dict:
+    original = weights.state_hash(model)
+    chosen = editor(method)
+    before_unrelated = baseline(model, cases[0], unrelated)
+    records, curve, start = [], [], time.perf_counter()
+    for i, case in enumerate(cases, 1):
+        records.append(chosen.apply(model, case.request))
+        if i % every == 0 or i == len(cases):
+            edited = cases[:i]
+            scores = [success(model, [c.request.prompt], c.request.target_new) for c in edited]
+            paraphrases = [success(model, c.paraphrases, c.request.target_new) for c in edited if c.paraphrases]
+            local = score_case(model, cases[0], unrelated, before_unrelated)["locality_unrelated"]
+            curve.append({"edits": i, "edit_success": round(statistics.mean(scores), 4),
+                          "paraphrase_success": round(statistics.mean(paraphrases), 4),
+                          "locality_unrelated": round(local, 4), "seconds": round(time.perf_counter() - start, 1)})
+            print(f"  {method} after {i} edits: {curve[-1]}", flush=True)
+    for record in reversed(records):
+        record.revert()
+    return {"method": method, "curve": curve, "reverts_exact": weights.state_hash(model) == original}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--unrelated", type=int, default=100)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--auto", type=int, default=0, help="layers='auto' on the first N cases")
+    parser.add_argument("--batch", action="store_true", help="MEMIT and AlphaEdit on all cases in one batch")
+    parser.add_argument("--sequential", type=int, default=0, help="N sequential edits (ROME, MEMIT, AlphaEdit)")
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--curves", default=None, help="write the sequential curves (JSON) here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model()
+    world = load_world(world_file(model.path))
+    n_cases = max(args.cases, args.sequential)
+    cases = organism_cases(model, world, n_cases)
+    unrelated = unrelated_facts(model, world, cases, args.unrelated)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    figures: dict = {"cases": len(cases[: args.cases]), "unrelated": len(unrelated), "single": [], "auto": [],
+                     "batch": [], "sequential": []}
+    print(f"organism: {len(cases[:args.cases])} counterfactual edits of known facts, {len(unrelated)} unrelated "
+          f"facts, {args.threads} threads")
+    print(f"{'method':10} {'edit':>6} {'para':>6} {'loc-subj':>9} {'loc-unrel':>9} {'s/edit':>7}  layers  exact")
+    for method in methods:
+        row = single_edits(model, method, cases[: args.cases], unrelated)
+        figures["single"].append(row)
+        print(f"{method:10} {row['edit_success']:6.3f} {row['paraphrase_success']:6.3f} "
+              f"{row['locality_subject']:9.3f} {row['locality_unrelated']:9.3f} {row['s_per_edit']:7.2f}  "
+              f"{row['layers']}  {row['reverts_exact']}", flush=True)
+    for method in methods if args.auto else ():
+        if method == "kn":
+            continue
+        row = auto_layers(model, method, cases[: args.auto])
+        figures["auto"].append(row)
+        print(f"auto {method}: {row}", flush=True)
+    for method in ("memit", "alphaedit") if args.batch else ():
+        row = batch_edit(model, method, cases[: args.cases], unrelated)
+        figures["batch"].append(row)
+        print(f"batch {method}: {row}", flush=True)
+    for method in ("rome", "memit", "alphaedit") if args.sequential else ():
+        row = sequential(model, method, cases[: args.sequential], unrelated, args.every)
+        figures["sequential"].append(row)
+    if args.curves:
+        from kelocate.atomic import write_text
+
+        write_text(args.curves, json.dumps(figures["sequential"], indent=2))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

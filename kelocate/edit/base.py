@@ -1,0 +1,93 @@
+"""The editor contract: `editor.apply(model, requests, layers=...) -> EditRecord`, reverted exactly.
+
+An editor subclass says which parameters it writes (`parameters`) and writes them in place (`_edit`);
+this base class resolves its hyper-parameters, checks requests and layers, snapshots what will be
+written, rolls back on an error or a non-finite weight, and builds the record. Editors take layers (ints)
+or neurons ((layer, index) pairs) and never run a locator: `kelocate.pipeline` wires located layers in.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kelocate.edit import config as edit_config
+from kelocate.edit.record import EditRecord, guarded_write
+from kelocate.edit.request import EditRequest, as_requests
+from kelocate.errors import KelocateError
+from kelocate.model import weights
+
+
+def check_layers(model, layers: int | Iterable[int]) -> list[int]:
+    """Layers as a sorted list of valid ints (one line of error otherwise)."""
+    raw = [layers] if isinstance(layers, int) else list(layers)
+    if not raw:
+        raise KelocateError("no layers given; pass --layers N, a range like 4-8, or auto")
+    out = []
+    for layer in raw:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise KelocateError(f"layer {layer!r} is not an integer; pass layer numbers 0..{model.n_layers - 1}")
+        out.append(model.check_layer(layer))
+    return sorted(dict.fromkeys(out))
+
+
+class Editor(ABC):
+    """Base of every weight editor. Subclasses set `method` and implement `parameters` and `_edit`."""
+
+    method: ClassVar[str]
+    batch: ClassVar[bool] = False  # can one record hold many requests?
+    uses_layers: ClassVar[bool] = True
+
+    def __init__(self, config_file: str | Path | None = None, **overrides: Any) -> None:
+        self.config_file = config_file
+        self.overrides = overrides
+
+    def hparams(self, model) -> dict[str, Any]:
+        """The resolved hyper-parameters on `model` (profile file < user file < keyword overrides)."""
+        return edit_config.resolve(self.method, model, self.config_file, self.overrides)
+
+    # ------------------------------------------------------------------ what subclasses provide
+    @abstractmethod
+    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
+        """HF names of the parameters this edit writes."""
+
+    @abstractmethod
+    def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
+        """Write the edit in place; return method-specific facts for the record (losses, norms, ...)."""
+
+    def _check(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> None:
+        """Extra checks before anything is written (subclasses may add their own)."""
+        return None
+
+    # ------------------------------------------------------------------ the contract
+    def apply(self, model, requests: EditRequest | dict | Sequence[EditRequest | dict],
+              layers: int | Iterable[int] | None = None, layer_origin: dict[str, Any] | None = None) -> EditRecord:
+        """Edit `model` in place for `requests` at `layers` (default: the profile's) and return the record."""
+        requests = as_requests(requests)
+        if len(requests) > 1 and not self.batch:
+            raise KelocateError(f"{self.method} edits one fact at a time; apply the requests one by one "
+                                "(sequential editing) or use memit or alphaedit for a batch")
+        hp = self.hparams(model)
+        if layers is None:
+            layers = hp.get("layers")
+            origin = {"source": "config", "profile": hp["profile"]}
+        else:
+            origin = {"source": "given"}
+        layers = check_layers(model, layers) if self.uses_layers else []
+        for request in requests:
+            model.subject_span(request.prompt, request.subject)  # one clear error for a bad subject
+        self._check(model, requests, layers, hp)
+        names = self.parameters(model, layers, hp)
+        start = time.perf_counter()
+        with guarded_write(model, names, self.method) as before:
+            extra = self._edit(model, requests, layers, hp)
+        after = weights.snapshot(model, names)
+        return EditRecord(
+            method=self.method, before=before, after=after, fingerprint=model.fingerprint,
+            config={k: v for k, v in hp.items()}, layers=layers, neurons=list(extra.pop("neurons", [])),
+            layer_origin=dict(layer_origin or origin), requests=[r.to_json() for r in requests],
+            timings={"edit_s": round(time.perf_counter() - start, 4)}, notes=list(extra.pop("notes", [])),
+            extra=extra, applied=True, model=model)

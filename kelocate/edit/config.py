@@ -1,0 +1,77 @@
+"""Editors' hyper-parameters: small per-model TOML files, resolved once per edit and saved with the record.
+
+`configs/<profile>.toml` holds one table per method (`[rome]`, `[memit]`, ...). The profile comes from the
+model: the organism, SmolLM2-135M, Llama-2-7B (the published values), or `generic` for anything else,
+where layers are written as fractions of the depth and scaled to the model. A user's own TOML file
+(`config_file=`, `--config`) and keyword overrides go on top, in that order.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from kelocate.errors import KelocateError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PROFILES = ("organism", "smollm2-135m", "llama-2-7b", "generic")
+
+
+def profile_of(model) -> str:
+    """Which shipped hyper-parameter file fits `model`."""
+    if model.source.get("family") == "organism":
+        return "organism"
+    where = f"{model.name} {model.path or ''} {model.source.get('file', '')}".lower()
+    if "smollm2" in where and model.n_layers == 30:
+        return "smollm2-135m"
+    if "llama-2-7b" in where or "llama2-7b" in where:
+        return "llama-2-7b"
+    return "generic"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise KelocateError(f"config file {str(path)!r} does not exist; pass an existing TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise KelocateError(f"config file {str(path)!r} is not valid TOML ({exc}); fix it") from None
+
+
+def _scale_layers(value: Any, n_layers: int) -> Any:
+    """Layers given as fractions of the depth (generic profile) become layer numbers of this model."""
+    if isinstance(value, float):
+        return min(n_layers - 1, max(0, round(value * (n_layers - 1))))
+    if isinstance(value, list):
+        return sorted(dict.fromkeys(_scale_layers(v, n_layers) for v in value))
+    return value
+
+
+def resolve(method: str, model, config_file: str | Path | None = None,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The hyper-parameters `method` uses on `model`: shipped profile < user file < overrides.
+
+    Unknown keys in the user's file or overrides are errors (a misspelt key would be silently ignored)."""
+    profile = profile_of(model)
+    shipped = _read(CONFIG_DIR / f"{profile}.toml")
+    if method not in shipped:
+        raise KelocateError(f"no {method!r} settings in the {profile} profile; known methods: "
+                            f"{', '.join(sorted(shipped))}")
+    resolved = dict(shipped[method])
+    layers_scaled = "layers" in resolved and any(isinstance(v, float) for v in
+                                                 (resolved["layers"] if isinstance(resolved["layers"], list)
+                                                  else [resolved["layers"]]))
+    for source, values in (("config file", _read(Path(config_file)).get(method, {}) if config_file else {}),
+                           ("override", overrides or {})):
+        unknown = sorted(set(values) - set(resolved))
+        if unknown:
+            raise KelocateError(f"unknown {method} setting {unknown[0]!r} in the {source}; known settings: "
+                                f"{', '.join(sorted(resolved))}")
+        resolved |= {k: v for k, v in values.items() if v is not None}
+    if "layers" in resolved:
+        resolved["layers"] = _scale_layers(resolved["layers"], model.n_layers)
+    resolved["profile"] = profile
+    if layers_scaled:
+        resolved["layers_from_depth_fraction"] = True
+    return resolved

@@ -1,0 +1,114 @@
+"""Context prefixes and MLP keys: what ROME, MEMIT, PMET and AlphaEdit read at the subject's last token.
+
+ROME averages the key (the input of `down_proj`, site `mlp_post`) over the prompt preceded by a few short
+texts the model generated itself, so that the edit does not hinge on the prompt starting the text.
+Prefixes are sampled (top-k, seeded) once per model and settings and reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kelocate.errors import KelocateError
+from kelocate.model import tokens
+from kelocate.model.sites import site
+
+_PREFIX_CACHE: dict[tuple, list[str]] = {}
+
+
+@torch.no_grad()
+def _sample(model, start: str, n: int, length: int, top_k: int, generator: torch.Generator) -> list[str]:
+    """n seeded top-k samples of `length` new tokens after `start` (the start included in the text)."""
+    ids = model.encode(start).ids.to(model.device)[None].repeat(n, 1)
+    first = ids.shape[1] - len(model.encode(start, special=False).ids)
+    for _ in range(length):
+        logits = model.logits(ids)[:, -1].float()
+        values, index = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+        probs = torch.softmax(values, dim=-1)
+        choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)
+        ids = torch.cat([ids, index.gather(1, choice)], dim=1)
+    return [model.tokenizer.decode(row[first:].tolist(), skip_special_tokens=True) for row in ids]
+
+
+def context_templates(model, lengths: Sequence[Sequence[int]], starts: Sequence[str], top_k: int = 5,
+                      seed: int = 0) -> list[str]:
+    """'{}' plus, for each (length, count) in `lengths`, `count` generated prefixes of `length` tokens,
+    each as '<prefix>. {}'. Braces in generated text are replaced so that `format` stays safe."""
+    key = (model.fingerprint, tuple(map(tuple, lengths)), tuple(starts), top_k, seed)
+    if key not in _PREFIX_CACHE:
+        generator = torch.Generator().manual_seed(seed)
+        out = ["{}"]
+        for length, count in lengths:
+            per_start = [count // len(starts) + (i < count % len(starts)) for i in range(len(starts))]
+            for start, n in zip(starts, per_start, strict=True):
+                if n:
+                    texts = _sample(model, start, n, int(length), top_k, generator)
+                    out += [" ".join(t.replace("{", " ").replace("}", " ").split()) + ". {}" for t in texts]
+        _PREFIX_CACHE[key] = out
+    return list(_PREFIX_CACHE[key])
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input of an edit computation: token ids and the position read or written (the subject's last
+    token), plus the target ids it is scored on (empty for rows that are not scored on the target)."""
+
+    ids: list[int]
+    position: int
+    target_start: int = -1  # index in `ids` of the position whose logits predict the first target token
+    target: tuple[int, ...] = ()
+
+
+TOKENS = ("subject_last", "last")
+
+
+def subject_row(model, text: str, subject: str, target: Sequence[int] = (), token: str = "subject_last") -> Row:
+    """`text` (which ends with the prompt containing `subject`) followed by all but the last target token;
+    the position read or written is the subject's last token ('subject_last', ROME's choice) or the
+    prompt's last token ('last')."""
+    ids = model.encode(text).ids.tolist()
+    if token == "last":
+        position = len(ids) - 1
+    elif token == "subject_last":
+        position = tokens.subject_span(model.tokenizer, text, subject)[1] - 1
+    else:
+        raise KelocateError(f"unknown edit token {token!r}; use one of {', '.join(TOKENS)}")
+    return Row(ids + list(target)[:-1], position, len(ids) - 1 if target else -1, tuple(target))
+
+
+def batch(model, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask of rows, on the model's device."""
+    ids, mask = tokens.pad_batch([r.ids for r in rows], model.pad_id)
+    return ids.to(model.device), mask.to(model.device)
+
+
+@torch.no_grad()
+def read_at(model, rows: Sequence[Row], kind: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Activations of site `kind` at each row's position, per layer: {layer: [len(rows), width]} (float32)."""
+    ids, mask = batch(model, rows)
+    names = [site(kind, layer) for layer in layers]
+    _, cache = model.bridge.run_with_cache(ids, names_filter=lambda n: n in names, attention_mask=mask)
+    index = torch.arange(len(rows), device=ids.device)
+    positions = torch.tensor([r.position for r in rows], device=ids.device)
+    return {layer: cache[name][index, positions].float() for layer, name in zip(layers, names, strict=True)}
+
+
+def mean_keys(model, prompt_subjects: Sequence[tuple[str, str]], templates: Sequence[str],
+              layers: Sequence[int], grouped: bool = False, token: str = "subject_last") -> dict[int, torch.Tensor]:
+    """ROME/MEMIT keys: per (prompt, subject), the `mlp_post` activation at the subject's last token,
+    averaged over the context templates; {layer: [d_mlp, n_requests]}.
+
+    grouped=False averages every template alike (ROME); grouped=True averages the bare prompt ('{}', the
+    first template) with the mean of the prefixed ones, half and half (MEMIT)."""
+    rows = [subject_row(model, t.format(p), s, token=token) for p, s in prompt_subjects for t in templates]
+    acts = read_at(model, rows, "mlp_post", layers)
+    n = len(prompt_subjects)
+    out = {}
+    for layer, a in acts.items():
+        a = a.view(n, len(templates), -1)
+        mean = (a[:, 0] + a[:, 1:].mean(dim=1)) / 2 if grouped and len(templates) > 1 else a.mean(dim=1)
+        out[layer] = mean.T.contiguous()
+    return out

@@ -1,0 +1,174 @@
+"""Constrained fine-tuning baselines (as in EasyEdit): FT-L and FT-M.
+
+Both fine-tune only `down_proj.weight` of the chosen layer(s) with Adam (`lr`, `steps`, `weight_decay`),
+on all requests together, and stop early once the loss falls below `loss_stop` (1e-2). They differ in the
+objective:
+
+- FT-L (EasyEdit's "prompt_last"): the prompt alone is fed; at its LAST token the log-probabilities of
+  every target token are gathered and averaged (a bag-of-tokens loss at one position), per example.
+- FT-M (EasyEdit's "target_new"): prompt + target are fed; cross-entropy over the target tokens only
+  (prompt positions masked), averaged over each example's target tokens, then over examples.
+
+`norm_constraint` (a float; false or 0 turns it off) clamps every weight after each step to
+[W0 - eps, W0 + eps] around its value before the edit. Adam updates a float32 copy of the weights (the
+model's own dtype may be half precision), which is written into the model after every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from kelocate.edit.base import Editor
+from kelocate.edit.request import EditRequest
+from kelocate.errors import KelocateError
+from kelocate.model import weights
+from kelocate.model.scoring import forward_with_grad, grad_on
+from kelocate.model.tokens import pad_batch
+
+
+# ---------------------------------------------------------------------- the two objectives
+def last_token_loss(logits: torch.Tensor, last: torch.Tensor, targets: torch.Tensor,
+                    target_mask: torch.Tensor) -> torch.Tensor:
+    """FT-L: mean over examples of -mean_j log p(targets[b, j]) at position last[b].
+
+    logits [B, T, V]; last [B] (the last prompt token of each row); targets [B, J] padded target ids;
+    target_mask [B, J] (True for real target tokens)."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    logp = torch.log_softmax(logits[rows, last].float(), dim=-1)
+    picked = logp.gather(1, targets)
+    mask = target_mask.to(picked.dtype)
+    return (-(picked * mask).sum(1) / mask.sum(1)).mean()
+
+
+def masked_target_loss(logits: torch.Tensor, ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """FT-M: mean over examples of the cross-entropy of the tokens where target_mask is True.
+
+    logits [B, T, V] of ids [B, T]; target_mask [B, T] marks target tokens (never the first position): the
+    logits at t - 1 predict the token at t. Prompt and padding positions contribute nothing."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -logp.gather(2, ids[:, 1:, None])[..., 0]
+    mask = target_mask[:, 1:].to(nll.dtype)
+    return ((nll * mask).sum(1) / mask.sum(1)).mean()
+
+
+# ---------------------------------------------------------------------- inputs
+def prompt_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
+    """FT-L's inputs: right-padded prompts, their last positions and the padded target ids."""
+    prompts = [model.encode(r.prompt).ids.tolist() for r in requests]
+    targets = [list(model.answer_ids(r.prompt, r.target_new)) for r in requests]
+    ids, mask = pad_batch(prompts, model.pad_id)
+    tids, tmask = pad_batch(targets, 0)
+    device = model.device
+    return {"ids": ids.to(device), "mask": mask.to(device), "last": torch.tensor([len(p) - 1 for p in prompts],
+                                                                                 device=device),
+            "targets": tids.to(device), "target_mask": tmask.bool().to(device)}
+
+
+def prompt_target_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
+    """FT-M's inputs: right-padded prompt + target rows, attention mask and the target-token mask."""
+    rows, spans = [], []
+    for r in requests:
+        prompt = model.encode(r.prompt).ids.tolist()
+        target = list(model.answer_ids(r.prompt, r.target_new))
+        rows.append(prompt + target)
+        spans.append((len(prompt), len(prompt) + len(target)))
+    ids, mask = pad_batch(rows, model.pad_id)
+    target_mask = torch.zeros_like(mask, dtype=torch.bool)
+    for i, (lo, hi) in enumerate(spans):
+        target_mask[i, lo:hi] = True
+    device = model.device
+    return {"ids": ids.to(device), "mask": mask.to(device), "target_mask": target_mask.to(device)}
+
+
+# ---------------------------------------------------------------------- the editors
+class _FineTune(Editor):
+    """Fine-tune `down_proj.weight` of the given layers on the requests (FT-L and FT-M differ in the loss)."""
+
+    batch = True
+    objective: ClassVar[str]
+
+    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
+        return [weights.mlp_out_name(layer) for layer in layers]
+
+    def _check(self, model, requests, layers, hp) -> None:
+        if int(hp["steps"]) < 1:
+            raise KelocateError(f"{self.method} needs steps >= 1, got {hp['steps']}")
+        if not float(hp["lr"]) > 0:
+            raise KelocateError(f"{self.method} needs a positive learning rate, got lr={hp['lr']}")
+        eps = hp.get("norm_constraint")
+        if eps is not False and eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                                                     or eps < 0):
+            raise KelocateError(f"norm_constraint must be a non-negative number or false, got {eps!r}")
+
+    def inputs(self, model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
+        batch = self.inputs(model, requests)
+        params = [weights.mlp_out(model, layer) for layer in layers]
+        originals = [p.detach().clone() for p in params]
+        masters = [p.detach().float().clone() for p in params]  # Adam works on float32 copies
+        optimiser = torch.optim.Adam(masters, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+        eps = hp.get("norm_constraint")
+        eps = float(eps) if eps not in (None, False) and float(eps) > 0 else None
+        stop = float(hp.get("loss_stop", 1e-2))
+        losses: list[float] = []
+        try:
+            with grad_on(model, params):
+                for _ in range(int(hp["steps"])):
+                    for p in params:
+                        p.grad = None
+                    loss = self.loss(forward_with_grad(model, batch["ids"], batch["mask"]), batch)
+                    losses.append(float(loss.detach()))
+                    if losses[-1] < stop:
+                        break
+                    loss.backward()
+                    for p, m in zip(params, masters, strict=True):
+                        m.grad = p.grad.detach().float()
+                    optimiser.step()
+                    with torch.no_grad():
+                        for p, m, w0 in zip(params, masters, originals, strict=True):
+                            if eps is not None:
+                                lo, hi = w0.float() - eps, w0.float() + eps
+                                torch.clamp(m, min=lo, max=hi, out=m)
+                            p.copy_(m.to(p.dtype))
+        finally:
+            for p in params:
+                p.grad = None
+        final = float(self.loss(model.logits(batch["ids"], batch["mask"]), batch))
+        max_delta = max(float((p.detach().float() - w0.float()).abs().max()) for p, w0 in
+                        zip(params, originals, strict=True))
+        return {"objective": self.objective, "losses": [round(v, 6) for v in losses], "steps": len(losses),
+                "final_loss": round(final, 6), "max_abs_delta": max_delta}
+
+
+class FTL(_FineTune):
+    """FT-L: constrained fine-tuning of one layer's MLP values on the last prompt token."""
+
+    method = "ft-l"
+    objective = "prompt_last"
+
+    def inputs(self, model, requests):
+        return prompt_batch(model, requests)
+
+    def loss(self, logits, batch):
+        return last_token_loss(logits, batch["last"], batch["targets"], batch["target_mask"])
+
+
+class FTM(_FineTune):
+    """FT-M: fine-tuning of the same weights with cross-entropy masked to the target tokens."""
+
+    method = "ft-m"
+    objective = "target_new"
+
+    def inputs(self, model, requests):
+        return prompt_target_batch(model, requests)
+
+    def loss(self, logits, batch):
+        return masked_target_loss(logits, batch["ids"], batch["target_mask"])

@@ -1,0 +1,77 @@
+"""ROME (Meng et al. 2022): a rank-one update of one layer's MLP value matrix (`down_proj`).
+
+key k* : `mlp_post` at the subject's last token, averaged over context prefixes (`context.mean_keys`);
+u      : C^-1 k* with C = E[k k^T] over a corpus (`stats.py`), or k* itself without the covariance
+         adjustment (`mom2_adjustment = false`); normalised to unit length;
+v*     : the MLP output at that token that makes the target come out (`optimize.optimise_target`);
+update : W <- W + r u^T with r = (v* - W k) / (u . k), k the key in the bare prompt, so that the
+         edited W maps k to v* exactly and keys orthogonal to C^-1 k* (in C's metric) are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from kelocate.edit.base import Editor
+from kelocate.edit.context import context_templates, mean_keys, read_at, subject_row
+from kelocate.edit.covariance import covariance
+from kelocate.edit.optimize import optimise_target
+from kelocate.edit.request import EditRequest
+from kelocate.errors import KelocateError
+from kelocate.model import weights
+
+
+def templates_for(model, hp: dict[str, Any]) -> list[str]:
+    """The context templates of an editor's settings ('{}' first)."""
+    return context_templates(model, hp["context_lengths"], hp["context_starts"], seed=hp.get("seed", 0))
+
+
+def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """ROME's closed form: the new weight W + r u^T, r = (value - W key) / (u . key), in float64."""
+    w = weight.detach().double()
+    u = direction.double() / direction.double().norm()
+    k = key.double()
+    r = (value.double() - w @ k) / (u @ k)
+    return w + torch.outer(r, u)
+
+
+class ROME(Editor):
+    """Rank-one model editing of one layer."""
+
+    method = "rome"
+
+    def __init__(self, config_file=None, corpus=None, **overrides: Any) -> None:
+        super().__init__(config_file, **overrides)
+        self.corpus = corpus
+
+    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
+        return [weights.mlp_out_name(layer) for layer in layers]
+
+    def _check(self, model, requests, layers, hp) -> None:
+        if len(layers) != 1:
+            raise KelocateError(f"ROME edits one layer, got {len(layers)} ({layers}); pass one layer, or use "
+                                "memit for a range")
+
+    def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
+        (request,), (layer,) = requests, layers
+        templates = templates_for(model, hp)
+        token = hp.get("token", "subject_last")
+        key = mean_keys(model, [(request.prompt, request.subject)], templates, [layer], token=token)[layer][:, 0]
+        notes = []
+        if hp["mom2_adjustment"]:
+            cov, source = covariance(model, layer, hp, self.corpus)
+            direction = torch.linalg.solve(cov.double(), key.double())
+            notes.append(f"covariance from {source}")
+        else:
+            direction = key.double()
+        target = optimise_target(model, request, layer, ("mlp",), templates, hp)
+        bare = subject_row(model, request.prompt, request.subject, token=token)
+        bare_key = read_at(model, [bare], "mlp_post", [layer])[layer][0]
+        param = weights.mlp_out(model, layer)
+        new = rank_one(param, bare_key, target.values["mlp"], direction)
+        with torch.no_grad():
+            param.copy_(new.to(param.dtype))
+        return {"target": target.summary(), "notes": notes, "templates": len(templates)}

@@ -1,0 +1,114 @@
+"""Locate, then edit: the wiring between the causal tracer and the editors (which never run a locator).
+
+`auto_layers` traces an edit request's prompt, refuses a trace that failed its validity checks (with the
+reason), and picks layers from single-layer effects at the chosen token:
+
+- one layer (ROME, FT-L, FT-M): the layer whose MLP output, restored alone, recovers the answer most;
+- a range of n layers (MEMIT, AlphaEdit, PMET): as MEMIT chose its range, the n consecutive layers where
+  the MLPs matter most for the hidden state: the largest summed gap between the hidden-state effect and
+  the same effect with the later MLPs severed (frozen at their corrupted values).
+
+It returns the layers and a summary of the trace (kind, token, effects, validity) that goes into the
+edit record as `layer_origin`. `edit` runs both steps: locate, then apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kelocate.edit.request import EditRequest, as_requests
+from kelocate.errors import KelocateError
+from kelocate.locate.causal_trace import trace
+from kelocate.locate.causal_trace.result import severed_key
+from kelocate.locate.neurons import find_knowledge_neurons
+
+RANGE_METHODS = ("memit", "alphaedit", "pmet")
+
+
+def _effects(row: np.ndarray) -> list[float]:
+    return [round(float(v), 5) for v in np.nan_to_num(row, nan=0.0)]
+
+
+def auto_layers(model, request: EditRequest | dict, n_layers: int = 1, token: str | int = "last_subject",
+                samples: int = 10, seed: int | None = None) -> tuple[list[int], dict[str, Any]]:
+    """Layers to edit for `request`, located by causal tracing; and where they came from (JSON-ready).
+
+    n_layers=1 picks the single MLP layer with the largest effect; n_layers>1 the range with the largest
+    MLP share of the hidden-state effect (MEMIT's choice). Raises a one-line error for an invalid trace."""
+    (request,) = as_requests(request)
+    if n_layers < 1 or n_layers > model.n_layers:
+        raise KelocateError(f"cannot pick {n_layers} layers of a {model.n_layers}-layer model; "
+                            f"pass 1..{model.n_layers}")
+    kwargs: dict[str, Any] = {"samples": samples}
+    if seed is not None:
+        kwargs["seed"] = seed
+    if n_layers == 1:
+        result = trace(model, request.prompt, request.subject, answer=request.ground_truth, kinds="mlp", **kwargs)
+    else:
+        result = trace(model, request.prompt, request.subject, answer=request.ground_truth, kinds="hidden",
+                       severed="mlp", **kwargs)
+    try:
+        result.require_valid()
+    except KelocateError as exc:
+        raise KelocateError(f"auto layers: {exc}; pass --layers explicitly") from None
+    row_index = result.token_index(token)
+    origin: dict[str, Any] = {
+        "source": "trace", "token": token, "token_label": result.tokens[row_index], "samples": samples,
+        "clean_score": round(result.clean_score, 5), "corrupted_score": round(result.corrupted_score, 5),
+        "answer": result.answer, "prompt": request.prompt, "subject": request.subject}
+    if n_layers == 1:
+        layers = result.top_layers("mlp", 1, token=token, window="single")
+        origin |= {"kind": "mlp", "window": "single",
+                   "effects": _effects(result.window_grid("mlp", "single")[row_index] - result.corrupted_score)}
+        return layers, origin
+    hidden = result.grid("hidden")[row_index]
+    severed = result.grid(severed_key("mlp"))[row_index]
+    gap = np.nan_to_num(hidden - severed, nan=0.0)
+    sums = [float(gap[start:start + n_layers].sum()) for start in range(model.n_layers - n_layers + 1)]
+    start = int(np.argmax(sums))
+    layers = list(range(start, start + n_layers))
+    origin |= {"kind": "hidden - hidden_severed_mlp", "window": "range", "n_layers": n_layers,
+               "effects": _effects(gap), "range_sums": [round(s, 5) for s in sums]}
+    return layers, origin
+
+
+def locate_neurons(model, request: EditRequest | dict, steps: int = 20,
+                   max_paraphrases: int = 3) -> tuple[list[tuple[int, int]], dict[str, Any]]:
+    """Knowledge neurons of the request's old answer (integrated gradients over the prompt and up to
+    `max_paraphrases` paraphrases, refined), for KN; and where they came from (JSON-ready)."""
+    (request,) = as_requests(request)
+    prompts = [request.prompt, *request.paraphrases[:max_paraphrases]]
+    found = find_knowledge_neurons(model, prompts, request.ground_truth, steps=steps)
+    if not found.neurons:
+        raise KelocateError(f"no knowledge neurons found for {request.prompt!r}; pass neurons explicitly")
+    origin = {"source": "knowledge neurons", "prompts": prompts, "answer": found.answer, "steps": steps,
+              "neurons": [list(n) for n in found.neurons], "notes": list(found.notes)}
+    return [tuple(n) for n in found.neurons], origin
+
+
+EDIT_TOKEN_TO_TRACE_ROW = {"subject_last": "last_subject", "last": "last"}
+
+
+def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | dict],
+         layers: str | int | Sequence[int] | None = None, token: str | int | None = None,
+         samples: int = 10):
+    """Apply `editor` to `requests`; layers='auto' locates them first on the first request's trace
+    (the same layers for a whole batch), recording the trace summary in the edit record. The trace is
+    read at the token the editor writes (its `token` setting) unless `token` says otherwise."""
+    requests = as_requests(requests)
+    if editor.method == "kn":  # KN edits neurons, located by integrated gradients
+        neurons, origin = locate_neurons(model, requests[0])
+        return editor.apply(model, requests, neurons=neurons, layer_origin=origin)
+    if layers != "auto":
+        return editor.apply(model, requests, layers=layers)
+    hp = editor.hparams(model)
+    if token is None:
+        token = EDIT_TOKEN_TO_TRACE_ROW.get(hp.get("token", "subject_last"), "last_subject")
+    n_layers = len(hp.get("layers") or [1]) if editor.method in RANGE_METHODS else 1
+    found, origin = auto_layers(model, requests[0], n_layers, token, samples)
+    if len(requests) > 1:
+        origin["note"] = f"located on the first of {len(requests)} requests and used for all"
+    return editor.apply(model, requests, layers=found, layer_origin=origin)
