@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--unrelated", type=int, default=100)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="editors of the single-edit table, or none")
     parser.add_argument("--auto", type=int, default=0, help="layers='auto' on the first N cases")
     parser.add_argument("--batch", action="store_true", help="MEMIT and AlphaEdit on all cases in one batch")
     parser.add_argument("--sequential", type=int, default=0, help="N sequential edits (ROME, MEMIT, AlphaEdit)")
@@ -127,7 +127,7 @@ def main() -> None:
     n_cases = max(args.cases, args.sequential)
     cases = organism_cases(model, world, n_cases)
     unrelated = unrelated_facts(model, world, cases, args.unrelated)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
     figures: dict = {"cases": len(cases[: args.cases]), "unrelated": len(unrelated), "single": [], "auto": [],
                      "batch": [], "sequential": []}
     print(f"organism: {len(cases[:args.cases])} counterfactual edits of known facts, {len(unrelated)} unrelated "

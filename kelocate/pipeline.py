@@ -1,7 +1,8 @@
 """Locate, then edit: the wiring between the causal tracer and the editors (which never run a locator).
 
-`auto_layers` traces an edit request's prompt, refuses a trace that failed its validity checks (with the
-reason), and picks layers from single-layer effects at the chosen token:
+`auto_layers` traces an edit request's prompt (or each of a data set's, averaging their effects), refuses
+a trace that failed its validity checks (with the reason), and picks layers from single-layer effects at
+the chosen token:
 
 - one layer (ROME, FT-L, FT-M): the layer whose MLP output, restored alone, recovers the answer most;
 - a range of n layers (MEMIT, AlphaEdit, PMET): as MEMIT chose its range, the n consecutive layers where
@@ -32,16 +33,10 @@ def _effects(row: np.ndarray) -> list[float]:
     return [round(float(v), 5) for v in np.nan_to_num(row, nan=0.0)]
 
 
-def auto_layers(model, request: EditRequest | dict, n_layers: int = 1, token: str | int = "last_subject",
-                samples: int = 10, seed: int | None = None) -> tuple[list[int], dict[str, Any]]:
-    """Layers to edit for `request`, located by causal tracing; and where they came from (JSON-ready).
-
-    n_layers=1 picks the single MLP layer with the largest effect; n_layers>1 the range with the largest
-    MLP share of the hidden-state effect (MEMIT's choice). Raises a one-line error for an invalid trace."""
-    (request,) = as_requests(request)
-    if n_layers < 1 or n_layers > model.n_layers:
-        raise KelocateError(f"cannot pick {n_layers} layers of a {model.n_layers}-layer model; "
-                            f"pass 1..{model.n_layers}")
+def _scores(model, request: EditRequest, n_layers: int, token: str | int, samples: int,
+            seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-layer scores of one request's trace (single-layer MLP effects, or the severed-MLP gap), and a
+    summary; raises a one-line error for an invalid trace."""
     kwargs: dict[str, Any] = {"samples": samples}
     if seed is not None:
         kwargs["seed"] = seed
@@ -54,25 +49,57 @@ def auto_layers(model, request: EditRequest | dict, n_layers: int = 1, token: st
         result.require_valid()
     except KelocateError as exc:
         raise KelocateError(f"auto layers: {exc}; pass --layers explicitly") from None
-    row_index = result.token_index(token)
-    origin: dict[str, Any] = {
-        "source": "trace", "token": token, "token_label": result.tokens[row_index], "samples": samples,
-        "clean_score": round(result.clean_score, 5), "corrupted_score": round(result.corrupted_score, 5),
-        "answer": result.answer, "prompt": request.prompt, "subject": request.subject}
+    row = result.token_index(token)
     if n_layers == 1:
-        layers = result.top_layers("mlp", 1, token=token, window="single")
-        origin |= {"kind": "mlp", "window": "single",
-                   "effects": _effects(result.window_grid("mlp", "single")[row_index] - result.corrupted_score)}
+        scores = result.window_grid("mlp", "single")[row] - result.corrupted_score
+    else:
+        scores = result.grid("hidden")[row] - result.grid(severed_key("mlp"))[row]
+    summary = {"prompt": request.prompt, "subject": request.subject, "answer": result.answer,
+               "token_label": result.tokens[row], "clean_score": round(result.clean_score, 5),
+               "corrupted_score": round(result.corrupted_score, 5)}
+    return np.nan_to_num(scores, nan=0.0), summary
+
+
+def auto_layers(model, requests: EditRequest | dict | Sequence[EditRequest | dict], n_layers: int = 1,
+                token: str | int = "last_subject", samples: int = 10,
+                seed: int | None = None) -> tuple[list[int], dict[str, Any]]:
+    """Layers to edit, located by causal tracing of one request or averaged over several (a data set);
+    and where they came from (JSON-ready).
+
+    n_layers=1 picks the single MLP layer with the largest effect; n_layers>1 the range with the largest
+    MLP share of the hidden-state effect (MEMIT's choice). One request with an invalid trace is an error;
+    over several, invalid traces are left out and counted (all invalid is an error)."""
+    requests = as_requests(requests)
+    if n_layers < 1 or n_layers > model.n_layers:
+        raise KelocateError(f"cannot pick {n_layers} layers of a {model.n_layers}-layer model; "
+                            f"pass 1..{model.n_layers}")
+    rows, summaries, refused = [], [], []
+    for request in requests:
+        try:
+            scores, summary = _scores(model, request, n_layers, token, samples, seed)
+        except KelocateError as exc:
+            if len(requests) == 1:
+                raise
+            refused.append({"prompt": request.prompt, "reason": str(exc)})
+            continue
+        rows.append(scores)
+        summaries.append(summary)
+    if not rows:
+        raise KelocateError(f"auto layers: none of the {len(requests)} traces is valid (first: "
+                            f"{refused[0]['reason']}); pass --layers explicitly")
+    effect = np.mean(rows, axis=0)
+    origin: dict[str, Any] = {"source": "trace", "token": token, "samples": samples, "traced": len(rows),
+                              "refused": refused, **summaries[0]}
+    if n_layers == 1:
+        order = np.lexsort((np.arange(effect.shape[0]), -effect))
+        layers = [int(order[0])]
+        origin |= {"kind": "mlp", "window": "single", "effects": _effects(effect)}
         return layers, origin
-    hidden = result.grid("hidden")[row_index]
-    severed = result.grid(severed_key("mlp"))[row_index]
-    gap = np.nan_to_num(hidden - severed, nan=0.0)
-    sums = [float(gap[start:start + n_layers].sum()) for start in range(model.n_layers - n_layers + 1)]
+    sums = [float(effect[start:start + n_layers].sum()) for start in range(model.n_layers - n_layers + 1)]
     start = int(np.argmax(sums))
-    layers = list(range(start, start + n_layers))
     origin |= {"kind": "hidden - hidden_severed_mlp", "window": "range", "n_layers": n_layers,
-               "effects": _effects(gap), "range_sums": [round(s, 5) for s in sums]}
-    return layers, origin
+               "effects": _effects(effect), "range_sums": [round(v, 5) for v in sums]}
+    return list(range(start, start + n_layers)), origin
 
 
 def locate_neurons(model, request: EditRequest | dict, steps: int = 20,
@@ -95,9 +122,9 @@ EDIT_TOKEN_TO_TRACE_ROW = {"subject_last": "last_subject", "last": "last"}
 def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | dict],
          layers: str | int | Sequence[int] | None = None, token: str | int | None = None,
          samples: int = 10):
-    """Apply `editor` to `requests`; layers='auto' locates them first on the first request's trace
-    (the same layers for a whole batch), recording the trace summary in the edit record. The trace is
-    read at the token the editor writes (its `token` setting) unless `token` says otherwise."""
+    """Apply `editor` to `requests`; layers='auto' locates them first (for a batch: effects averaged over
+    every request's valid trace), recording the trace summary in the edit record. The trace is read at
+    the token the editor writes (its `token` setting) unless `token` says otherwise."""
     requests = as_requests(requests)
     if editor.method == "kn":  # KN edits neurons, located by integrated gradients
         neurons, origin = locate_neurons(model, requests[0])
@@ -108,7 +135,5 @@ def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | di
     if token is None:
         token = EDIT_TOKEN_TO_TRACE_ROW.get(hp.get("token", "subject_last"), "last_subject")
     n_layers = len(hp.get("layers") or [1]) if editor.method in RANGE_METHODS else 1
-    found, origin = auto_layers(model, requests[0], n_layers, token, samples)
-    if len(requests) > 1:
-        origin["note"] = f"located on the first of {len(requests)} requests and used for all"
+    found, origin = auto_layers(model, requests, n_layers, token, samples)
     return editor.apply(model, requests, layers=found, layer_origin=origin)

@@ -58,3 +58,17 @@ def test_an_invalid_trace_is_refused_with_its_reason(organism):
     bad = EditRequest("The language of Japan", "Japan", "French")
     with pytest.raises(KelocateError, match="auto layers: .*locates nothing"):
         pipeline.edit(organism, editor("rome"), bad, layers="auto", samples=2)
+
+
+def test_over_a_data_set_effects_are_averaged_and_invalid_traces_counted(organism):
+    other = EditRequest("The language of Japan is", "Japan", "French", ground_truth="Japanese")
+    bad = EditRequest("The language of Japan", "Japan", "French")
+    layers, origin = pipeline.auto_layers(organism, [REQUEST, other, bad], 1, token="last", samples=4)
+    assert origin["traced"] == 2 and len(origin["refused"]) == 1 and "locates nothing" in origin["refused"][0]["reason"]
+    rows = [np.array(pipeline.auto_layers(organism, r, 1, token="last", samples=4)[1]["effects"])
+            for r in (REQUEST, other)]
+    mean = (rows[0] + rows[1]) / 2  # the average of the two single-request effect rows
+    np.testing.assert_allclose(origin["effects"], mean, atol=1e-5)
+    assert layers == [int(np.argmax(mean))]
+    with pytest.raises(KelocateError, match="none of the 2 traces is valid"):
+        pipeline.auto_layers(organism, [bad, bad], 1, samples=2)

@@ -16,6 +16,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     if not (checkpoint_dir() / "config.json").is_file():
         pytest.skip("the organism checkpoint is not built")
     monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # files the examples write (an edit record) land here
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2
     namespace: dict = {}
@@ -26,3 +27,5 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     assert 0.0 <= namespace["p"].max() <= 1.0
     assert namespace["result"].clean_score > 0.5
     assert namespace["knocked"].item() < 0.5 * namespace["result"].clean_score  # the knockout bites
+    assert "France" in out and (tmp_path / "smap.safetensors").is_file()  # the edit example edited and saved
+    assert not namespace["record"].applied

@@ -290,3 +290,17 @@ def test_parse_layers():
 
     assert parse_layers("1,2,3") == [1, 2, 3] and parse_layers("1-4") == [1, 2, 3, 4]
     assert parse_layers("0, 2-3,2") == [0, 2, 3] and parse_layers("all") is None
+
+
+def test_the_forward_stops_after_the_deepest_layer_and_leaves_no_hooks(tiny_model):
+    from kelocate.model.sites import bridge_has_hooks
+
+    calls = []
+    handle = tiny_model.hf.model.norm.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        st.second_moments(tiny_model, [0, 1], texts=TEXTS, batch_size=3, cache=False)
+        assert calls == []  # the final norm (after the last layer) never ran
+        st.second_moments(tiny_model, [2], texts=TEXTS[:2], batch_size=3, cache=False)
+    finally:
+        handle.remove()
+    assert not bridge_has_hooks(tiny_model.bridge)

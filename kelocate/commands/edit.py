@@ -111,8 +111,27 @@ def where_line(record) -> str:
 
 # ---------------------------------------------------------------------- edited copies
 def _log_of(folder: Path) -> dict:
+    """The edit log of an edited copy ({} for a model that is not one)."""
     path = folder / EDITS_LOG
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        log = json.loads(path.read_text())
+        if not isinstance(log.get("base_fingerprint"), str) or not isinstance(log.get("records"), list):
+            raise ValueError("fields missing")
+    except (ValueError, AttributeError) as exc:
+        raise KelocateError(f"{path} is damaged ({exc}); the folder's edit history is unknown: start again from "
+                            "the original model") from None
+    return log
+
+
+def check_destination(out: Path, model) -> None:
+    """--save-model writes a new folder, or replaces an edited copy; never the source or another folder."""
+    if model.path is not None and out.resolve() == Path(model.path).resolve():
+        raise KelocateError(f"--save-model {out} is the model's own folder; write the edited copy elsewhere")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EDITS_LOG).is_file())):
+        raise KelocateError(f"--save-model {out} exists and is not an edited copy; pass a new folder (kelocate "
+                            "replaces only folders it wrote)")
 
 
 def save_copy(model, dest: Path, log: dict) -> Path:
@@ -126,8 +145,9 @@ def save_copy(model, dest: Path, log: dict) -> Path:
             for extra in ("world.json", "organism.json"):
                 if (model.path / extra).is_file():
                     shutil.copy2(model.path / extra, tmp / extra)
-        if log.get("records"):
-            (tmp / EDITS_LOG).write_text(json.dumps(log, indent=2))
+        # kept after the last revert too: the copy's own fingerprint differs from the original's (a hub
+        # revision or GGUF file is not part of a saved folder), and records name the original's
+        (tmp / EDITS_LOG).write_text(json.dumps(log, indent=2))
     return dest
 
 
@@ -136,6 +156,7 @@ def apply_record(record_file: Path, model_source: str | None, out: Path) -> None
 
     record = EditRecord.load(record_file)
     model = load(model_source)
+    check_destination(out, model)
     log = _log_of(model.path) if model.path is not None and model.path.is_dir() else {}
     base = log.get("base_fingerprint", model.fingerprint)
     record.apply_to(model, base_fingerprint=base)
@@ -153,9 +174,11 @@ def revert_record(record_file: Path, model_source: str | None) -> None:
     record = EditRecord.load(record_file)
     folder = Path(model_source)
     log = _log_of(folder) if folder.is_dir() else {}
-    if not log.get("records"):
+    if not log:
         raise KelocateError(f"{model_source} is not an edited copy (no {EDITS_LOG}); pass the folder written by "
                             "`kelocate edit --apply FILE --save-model DIR`")
+    if not log["records"]:
+        raise KelocateError(f"{model_source} has no edits left to revert (every applied edit was reverted)")
     if log["records"][-1] != record.digest:
         where = "is not in it" if record.digest not in log["records"] else "is not the last applied"
         raise KelocateError(f"this edit ({record.digest}) {where}; revert the edits of {folder} in reverse order "
@@ -217,6 +240,14 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"edit records are saved as .safetensors files, got {str(save)!r}")
         if neurons is not None and method.lower() != "kn":
             raise KelocateError("--neurons is for --method kn; other methods take --layers")
+        uses_corpus = method.lower() in ("rome", "memit", "pmet", "alphaedit")
+        if corpus is not None and not uses_corpus:
+            raise KelocateError(f"--corpus is for the editors that use key statistics (rome, memit, pmet, "
+                                f"alphaedit), not {method}")
+        if corpus is not None and not corpus.is_file():
+            raise KelocateError(f"--corpus {str(corpus)!r} does not exist; pass a text or JSONL file")
+        if config is not None and not config.is_file():
+            raise KelocateError(f"--config {str(config)!r} does not exist; pass a TOML file")
         layer_spec = parse_edit_layers(layers)
         neuron_list = parse_neurons(neurons) if neurons else None
         from kelocate import pipeline
@@ -228,7 +259,7 @@ def register(app: typer.Typer) -> None:
         model.subject_span(prompt, subject)
         rows = probes(model, prompt, subject, list(paraphrase or ()), list(neighbour or ()), list(unrelated or ()))
         settings = {"config_file": config}
-        if method.lower() in ("rome", "memit", "pmet", "alphaedit") and corpus is not None:
+        if uses_corpus and corpus is not None:
             settings["corpus"] = corpus
         chosen = editor(method, **settings)
         before = snapshot_answers(model, rows, target)

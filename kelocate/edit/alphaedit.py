@@ -34,8 +34,8 @@ def null_space_projection(cov: torch.Tensor, threshold: float) -> tuple[torch.Te
 def alphaedit_update(projection: torch.Tensor, keys: torch.Tensor, resid: torch.Tensor,
                      earlier: torch.Tensor | None, l2: float) -> torch.Tensor:
     """AlphaEdit's closed form dW ([d_model, d_mlp], float64)."""
-    p, k = projection.double(), keys.double()
-    gram = k @ k.T + (earlier.double() if earlier is not None else 0)
+    p, k = projection.double().to(keys.device), keys.double()
+    gram = k @ k.T + (earlier.double().to(keys.device) if earlier is not None else 0)
     lhs = p @ gram + l2 * torch.eye(p.shape[0], dtype=torch.float64, device=p.device)
     return torch.linalg.solve(lhs, p @ k @ resid.double().T).T
 
@@ -62,7 +62,7 @@ class AlphaEdit(MEMIT):
         if not parts:
             return None
         k = torch.cat(parts, dim=1)
-        return k @ k.T
+        return k @ k.T  # on the CPU, where the keys are kept; moved to the keys' device by the update
 
     def apply(self, model, requests, layers=None, layer_origin=None) -> EditRecord:
         self._pending = {}
@@ -73,6 +73,8 @@ class AlphaEdit(MEMIT):
     def projection(self, model, layer: int, hp: dict[str, Any]) -> torch.Tensor:
         key = (model.fingerprint, layer, hp["nullspace_threshold"], hp["mom2_n_samples"])
         if key not in self._projections:
+            if len(self._projections) >= 8:  # d_mlp^2 float64 each: keep a few layers only
+                self._projections.clear()
             cov, self._source = covariance(model, layer, hp, self.corpus)
             self._projections[key] = null_space_projection(cov, hp["nullspace_threshold"])
         return self._projections[key][0]

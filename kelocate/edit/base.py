@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from kelocate.edit import config as edit_config
 from kelocate.edit.record import EditRecord, guarded_write
 from kelocate.edit.request import EditRequest, as_requests
@@ -67,6 +69,9 @@ class Editor(ABC):
               layers: int | Iterable[int] | None = None, layer_origin: dict[str, Any] | None = None) -> EditRecord:
         """Edit `model` in place for `requests` at `layers` (default: the profile's) and return the record."""
         requests = as_requests(requests)
+        if isinstance(layers, str):
+            raise KelocateError(f"{self.method}.apply takes layer numbers, not {layers!r}; for located layers use "
+                                "kelocate.locate_and_edit(model, editor, request, layers='auto')")
         if len(requests) > 1 and not self.batch:
             raise KelocateError(f"{self.method} edits one fact at a time; apply the requests one by one "
                                 "(sequential editing) or use memit or alphaedit for a batch")
@@ -83,7 +88,12 @@ class Editor(ABC):
         names = self.parameters(model, layers, hp)
         start = time.perf_counter()
         with guarded_write(model, names, self.method) as before:
-            extra = self._edit(model, requests, layers, hp)
+            try:
+                extra = self._edit(model, requests, layers, hp)
+            except torch.linalg.LinAlgError as exc:
+                raise KelocateError(f"the {self.method} update could not be solved ({str(exc).splitlines()[0]}); "
+                                    "use more text for the statistics (--corpus) or a larger update weight") \
+                    from None
         after = weights.snapshot(model, names)
         return EditRecord(
             method=self.method, before=before, after=after, fingerprint=model.fingerprint,

@@ -48,30 +48,59 @@ def _scale_layers(value: Any, n_layers: int) -> Any:
     return value
 
 
+def _check_value(method: str, key: str, value: Any, shipped: Any, source: str) -> Any:
+    """A user's value must have the shipped value's type (numbers may be int or float; layers are ints)."""
+    where = f"{method} setting {key!r} in the {source}"
+    if key == "layers":
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise KelocateError(f"{where} must be a layer number or a list of them, got {value!r}")
+        return value
+    if isinstance(shipped, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(shipped, bool) or (
+            key == "norm_constraint" and isinstance(value, (bool, int, float)))
+    elif isinstance(shipped, (int, float)):
+        ok = isinstance(value, (int, float))
+    else:
+        ok = isinstance(value, type(shipped))
+    if not ok:
+        raise KelocateError(f"{where} must be {type(shipped).__name__}, got {value!r}")
+    if key in ("v_num_grad_steps", "steps") and value < 1:
+        raise KelocateError(f"{where} must be at least 1, got {value!r}")
+    return value
+
+
 def resolve(method: str, model, config_file: str | Path | None = None,
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The hyper-parameters `method` uses on `model`: shipped profile < user file < overrides.
 
-    Unknown keys in the user's file or overrides are errors (a misspelt key would be silently ignored)."""
+    Unknown keys or tables in the user's file, and values of the wrong type, are errors (a misspelt key
+    would be silently ignored, a wrong type would fail minutes later)."""
     profile = profile_of(model)
     shipped = _read(CONFIG_DIR / f"{profile}.toml")
     if method not in shipped:
         raise KelocateError(f"no {method!r} settings in the {profile} profile; known methods: "
                             f"{', '.join(sorted(shipped))}")
     resolved = dict(shipped[method])
-    layers_scaled = "layers" in resolved and any(isinstance(v, float) for v in
-                                                 (resolved["layers"] if isinstance(resolved["layers"], list)
-                                                  else [resolved["layers"]]))
-    for source, values in (("config file", _read(Path(config_file)).get(method, {}) if config_file else {}),
-                           ("override", overrides or {})):
+    scaled = "layers" in resolved and any(isinstance(v, float) for v in (
+        resolved["layers"] if isinstance(resolved["layers"], list) else [resolved["layers"]]))
+    if "layers" in resolved:
+        resolved["layers"] = _scale_layers(resolved["layers"], model.n_layers)
+    user = _read(Path(config_file)) if config_file else {}
+    unknown_tables = sorted(set(user) - set(shipped))
+    if unknown_tables:
+        raise KelocateError(f"unknown table [{unknown_tables[0]}] in config file {str(config_file)!r}; tables "
+                            f"are method names: {', '.join(sorted(shipped))}")
+    for source, values in (("config file", user.get(method, {})), ("override", overrides or {})):
+        if not isinstance(values, dict):
+            raise KelocateError(f"[{method}] in the {source} must be a table of settings, got {values!r}")
         unknown = sorted(set(values) - set(resolved))
         if unknown:
             raise KelocateError(f"unknown {method} setting {unknown[0]!r} in the {source}; known settings: "
                                 f"{', '.join(sorted(resolved))}")
-        resolved |= {k: v for k, v in values.items() if v is not None}
-    if "layers" in resolved:
-        resolved["layers"] = _scale_layers(resolved["layers"], model.n_layers)
+        resolved |= {k: _check_value(method, k, v, shipped[method][k], source)
+                     for k, v in values.items() if v is not None}
     resolved["profile"] = profile
-    if layers_scaled:
+    if scaled and resolved["layers"] == _scale_layers(shipped[method]["layers"], model.n_layers):
         resolved["layers_from_depth_fraction"] = True
     return resolved

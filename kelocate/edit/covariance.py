@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from kelocate.edit.stats import second_moments
+from kelocate.edit.stats import MAX_LENGTH, N_GENERATED, second_moments
+from kelocate.errors import KelocateError
 
 _MEMO: dict[tuple, tuple[torch.Tensor, str]] = {}
-_MEMO_LIMIT = 64
+_MEMO_LIMIT = 8  # layers kept in memory (float64 d_mlp^2 each: 1 GB at Llama-2-7B's 11008)
 
 
 def _corpus_id(corpus) -> str:
@@ -31,6 +32,9 @@ def covariances(model, layers: Sequence[int], hp: dict[str, Any], corpus=None,
 
     hp keys: mom2_n_samples (texts used at most), mom2_max_length (tokens per text)."""
     n, length = hp.get("mom2_n_samples"), hp.get("mom2_max_length", 128)
+    if corpus is None and model.source.get("family") != "organism":
+        # text the model generates costs a forward per token: cap it (ROME's 100k texts need --corpus)
+        n, length = min(n or N_GENERATED, N_GENERATED), min(length, MAX_LENGTH)
     keys = {layer: (model.fingerprint, layer, _corpus_id(corpus), n, length) for layer in layers}
     missing = [layer for layer, key in keys.items() if key not in _MEMO]
     if missing:
@@ -41,9 +45,13 @@ def covariances(model, layers: Sequence[int], hp: dict[str, Any], corpus=None,
         if len(_MEMO) + len(found) > _MEMO_LIMIT:
             _MEMO.clear()
         for layer, stat in found.items():
+            if stat.count < model.d_mlp:
+                raise KelocateError(
+                    f"the key statistics of layer {layer} cover {stat.count} tokens, fewer than the {model.d_mlp} "
+                    f"MLP neurons, so E[k k^T] is singular; pass a larger corpus (--corpus) or more samples")
             note = f"{stat.source} ({stat.count} tokens{', cached' if stat.cached else ''})"
             _MEMO[keys[layer]] = (stat.mom2.double(), note)
-    return {layer: _MEMO[keys[layer]] for layer in layers}
+    return {layer: (_MEMO[keys[layer]][0].to(model.device), _MEMO[keys[layer]][1]) for layer in layers}
 
 
 def covariance(model, layer: int, hp: dict[str, Any], corpus=None) -> tuple[torch.Tensor, str]:

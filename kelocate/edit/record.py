@@ -155,8 +155,13 @@ class EditRecord:
         if meta.get("format") != FORMAT:
             raise KelocateError(f"{str(path)!r} is a safetensors file but not a kelocate edit record; pass a "
                                 "file written by `kelocate edit ... --save FILE`")
-        before = {n: tensors[f"before/{n}"] for n in meta["parameters"]}
-        after = {n: tensors[f"after/{n}"] for n in meta["parameters"]}
+        try:
+            before = {n: tensors[f"before/{n}"] for n in meta["parameters"]}
+            after = {n: tensors[f"after/{n}"] for n in meta["parameters"]}
+            meta["method"], meta["fingerprint"]  # noqa: B018 (both must be there)
+        except (KeyError, TypeError) as exc:
+            raise KelocateError(f"{str(path)!r} is a damaged kelocate edit record (missing {exc}); save it again "
+                                "with `kelocate edit ... --save FILE`") from None
         return cls(method=meta["method"], before=before, after=after, fingerprint=meta["fingerprint"],
                    config=meta.get("config", {}), layers=list(meta.get("layers", [])),
                    neurons=[tuple(n) for n in meta.get("neurons", [])], layer_origin=meta.get("layer_origin", {}),

@@ -360,6 +360,10 @@ class _Sums:
         self.count += int(k.shape[0])
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward once the deepest requested layer's keys are read."""
+
+
 @torch.no_grad()
 def accumulate(model, layers: Sequence[int], rows: Sequence[torch.Tensor], batch_size: int = BATCH_SIZE,
                progress: Progress | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor, int]]:
@@ -376,7 +380,13 @@ def accumulate(model, layers: Sequence[int], rows: Sequence[torch.Tensor], batch
 
         return hook
 
+    deepest = max(layers)
+
+    def stop(x: torch.Tensor, hook) -> None:
+        raise _StopForward  # nothing above the deepest requested layer is needed (EasyEdit's stop=True)
+
     hooks = [(sites.site(HOOK_SITE, layer), hook_for(layer)) for layer in layers]
+    hooks.append((sites.site("mlp", deepest), stop))
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     n_batches = math.ceil(len(order) / batch_size)
     for b in range(n_batches):
@@ -384,7 +394,11 @@ def accumulate(model, layers: Sequence[int], rows: Sequence[torch.Tensor], batch
         ids, mask = tokens.pad_batch(chosen, model.pad_id)
         ids, mask = ids.to(model.device), mask.to(model.device)
         mask_now["mask"] = mask.bool()
-        model.bridge.run_with_hooks(ids, fwd_hooks=hooks, attention_mask=mask)
+        with model.bridge.hooks(fwd_hooks=hooks), torch.no_grad():
+            try:
+                model.bridge(ids, attention_mask=mask)
+            except _StopForward:
+                pass
         if progress is not None:
             progress(min((b + 1) * batch_size, len(order)), len(order), "statistics")
     return {layer: (s.mom2, s.total, s.count) for layer, s in sums.items()}
