@@ -126,6 +126,8 @@ def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | di
     every request's valid trace), recording the trace summary in the edit record. The trace is read at
     the token the editor writes (its `token` setting) unless `token` says otherwise."""
     requests = as_requests(requests)
+    if not editor.uses_layers:  # in-context editors change no weights, so there is nothing to locate
+        return editor.apply(model, requests)
     if editor.method == "kn":  # KN edits neurons, located by integrated gradients
         neurons, origin = locate_neurons(model, requests[0])
         return editor.apply(model, requests, neurons=neurons, layer_origin=origin)

@@ -243,7 +243,7 @@ def test_ft_layers_come_from_the_profile_and_bad_settings_fail(tiny_model):
         FTM(num_steps=3).apply(tiny_model, REQUEST)
     with pytest.raises(KelocateError, match="positive learning rate"):
         FTL(lr=0.0).apply(tiny_model, REQUEST)
-    with pytest.raises(KelocateError, match="norm_constraint must be"):
+    with pytest.raises(KelocateError, match="norm_constraint' in the override must be a number or false"):
         FTL(norm_constraint="small").apply(tiny_model, REQUEST)
 
 

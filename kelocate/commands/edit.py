@@ -22,7 +22,7 @@ from kelocate.commands.neurons import SEPARATOR, parse_fact
 from kelocate.errors import KelocateError
 
 EDITS_LOG = "kelocate_edits.json"  # in an edited copy: the unedited model's fingerprint and the applied records
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m")
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")
 
 
 def parse_edit_layers(spec: str | None) -> str | list[int] | None:
@@ -71,6 +71,11 @@ def probes(model, prompt: str, subject: str, paraphrases: list[str], neighbours:
         for label, key, given in wanted:
             if not given:
                 rows += [(label, p) for p, _ in found[key]]
+    elif not paraphrases:  # CounterFact's way: the prompt after a short text the model generated itself
+        from kelocate.edit.context import context_templates
+
+        prefixed = context_templates(model, [[8, 1]], ["The"], seed=1)[1]
+        rows.append(("prefixed prompt", prefixed.format(prompt)))
     return rows
 
 
@@ -93,6 +98,8 @@ def report(rows, before, after, target: str) -> Table:
 
 
 def where_line(record) -> str:
+    if record.context_after is not None:
+        return f"in-context edit, no weight changed: {record.extra.get('context', '')!r} goes before every prompt"
     origin = record.layer_origin
     what = f"neurons {', '.join(f'{a}:{b}' for a, b in record.neurons)}" if record.neurons else \
         f"layers {', '.join(map(str, record.layers))}"

@@ -19,11 +19,14 @@ EDITORS: dict[str, tuple[str, str]] = {
     "kn": ("kelocate.edit.kn", "KN"),
     "ft-l": ("kelocate.edit.ft", "FTL"),
     "ft-m": ("kelocate.edit.ft", "FTM"),
+    "ice": ("kelocate.edit.ice", "ICE"),
+    "ike": ("kelocate.edit.ice", "IKE"),
+    "adalora": ("kelocate.edit.adalora", "AdaLoRA"),
 }
 
 
 def editor_class(method: str):
-    """The editor class of a method name ('rome', 'memit', 'pmet', 'alphaedit', 'kn', 'ft-l', 'ft-m')."""
+    """The editor class of a method name (see `EDITORS`)."""
     key = method.lower()
     if key not in EDITORS:
         raise KelocateError(f"unknown edit method {method!r}; use one of {', '.join(EDITORS)}")

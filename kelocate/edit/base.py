@@ -87,17 +87,25 @@ class Editor(ABC):
         self._check(model, requests, layers, hp)
         names = self.parameters(model, layers, hp)
         start = time.perf_counter()
+        context = model.context
         with guarded_write(model, names, self.method) as before:
             try:
                 extra = self._edit(model, requests, layers, hp)
             except torch.linalg.LinAlgError as exc:
+                model.context = context
                 raise KelocateError(f"the {self.method} update could not be solved ({str(exc).splitlines()[0]}); "
                                     "use more text for the statistics (--corpus) or a larger update weight") \
                     from None
+            except BaseException:
+                model.context = context
+                raise
+        changed = model.context != context
         after = weights.snapshot(model, names)
+        attachments = extra.pop("attachments", {})
         return EditRecord(
             method=self.method, before=before, after=after, fingerprint=model.fingerprint,
             config={k: v for k, v in hp.items()}, layers=layers, neurons=list(extra.pop("neurons", [])),
             layer_origin=dict(layer_origin or origin), requests=[r.to_json() for r in requests],
             timings={"edit_s": round(time.perf_counter() - start, 4)}, notes=list(extra.pop("notes", [])),
-            extra=extra, applied=True, model=model)
+            extra=extra, applied=True, model=model, context_before=context if changed else None,
+            context_after=model.context if changed else None, attachments=attachments)

@@ -64,7 +64,8 @@ def _check_value(method: str, key: str, value: Any, shipped: Any, source: str) -
     else:
         ok = isinstance(value, type(shipped))
     if not ok:
-        raise KelocateError(f"{where} must be {type(shipped).__name__}, got {value!r}")
+        kind = "a number or false" if key == "norm_constraint" else type(shipped).__name__
+        raise KelocateError(f"{where} must be {kind}, got {value!r}")
     if key in ("v_num_grad_steps", "steps") and value < 1:
         raise KelocateError(f"{where} must be at least 1, got {value!r}")
     return value

@@ -73,7 +73,7 @@ def subject_row(model, text: str, subject: str, target: Sequence[int] = (), toke
     if token == "last":
         position = len(ids) - 1
     elif token == "subject_last":
-        position = tokens.subject_span(model.tokenizer, text, subject)[1] - 1
+        position = model.subject_span(text, subject)[1] - 1
     else:
         raise KelocateError(f"unknown edit token {token!r}; use one of {', '.join(TOKENS)}")
     return Row(ids + list(target)[:-1], position, len(ids) - 1 if target else -1, tuple(target))

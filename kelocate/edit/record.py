@@ -49,6 +49,10 @@ class EditRecord:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific facts (e.g. the optimisation loss)
+    # in-context editors (ICE, IKE) change the text put before every prompt instead of weights
+    context_before: str | None = None
+    context_after: str | None = None
+    attachments: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. AdaLoRA's trained adapter
     applied: bool = False
     model: Any = field(default=None, repr=False, compare=False)  # the model it is applied to, if any
 
@@ -78,7 +82,8 @@ class EditRecord:
         return {"format": FORMAT, "version": VERSION, "method": self.method, "fingerprint": self.fingerprint,
                 "config": self.config, "layers": self.layers, "neurons": [list(n) for n in self.neurons],
                 "layer_origin": self.layer_origin, "requests": self.requests, "timings": self.timings,
-                "notes": self.notes, "extra": self.extra, "parameters": self.names}
+                "notes": self.notes, "extra": self.extra, "parameters": self.names,
+                "context_before": self.context_before, "context_after": self.context_after}
 
     # ------------------------------------------------------------------ apply / revert
     def _check_model(self, model, fingerprint: str | None = None) -> None:
@@ -93,6 +98,10 @@ class EditRecord:
             if param.shape != value.shape or not torch.equal(param.detach(), value.to(param.device)):
                 raise KelocateError(f"{name} is not what this {self.method} edit expects: {why}")
 
+    def _require_context(self, model, expected: str | None, fix: str) -> None:
+        if expected is not None and model.context != expected:
+            raise KelocateError(f"the model's in-context text is not what this {self.method} edit expects; {fix}")
+
     @torch.no_grad()
     def revert(self, model=None, base_fingerprint: str | None = None) -> None:
         """Write the overwritten values back: those parameters become bit-identical to before the edit.
@@ -105,7 +114,10 @@ class EditRecord:
         self._check_model(model, base_fingerprint)
         self._require_equal(model, self.after, "it changed since the edit was applied; revert later edits "
                                                "first (records stack: revert in reverse order)")
+        self._require_context(model, self.context_after, "revert later edits first")
         weights.restore(model, self.before)
+        if self.context_before is not None:
+            model.context = self.context_before
         self.applied, self.model = False, None
 
     @torch.no_grad()
@@ -114,7 +126,10 @@ class EditRecord:
         self._check_model(model, base_fingerprint)
         self._require_equal(model, self.before, "the model's weights differ from those the edit was made on; "
                                                 "apply the records it was stacked on first, in order")
+        self._require_context(model, self.context_before, "apply the records it was stacked on first, in order")
         weights.restore(model, self.after)
+        if self.context_after is not None:
+            model.context = self.context_after
         self.applied, self.model = True, model
         return self
 
@@ -129,6 +144,7 @@ class EditRecord:
                                 "name it e.g. edit.safetensors")
         tensors = {f"before/{n}": t.detach().cpu().contiguous() for n, t in self.before.items()}
         tensors |= {f"after/{n}": t.detach().cpu().contiguous() for n, t in self.after.items()}
+        tensors |= {f"attachment/{n}": t.detach().cpu().contiguous() for n, t in self.attachments.items()}
         meta = {"kelocate": json.dumps(self.metadata())}
         return write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta),
                           fix="pass --save with a writable .safetensors path")
@@ -166,7 +182,10 @@ class EditRecord:
                    config=meta.get("config", {}), layers=list(meta.get("layers", [])),
                    neurons=[tuple(n) for n in meta.get("neurons", [])], layer_origin=meta.get("layer_origin", {}),
                    requests=meta.get("requests", []), timings=meta.get("timings", {}), notes=meta.get("notes", []),
-                   extra=meta.get("extra", {}))
+                   extra=meta.get("extra", {}), context_before=meta.get("context_before"),
+                   context_after=meta.get("context_after"),
+                   attachments={k.removeprefix("attachment/"): v for k, v in tensors.items()
+                                if k.startswith("attachment/")})
 
 
 def revert_all(records: list[EditRecord]) -> None:

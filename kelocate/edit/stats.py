@@ -380,13 +380,12 @@ def accumulate(model, layers: Sequence[int], rows: Sequence[torch.Tensor], batch
 
         return hook
 
-    deepest = max(layers)
-
     def stop(x: torch.Tensor, hook) -> None:
         raise _StopForward  # nothing above the deepest requested layer is needed (EasyEdit's stop=True)
 
     hooks = [(sites.site(HOOK_SITE, layer), hook_for(layer)) for layer in layers]
-    hooks.append((sites.site("mlp", deepest), stop))
+    if layers:
+        hooks.append((sites.site("mlp", max(layers)), stop))
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     n_batches = math.ceil(len(order) / batch_size)
     for b in range(n_batches):

@@ -30,6 +30,9 @@ class HookedModel:
         self.source = dict(source or {})  # how it was loaded: kind, revision, file, ...
         # known entity names (the organism hands its own; subject inference and sigma prefer them)
         self.entity_names: list[str] = list(entity_names or [])
+        # text put in front of every prompt this model encodes (in-context editing: ICE, IKE); "" = none.
+        # Encoding, subject spans and answer ids all see it, so every method stays consistent under it.
+        self.context: str = ""
         self.bridge.eval()
         from kelocate.model.weights import fingerprint_of
 
@@ -89,7 +92,11 @@ class HookedModel:
     # ------------------------------------------------------------------ tokenization
     def encode(self, text: str, special: bool = True) -> Encoded:
         """Token ids of `text` as the tokenizer encodes it by default (`special=False`: no BOS or others)."""
-        return tokens.encode(self.tokenizer, text, special)
+        return tokens.encode(self.tokenizer, self.in_context(text), special)
+
+    def in_context(self, text: str) -> str:
+        """`text` as the model reads it: after the in-context text, when one is set (`context`)."""
+        return self.context + text if self.context else text
 
     def tokens(self, text: str) -> list[str]:
         """Readable labels of `text`'s tokens ('␣Tower', never 'ĠTower' or '▁Tower')."""
@@ -101,11 +108,11 @@ class HookedModel:
 
     def subject_span(self, prompt: str, subject: str) -> tuple[int, int]:
         """Token range [start, end) of the last occurrence of `subject` in `prompt` (see `tokens.subject_span`)."""
-        return tokens.subject_span(self.tokenizer, prompt, subject)
+        return tokens.subject_span(self.tokenizer, self.in_context(prompt), subject)
 
     def answer_ids(self, prompt: str, answer: str) -> list[int]:
         """Token ids of `answer` as it continues `prompt`."""
-        return tokens.answer_ids(self.tokenizer, prompt, answer)
+        return tokens.answer_ids(self.tokenizer, self.in_context(prompt), answer)
 
     def batch_ids(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ids and attention mask of several prompts, on the model's device."""

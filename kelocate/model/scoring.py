@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from kelocate.errors import KelocateError
-from kelocate.model.tokens import answer_ids, pad_batch
+from kelocate.model.tokens import pad_batch
 
 # a forward pass: ids [batch, pos] and attention mask -> logits [batch, pos, vocab]
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -91,7 +91,7 @@ def score_targets(model, prompts: Sequence[str], targets: Sequence[str], batch_s
     if len(prompts) != len(targets):
         raise KelocateError(f"got {len(prompts)} prompts and {len(targets)} targets; pass one target per prompt")
     prompt_ids = [model.encode(p).ids.tolist() for p in prompts]
-    target_ids = [answer_ids(model.tokenizer, p, t) for p, t in zip(prompts, targets, strict=True)]
+    target_ids = [model.answer_ids(p, t) for p, t in zip(prompts, targets, strict=True)]
     return score_ids(model.logits, prompt_ids, target_ids, model.pad_id, batch_size, model.device)
 
 

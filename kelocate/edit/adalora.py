@@ -1,0 +1,105 @@
+"""AdaLoRA (Zhang et al. 2023) through `peft`: low-rank adapters whose rank budget is reallocated during
+training, trained on the edit with FT-M's masked cross-entropy on the target tokens.
+
+peft cannot wrap the bridge itself (TransformerLens registers each linear layer under two names), so the
+adapters go on a plain HF model of the same class built around the *same* weight tensors (no copy): q/v
+projections by default, `modules` may name the MLP's too; peft freezes everything else. After training the
+adapters are merged into their base weights, which are the bridge's, and the plain model is dropped, so
+the bridge never sees an adapter module. The record holds the merged weights' before/after values (revert
+is bit-exact) and the trained adapter tensors (`record.attachments`, saved with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from kelocate.edit.base import Editor
+from kelocate.edit.ft import masked_target_loss, prompt_target_batch
+from kelocate.edit.request import EditRequest
+from kelocate.errors import KelocateError
+
+MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_WHERE = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+          "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
+def target_pattern(modules: Sequence[str], layers: Sequence[int]) -> str:
+    """peft's target regex: `modules` of the chosen layers of a plain HF Llama."""
+    return rf"model\.layers\.({'|'.join(str(layer) for layer in layers)})\.(self_attn|mlp)\.({'|'.join(modules)})$"
+
+
+def plain_twin(model):
+    """A plain HF model of the bridge's class whose parameters ARE the bridge's tensors (shared, not copied)."""
+    from kelocate.model.weights import canonical
+
+    config = model.hf.config
+    with torch.device("meta"):
+        twin = type(model.hf)(config)
+    shared = {canonical(name): p for name, p in model.hf.named_parameters()}
+    twin.load_state_dict(shared, strict=False, assign=True)
+    if getattr(config, "tie_word_embeddings", False):
+        twin.lm_head.weight = twin.model.embed_tokens.weight
+    rotary = twin.model.rotary_emb  # non-persistent buffers: rebuilt on the model's device
+    with torch.device(model.device):
+        twin.model.rotary_emb = type(rotary)(config=config)
+    missing = [n for n, t in [*twin.named_parameters(), *twin.named_buffers()] if t.is_meta]
+    if missing:
+        raise KelocateError(f"adalora could not share the weight {missing[0]!r} with the bridge; this model's "
+                            "layout is not supported")
+    return twin.eval()
+
+
+class AdaLoRA(Editor):
+    """AdaLoRA adapters trained on the edit, merged into the base weights."""
+
+    method = "adalora"
+    batch = True
+
+    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
+        return [f"model.layers.{layer}.{_WHERE[m]}.{m}.weight" for layer in layers for m in hp["modules"]]
+
+    def _check(self, model, requests, layers, hp) -> None:
+        unknown = [m for m in hp["modules"] if m not in MODULES]
+        if unknown or not hp["modules"]:
+            raise KelocateError(f"unknown adalora module {unknown[0] if unknown else '(none)'!r}; use some of "
+                                f"{', '.join(MODULES)}")
+
+    def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
+        from peft import AdaLoraConfig, AdaLoraModel
+
+        steps = int(hp["steps"])
+        config = AdaLoraConfig(
+            init_r=int(hp["init_r"]), target_r=int(hp["target_r"]), lora_alpha=int(hp["lora_alpha"]),
+            lora_dropout=0.0, tinit=int(hp["tinit"]), tfinal=int(hp["tfinal"]), deltaT=int(hp["delta_t"]),
+            total_step=steps, target_modules=target_pattern(hp["modules"], layers), bias="none")
+        flags = {name: p.requires_grad for name, p in model.hf.named_parameters()}
+        batch = prompt_target_batch(model, requests)
+        twin = plain_twin(model)
+        torch.manual_seed(int(hp.get("seed", 0)))  # adapters start from seeded random factors
+        wrapped = AdaLoraModel(twin, config, "default")
+        losses: list[float] = []
+        try:
+            trainable = [p for p in wrapped.parameters() if p.requires_grad]
+            optimiser = torch.optim.Adam(trainable, lr=float(hp["lr"]))
+            with torch.enable_grad():
+                for step in range(steps):
+                    optimiser.zero_grad()
+                    logits = wrapped(input_ids=batch["ids"], attention_mask=batch["mask"]).logits
+                    loss = masked_target_loss(logits, batch["ids"], batch["target_mask"])
+                    losses.append(float(loss.detach()))
+                    if losses[-1] < float(hp["loss_stop"]):
+                        break
+                    loss.backward()
+                    optimiser.step()
+                    wrapped.update_and_allocate(step)  # AdaLoRA's rank budget schedule
+            adapter = {name: p.detach().cpu().clone() for name, p in wrapped.named_parameters()
+                       if "lora_" in name}
+        finally:
+            wrapped.merge_and_unload()  # adapters folded into the base weights, which the bridge shares
+            for name, p in model.hf.named_parameters():
+                p.requires_grad_(flags.get(name, p.requires_grad))
+        return {"losses": [round(v, 6) for v in losses], "steps": len(losses), "attachments": adapter,
+                "target_modules": list(hp["modules"])}

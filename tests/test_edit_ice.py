@@ -1,0 +1,79 @@
+"""ICE and IKE: the documented prompt goes before every prompt, no weight changes, exact revert through
+the record (also after save/load), and IKE's retrieval equals a plain cosine loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from kelocate.edit import EditRecord, EditRequest, editor
+from kelocate.edit.ice import IKE, demonstration, embed
+from kelocate.errors import KelocateError
+from kelocate.model import weights
+
+REQUEST = EditRequest("SMAP was created in", "SMAP", "France", paraphrases=("SMAP originated in",))
+POOL = [EditRequest("Paris is the capital of", "Paris", "Japan"),
+        EditRequest("SMAP group was created in", "SMAP group", "Germany", paraphrases=("SMAP group is from",)),
+        EditRequest("the river is located in", "the river", "Berlin")]
+
+
+def test_ice_builds_the_documented_prompt_and_reverts_exactly(tiny_model, tmp_path):
+    original = weights.state_hash(tiny_model)
+    before = tiny_model.answer_logprob("SMAP originated in", "France")
+    record = editor("ice").apply(tiny_model, REQUEST)
+    assert tiny_model.context == "Imagine that SMAP was created in France\n"
+    plain = tiny_model.tokenizer("Imagine that SMAP was created in France\nSMAP originated in")["input_ids"]
+    assert tiny_model.encode("SMAP originated in").ids.tolist() == plain  # every prompt is read after it
+    assert tiny_model.answer_logprob("SMAP originated in", "France") != before
+    assert record.names == [] and weights.state_hash(tiny_model) == original  # no weight changes
+    path = record.save(tmp_path / "ice.safetensors")
+    record.revert()
+    assert tiny_model.context == "" and tiny_model.answer_logprob("SMAP originated in", "France") == before
+    loaded = EditRecord.load(path).apply_to(tiny_model)
+    assert tiny_model.context == "Imagine that SMAP was created in France\n"
+    loaded.revert()
+    assert tiny_model.context == ""
+
+
+def test_stacked_in_context_edits_revert_in_reverse_order(tiny_model):
+    first = editor("ice").apply(tiny_model, REQUEST)
+    second = editor("ice").apply(tiny_model, POOL[0])
+    assert tiny_model.context.count("Imagine that") == 2
+    with pytest.raises(KelocateError, match="revert later edits first"):
+        first.revert()
+    second.revert()
+    first.revert()
+    assert tiny_model.context == ""
+
+
+def test_ike_retrieves_the_nearest_demonstrations_and_formats_them(tiny_model):
+    ike = IKE(pool=[REQUEST, *POOL], k=2)
+    chosen = ike.retrieve(tiny_model, REQUEST, 2)
+    # a plain loop: cosine of mean last-layer states, the edit itself left out
+    query = embed(tiny_model, ["SMAP was created in France"])[0]
+    scores = []
+    for r in POOL:
+        v = embed(tiny_model, [f"{r.prompt} {r.target_new}"])[0]
+        scores.append(float(v @ query / (v.norm() * query.norm())))
+    expected = [POOL[i] for i in sorted(range(3), key=lambda i: -scores[i])[:2]]
+    assert chosen == expected
+    record = ike.apply(tiny_model, REQUEST)
+    try:
+        assert tiny_model.context == "".join(demonstration(d) for d in expected) + \
+            "New Fact: SMAP was created in France\nPrompt: "
+        assert demonstration(POOL[1]) == "New Fact: SMAP group was created in Germany\nPrompt: SMAP group is from " \
+                                         "Germany\n\n"
+    finally:
+        record.revert()
+    with pytest.raises(KelocateError, match="ike needs demonstrations"):
+        IKE().apply(tiny_model, REQUEST)
+
+
+def test_scoring_and_subject_spans_follow_the_context(tiny_model):
+    record = editor("ice").apply(tiny_model, REQUEST)
+    try:
+        start, end = tiny_model.subject_span("SMAP was created in", "SMAP")
+        ids = tiny_model.encode("SMAP was created in").ids
+        assert tiny_model.decode(ids[start:end].tolist()).strip() == "SMAP"  # the prompt's SMAP, after the context
+        assert start > len(tiny_model.tokenizer("Imagine that")["input_ids"])
+    finally:
+        record.revert()
