@@ -1,6 +1,6 @@
 """Edit quality on the organism: 100 counterfactual edits of known facts per editor, batch and sequential.
 
-For each editor (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M), every case is applied alone, scored and
+For each editor (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA), every case is applied alone, scored and
 reverted (the state hash must come back after each): edit success on the prompt (teacher-forced token
 accuracy of the new target), paraphrase success (the fact's other templates), locality on the same
 subject's other facts and on 100 unrelated facts (fraction of answer tokens whose argmax is unchanged).
@@ -33,7 +33,7 @@ from kelocate.organism import world_file
 from kelocate.organism.world import load_world
 from kelocate.studies.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
 
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m")
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")
 COLUMNS = ("edit_success", "paraphrase_success", "locality_subject", "locality_unrelated")
 
 

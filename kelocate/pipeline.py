@@ -126,7 +126,7 @@ def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | di
     every request's valid trace), recording the trace summary in the edit record. The trace is read at
     the token the editor writes (its `token` setting) unless `token` says otherwise."""
     requests = as_requests(requests)
-    if not editor.uses_layers:  # in-context editors change no weights, so there is nothing to locate
+    if not editor.uses_layers or editor.method == "mend":  # nothing to locate: no weights, or MEND's own layers
         return editor.apply(model, requests)
     if editor.method == "kn":  # KN edits neurons, located by integrated gradients
         neurons, origin = locate_neurons(model, requests[0])

@@ -22,7 +22,7 @@ from kelocate.commands.neurons import SEPARATOR, parse_fact
 from kelocate.errors import KelocateError
 
 EDITS_LOG = "kelocate_edits.json"  # in an edited copy: the unedited model's fingerprint and the applied records
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora", "mend")
 
 
 def parse_edit_layers(spec: str | None) -> str | list[int] | None:
@@ -111,6 +111,8 @@ def where_line(record) -> str:
                 f"{origin['corrupted_score']:.3f})")
     if source == "config":
         return f"{what} (from the {origin['profile']} profile's defaults; --layers auto locates them)"
+    if source == "mend hypernetwork":
+        return f"{what} (the MEND hypernetwork's layers)"
     if source == "knowledge neurons":
         return f"located {what} by integrated gradients of {origin['answer']!r} over {len(origin['prompts'])} prompts"
     return f"{what} (given)"
@@ -223,6 +225,7 @@ def register(app: typer.Typer) -> None:
         apply: Path = typer.Option(None, "--apply", help="Apply a saved record (with --save-model DIR)."),
         save_model: Path = typer.Option(None, "--save-model", help="With --apply: write the edited copy here."),
         revert: Path = typer.Option(None, "--revert", help="Undo a saved record in the edited copy --model DIR."),
+        hypernet: Path = typer.Option(None, "--hypernet", help="MEND: the folder `kelocate train mend` wrote."),
         as_json: bool = typer.Option(False, "--json", help="Print the record's metadata as JSON."),
     ) -> None:
         """Edit a fact (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M) and show before -> after."""
@@ -255,6 +258,12 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"--corpus {str(corpus)!r} does not exist; pass a text or JSONL file")
         if config is not None and not config.is_file():
             raise KelocateError(f"--config {str(config)!r} does not exist; pass a TOML file")
+        if (hypernet is not None) != (method.lower() == "mend"):
+            raise KelocateError("--method mend needs --hypernet DIR (see `kelocate train mend`), and --hypernet "
+                                "goes with --method mend only")
+        if hypernet is not None and not hypernet.is_dir():
+            raise KelocateError(f"--hypernet {str(hypernet)!r} is not a folder; pass the --out of "
+                                "`kelocate train mend`")
         layer_spec = parse_edit_layers(layers)
         neuron_list = parse_neurons(neurons) if neurons else None
         from kelocate import pipeline
@@ -268,6 +277,8 @@ def register(app: typer.Typer) -> None:
         settings = {"config_file": config}
         if uses_corpus and corpus is not None:
             settings["corpus"] = corpus
+        if hypernet is not None:
+            settings["hypernet"] = hypernet
         chosen = editor(method, **settings)
         before = snapshot_answers(model, rows, target)
         with err_console.status(f"editing with {method} ..."):

@@ -22,6 +22,7 @@ EDITORS: dict[str, tuple[str, str]] = {
     "ice": ("kelocate.edit.ice", "ICE"),
     "ike": ("kelocate.edit.ice", "IKE"),
     "adalora": ("kelocate.edit.adalora", "AdaLoRA"),
+    "mend": ("kelocate.edit.mend", "MEND"),
 }
 
 

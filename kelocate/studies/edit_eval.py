@@ -143,3 +143,18 @@ def organism_probes(world, prompt: str, subject: str) -> dict[str, list[tuple[st
             if first:
                 others.append((first[0].prompt, first[0].answer))
     return {"paraphrase": paraphrases[:2], "same subject": same[:2], "other subjects": others}
+
+
+def organism_training_edits(model, world, n: int = 400, seed: int = 123, held_out: int = 100,
+                            unrelated_per_edit: int = 2):
+    """Training edits for MEND/SERAC on the organism: counterfactual edits of known facts whose subjects are
+    not among the first `held_out` evaluation cases (`organism_cases(seed=0)`), each with a few unrelated
+    prompts for the locality loss."""
+    from kelocate.edit.mend import TrainingEdit
+
+    evaluation = {c.request.subject for c in organism_cases(model, world, held_out, seed=0)} if held_out else set()
+    pool = [c for c in organism_cases(model, world, n + 4 * held_out, seed=seed, known_only=False)
+            if c.request.subject not in evaluation][:n]
+    others = unrelated_facts(model, world, pool, 10 * unrelated_per_edit + 50, seed=seed)
+    rng = random.Random(seed)
+    return [TrainingEdit(c.request, tuple(p for p, _ in rng.sample(others, unrelated_per_edit))) for c in pool]

@@ -1,0 +1,137 @@
+"""MEND on a miniature configuration: training lowers its losses, a run killed with SIGKILL resumes from its
+last checkpoint and ends where an uninterrupted run ends, edits revert bit-exactly, and a missing or
+foreign checkpoint is one line of error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from kelocate.cli import main
+from kelocate.edit import EditRequest, editor
+from kelocate.edit.mend import MENDConfig, TrainingEdit, factors, train
+from kelocate.errors import KelocateError
+from kelocate.model import weights
+
+SUBJECTS = ["SMAP", "Paris", "Berlin", "the river", "the team", "Japan"]
+TARGETS = ["France", "Germany", "Japan", "music", "city", "river"]
+
+
+def edits() -> list[TrainingEdit]:
+    out = []
+    for i, s in enumerate(SUBJECTS):
+        request = EditRequest(f"{s} was created in", s, TARGETS[i], paraphrases=(f"{s} is located in",))
+        out.append(TrainingEdit(request, (f"the capital of {SUBJECTS[i - 1]} is",)))
+    return out
+
+
+def mini(steps: int = 12) -> MENDConfig:
+    return MENDConfig(layers=[1, 2], rank=8, lr_init=1e-2, lr=1e-2, steps=steps, batch_size=2, save_every=4)
+
+
+def test_factors_are_the_gradient_of_the_edit_loss(tiny_model):
+    """sum_t delta_t u_t^T equals autograd's gradient of the same loss w.r.t. down_proj (a direct computation)."""
+    from kelocate.edit.ft import masked_target_loss, prompt_target_batch
+    from kelocate.model.scoring import forward_with_grad, grad_on
+
+    request = edits()[0].request
+    (u, delta), = factors(tiny_model, [request], [1]).values()
+    batch = prompt_target_batch(tiny_model, [request])
+    with grad_on(tiny_model, [weights.mlp_out_name(1)]) as (param,):
+        loss = masked_target_loss(forward_with_grad(tiny_model, batch["ids"], batch["mask"]), batch["ids"],
+                                  batch["target_mask"])
+        (grad,) = torch.autograd.grad(loss, [param])
+    torch.testing.assert_close(delta.T @ u, grad, rtol=1e-4, atol=1e-6 * (1 + float(grad.abs().max())))
+
+
+def test_training_lowers_the_losses_and_edits_revert_exactly(tmp_path):
+    """On the organism (a random tiny model has nothing to learn from): 40 steps of 4 edits."""
+    from kelocate.loading import load_model
+    from kelocate.organism import world_file
+    from kelocate.organism.world import load_world
+    from kelocate.studies.edit_eval import organism_training_edits
+
+    organism = load_model()
+    data = organism_training_edits(organism, load_world(world_file(organism.path)), 40, held_out=0)
+    config = MENDConfig(layers=[3, 4, 5], rank=16, lr_init=1e-2, lr=1e-3, steps=40, batch_size=4, save_every=20)
+    summary = train(organism, data, tmp_path / "mend", config)
+    log = [json.loads(line) for line in (tmp_path / "mend" / "losses.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, 41)) and summary["last"]["step"] == 40
+    first, last = sum(r["loss"] for r in log[:8]) / 8, sum(r["loss"] for r in log[-8:]) / 8
+    assert last < 0.7 * first, (first, last)
+    original = weights.state_hash(organism)
+    record = editor("mend", hypernet=tmp_path / "mend").apply(organism, data[0].request)
+    assert record.layers == [3, 4, 5] and record.changed_elements() > 0
+    record.revert()
+    assert weights.state_hash(organism) == original
+
+
+CHILD = """
+import os, sys, time, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from kelocate.model import load_model
+from kelocate.edit.mend import train
+from test_mend import edits, mini
+
+def progress(step, total, row):
+    if step == 6:
+        open({marker!r}, "w").close()
+        time.sleep(60)  # killed here, between checkpoints 4 and 8
+
+train(load_model({model!r}), edits(), {out!r}, mini(), progress=progress)
+"""
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
+    from kelocate.model import load_model
+
+    out, marker = tmp_path / "killed", tmp_path / "marker"
+    code = CHILD.format(tests=os.path.dirname(__file__), marker=str(marker), model=str(tiny_model_dir), out=str(out))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert child.poll() is None and time.time() < deadline, "the child did not reach step 6"
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert json.loads((out / "mend.json").read_text())["trained_steps"] == 4
+    torch.set_num_threads(1)
+    try:
+        model = load_model(tiny_model_dir)
+        resumed = train(model, edits(), out, mini())
+        straight = train(model, edits(), tmp_path / "straight", mini())
+    finally:
+        torch.set_num_threads(int(os.environ.get("KELOCATE_TEST_THREADS") or os.environ["OMP_NUM_THREADS"]))
+    assert resumed["resumed_from"] == 4 and straight["resumed_from"] == 0
+    a = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "straight" / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in a] == list(range(1, 13))
+    for x, y in zip(a, b, strict=True):  # same random draws and optimiser state: the same run
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-6)
+
+
+def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir, tmp_path, capsys):
+    train(tiny_model, edits(), tmp_path / "tiny", mini(4))
+    argv = ["edit", "SMAP was created in", "--subject", "SMAP", "--target", "France", "--method", "mend"]
+    assert main([*argv, "--hypernet", str(tmp_path / "missing")]) == 2
+    assert main([*argv, "--hypernet", str(tmp_path)]) == 2  # a folder without a checkpoint
+    assert main([*argv, "--hypernet", str(tmp_path / "tiny")]) == 2  # trained for the tiny model, not the organism
+    assert main([*argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    text = " ".join(lines)
+    assert "is not a folder" in text and "holds no MEND checkpoint" in text and "trained for model" in text
+    assert "needs --hypernet" in text and "Traceback" not in text
+    (tmp_path / "tiny" / "mend.safetensors").write_bytes(b"garbage")
+    with pytest.raises(KelocateError, match="not a usable MEND checkpoint"):
+        editor("mend", hypernet=tmp_path / "tiny").apply(tiny_model, edits()[0].request)
