@@ -33,7 +33,7 @@ from kelocate.organism import world_file
 from kelocate.organism.world import load_world
 from kelocate.studies.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
 
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")  # + mend with --hypernet
 COLUMNS = ("edit_success", "paraphrase_success", "locality_subject", "locality_unrelated")
 
 
@@ -42,9 +42,12 @@ def mean(rows: list[dict], key: str) -> float:
     return round(statistics.mean(values), 4) if values else float("nan")
 
 
+SETTINGS: dict[str, dict] = {}  # per-method editor settings from the command line (e.g. MEND's hypernet)
+
+
 def single_edits(model, method: str, cases, unrelated) -> dict:
     original = weights.state_hash(model)
-    chosen = editor(method)
+    chosen = editor(method, **SETTINGS.get(method, {}))
     rows, start, exact = [], time.perf_counter(), True
     for case in cases:
         before = baseline(model, case, unrelated)
@@ -120,8 +123,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--curves", default=None, help="write the sequential curves (JSON) here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hypernet", default=None, help="MEND's trained hypernetwork (kelocate train mend --out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.hypernet:
+        SETTINGS["mend"] = {"hypernet": args.hypernet}
     model = load_model()
     world = load_world(world_file(model.path))
     n_cases = max(args.cases, args.sequential)

@@ -26,6 +26,5 @@ def load_model(source: str | os.PathLike | None = None, dtype: str | torch.dtype
         return organism.load_organism(**kwargs)
     model = load_local(source, **kwargs)
     if model.path is not None and model.path.is_dir() and organism.world_file(model.path) is not None:
-        model.entity_names = organism.entity_names(model.path)
-        model.source["family"] = "organism"
+        organism.hand_over(model, model.path)
     return model

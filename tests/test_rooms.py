@@ -1,8 +1,9 @@
 """The rooms of DESIGN.md section 1: imports only go down.
 
-`model/` knows nothing of kelocate above it (only `errors` and `atomic`), and `locate/` never imports the
-organism, `studies/` or `edit/`. Checked on the import statements themselves (the AST), not by grep, so a
-lazy import inside a function counts too.
+`model/` knows nothing of kelocate above it (only `errors` and `atomic`); `locate/` never imports the
+organism, `studies/` or `edit/`, and `edit/` never imports `locate/`, `studies/` or the organism (editors
+take layers as numbers; the organism hands its training text to the model at load). Checked on the
+import statements themselves (the AST), not by grep, so a lazy import inside a function counts too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kelocate"
 ALLOWED = {
     "model": ("kelocate.model", "kelocate.errors", "kelocate.atomic"),
     "locate": ("kelocate.locate", "kelocate.model", "kelocate.errors", "kelocate.atomic"),
+    "edit": ("kelocate.edit", "kelocate.model", "kelocate.errors", "kelocate.atomic"),
 }
 
 

@@ -33,6 +33,9 @@ class HookedModel:
         # text put in front of every prompt this model encodes (in-context editing: ICE, IKE); "" = none.
         # Encoding, subject spans and answer ids all see it, so every method stays consistent under it.
         self.context: str = ""
+        # () -> (texts, description) of the text the model was trained on, when its maker hands it over
+        # (the organism does, at load); editors' key statistics use it by default
+        self.own_corpus = None
         self.bridge.eval()
         from kelocate.model.weights import fingerprint_of
 
