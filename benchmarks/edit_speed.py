@@ -65,6 +65,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ helpers
+from rss import reset_peak_rss, status_mb  # noqa: E402
+
 PHASES = ("stats_one_pass", "stats_per_layer", "stats_per_layer_stop", "memit_batch", "rome_sequential")
 STATS_PHASES = PHASES[:3]
 EDIT_PHASES = PHASES[3:]
@@ -81,24 +84,6 @@ QUICK_OVERRIDES = {"v_num_grad_steps": 5, "context_lengths": [[4, 2]]}  # random
 
 
 # ---------------------------------------------------------------------- memory
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (Linux: clear_refs 5), so VmHWM then measures what follows."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith(f"{field}:")), None)
-
-
 class Clock:
     """Wall and CPU seconds, RSS before, peak RSS of the process and of the phase, peak GPU memory."""
 
@@ -114,8 +99,8 @@ class Clock:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         self.sync()
-        self.rss_before = _status_mb("VmRSS")
-        self.reset = _reset_peak_rss()
+        self.rss_before = status_mb("VmRSS")
+        self.reset = reset_peak_rss()
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
         return self
 
@@ -130,7 +115,7 @@ class Clock:
             "cpu_seconds": self.cpu_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_mb": self.rss_before,
-            "run_peak_rss_mb": _status_mb("VmHWM") if self.reset else None,
+            "run_peak_rss_mb": status_mb("VmHWM") if self.reset else None,
             "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None,
         }
 

@@ -40,6 +40,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ helpers
+from rss import reset_peak_rss, status_mb  # noqa: E402
+
 KINDS = ("hidden", "mlp", "attn")
 SAMPLES = 10
 IMPLEMENTATIONS = ("oracle", "per_cell", "fast", "fast_full")
@@ -129,24 +132,6 @@ def build(shape: Shape, model_dir: Path) -> None:
     tokenizer.save_pretrained(model_dir)
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (Linux: clear_refs 5), so VmHWM then measures what follows."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith(f"{field}:")), None)
-
-
 def _stage_timers(engine, stack_cls) -> dict[str, float]:
     """Wrap the fast engine's stages with wall-clock timers (for --profile); returns the totals dict."""
     import functools
@@ -222,8 +207,8 @@ def child(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     sync()
-    rss_before = _status_mb("VmRSS")
-    reset = _reset_peak_rss()
+    rss_before = status_mb("VmRSS")
+    reset = reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     grids = run(problem)
     sync()
@@ -236,7 +221,7 @@ def child(args: argparse.Namespace) -> None:
         "corrupted": grids.corrupted,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_run_mb": rss_before,
-        "run_peak_rss_mb": _status_mb("VmHWM") if reset else None,
+        "run_peak_rss_mb": status_mb("VmHWM") if reset else None,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "window": problem.window,
         "n_layers": model.n_layers,
