@@ -42,6 +42,16 @@ def test_edit_reports_before_after_and_saves_a_record(saved_record, capsys):
     assert "France (0.9" in out  # the prompt now answers France
 
 
+def test_given_probes_are_reported(capsys):
+    assert main([*PROMPT, "--paraphrase", "SMAP comes from the country of", "--neighbour", "SMAP is a type of=>group",
+                 "--unrelated", "The language of Japan is=>Japanese", "--method", "ft-m"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("SMAP comes from the country of", "SMAP is a type of", "The language of Japan is"):
+        assert text in out
+    assert main([*PROMPT, "--unrelated", "no separator"]) == 2
+    assert "PROMPT=>ANSWER" in exactly_one_line(capsys)
+
+
 def test_apply_writes_an_edited_copy_and_revert_restores_it_exactly(saved_record, tmp_path, capsys):
     from kelocate.loading import load_model
     from kelocate.model.weights import state_hash

@@ -58,8 +58,8 @@ def probes(model, prompt: str, subject: str, paraphrases: list[str], neighbours:
            unrelated: list[str]) -> list[tuple[str, str]]:
     """(label, prompt) rows of the before -> after table: given ones, else the organism's own facts."""
     rows = [("prompt", prompt)] + [("paraphrase", p) for p in paraphrases]
-    rows += [("same subject", parse_fact(f, "--neighbour").prompt) for f in neighbours]
-    rows += [("other subject", parse_fact(f, "--unrelated").prompt) for f in unrelated]
+    rows += [("same subject", parse_fact(f, "--neighbour")[0]) for f in neighbours]
+    rows += [("other subject", parse_fact(f, "--unrelated")[0]) for f in unrelated]
     if model.source.get("family") == "organism" and model.path is not None:
         from kelocate.organism import world_file
         from kelocate.organism.world import load_world
