@@ -27,6 +27,7 @@ import torch
 
 from kelocate import pipeline
 from kelocate.edit import editor
+from kelocate.edit.record import revert_all
 from kelocate.loading import load_model
 from kelocate.model import weights
 from kelocate.organism import world_file
@@ -107,8 +108,7 @@ def sequential(model, method: str, cases, unrelated, every: int) -> dict:
                           "paraphrase_success": round(statistics.mean(paraphrases), 4),
                           "locality_unrelated": round(local, 4), "seconds": round(time.perf_counter() - start, 1)})
             print(f"  {method} after {i} edits: {curve[-1]}", flush=True)
-    for record in reversed(records):
-        record.revert()
+    revert_all(records)
     return {"method": method, "curve": curve, "reverts_exact": weights.state_hash(model) == original}
 
 

@@ -328,7 +328,7 @@ def _edit_phase(problem: Problem, method: str) -> dict:
     import torch
 
     from kelocate.edit.covariance import covariances
-    from kelocate.edit.record import NonFiniteEditError
+    from kelocate.edit.record import NonFiniteEditError, revert_all
     from kelocate.edit.rome import templates_for
     from kelocate.model.weights import state_hash
 
@@ -356,8 +356,7 @@ def _edit_phase(problem: Problem, method: str) -> dict:
     info = dict(clock.figures)
     changed = sum(r.changed_elements() for r in records)
     start = time.perf_counter()
-    for record in reversed(records):
-        record.revert()
+    revert_all(records)
     revert_s = time.perf_counter() - start
     with torch.no_grad():
         restored = state_hash(model) == before

@@ -26,8 +26,6 @@ from kelocate.locate.causal_trace import trace
 from kelocate.locate.causal_trace.result import severed_key
 from kelocate.locate.neurons import find_knowledge_neurons
 
-RANGE_METHODS = ("memit", "alphaedit", "pmet")
-
 
 def _effects(row: np.ndarray) -> list[float]:
     return [round(float(v), 5) for v in np.nan_to_num(row, nan=0.0)]
@@ -126,9 +124,9 @@ def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | di
     every request's valid trace), recording the trace summary in the edit record. The trace is read at
     the token the editor writes (its `token` setting) unless `token` says otherwise."""
     requests = as_requests(requests)
-    if not editor.uses_layers or editor.method == "mend":  # nothing to locate: no weights, or MEND's own layers
+    if editor.locate is None:  # nothing to locate: in-context text, or MEND's own layers
         return editor.apply(model, requests)
-    if editor.method == "kn":  # KN edits neurons, located by integrated gradients
+    if editor.locate == "neurons":  # KN edits neurons, located by integrated gradients
         neurons, origin = locate_neurons(model, requests[0])
         return editor.apply(model, requests, neurons=neurons, layer_origin=origin)
     if layers != "auto":
@@ -136,6 +134,6 @@ def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | di
     hp = editor.hparams(model)
     if token is None:
         token = EDIT_TOKEN_TO_TRACE_ROW.get(hp.get("token", "subject_last"), "last_subject")
-    n_layers = len(hp.get("layers") or [1]) if editor.method in RANGE_METHODS else 1
+    n_layers = len(hp.get("layers") or [1]) if editor.locate == "range" else 1
     found, origin = auto_layers(model, requests, n_layers, token, samples)
     return editor.apply(model, requests, layers=found, layer_origin=origin)

@@ -37,11 +37,15 @@ def check_layers(model, layers: int | Iterable[int]) -> list[int]:
 
 
 class Editor(ABC):
-    """Base of every weight editor. Subclasses set `method` and implement `parameters` and `_edit`."""
+    """Base of every editor. Subclasses set `method` and implement `_edit` (and `parameters` when they
+    write anything but the MLP value matrices of their layers)."""
 
     method: ClassVar[str]
     batch: ClassVar[bool] = False  # can one record hold many requests?
     uses_layers: ClassVar[bool] = True
+    # how `pipeline.edit` locates where this editor writes: 'layer' (one MLP layer), 'range' (MEMIT's
+    # consecutive layers), 'neurons' (knowledge neurons), or None (nothing to locate)
+    locate: ClassVar[str | None] = "layer"
 
     def __init__(self, config_file: str | Path | None = None, **overrides: Any) -> None:
         self.config_file = config_file
@@ -52,9 +56,10 @@ class Editor(ABC):
         return edit_config.resolve(self.method, model, self.config_file, self.overrides)
 
     # ------------------------------------------------------------------ what subclasses provide
-    @abstractmethod
     def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
-        """HF names of the parameters this edit writes."""
+        """HF names of the parameters this edit writes: by default each layer's `down_proj` (the MLP value
+        matrix that ROME, MEMIT, PMET, AlphaEdit, KN, FT and MEND write)."""
+        return [weights.mlp_out_name(layer) for layer in layers]
 
     @abstractmethod
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:

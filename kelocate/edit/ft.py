@@ -90,9 +90,6 @@ class _FineTune(Editor):
     batch = True
     objective: ClassVar[str]
 
-    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
-        return [weights.mlp_out_name(layer) for layer in layers]
-
     def _check(self, model, requests, layers, hp) -> None:
         if int(hp["steps"]) < 1:
             raise KelocateError(f"{self.method} needs steps >= 1, got {hp['steps']}")

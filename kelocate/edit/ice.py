@@ -36,6 +36,7 @@ class ICE(Editor):
     method = "ice"
     batch = True
     uses_layers = False
+    locate = None
 
     def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
         return []

@@ -88,6 +88,7 @@ class KN(Editor):
     """Knowledge-neuron editing: erase or rewrite the value slots of given neurons."""
 
     method = "kn"
+    locate = "neurons"
     batch = False
 
     def __init__(self, config_file=None, **overrides: Any) -> None:
@@ -110,9 +111,6 @@ class KN(Editor):
             return super().apply(model, requests, layers=neuron_layers, layer_origin=origin)
         finally:
             self._neurons = None
-
-    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
-        return [weights.mlp_out_name(layer) for layer in layers]
 
     def _check(self, model, requests, layers, hp) -> None:
         if self._neurons is None:

@@ -12,7 +12,6 @@ so the residual is spread evenly over the range while keys typical of the corpus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -40,13 +39,11 @@ class MEMIT(Editor):
     batch = True
     target_sites: tuple[str, ...] = ("hidden",)
     spreading = "even"
+    locate = "range"
 
     def __init__(self, config_file=None, corpus=None, **overrides: Any) -> None:
         super().__init__(config_file, **overrides)
         self.corpus = corpus
-
-    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
-        return [weights.mlp_out_name(layer) for layer in layers]
 
     def targets(self, model, requests: list[EditRequest], layers: list[int], templates: list[str],
                 hp: dict[str, Any]) -> tuple[torch.Tensor, list[dict]]:
@@ -73,8 +70,7 @@ class MEMIT(Editor):
         pairs = [(r.prompt, r.subject) for r in requests]
         token = hp.get("token", "subject_last")
         self._source = ""
-        if hp.get("mom2_update_weight", 0) > 0 or self.method == "alphaedit":
-            covariances(model, layers, hp, self.corpus)  # every layer's statistics in one pass over the corpus
+        covariances(model, layers, hp, self.corpus)  # every layer's statistics in one pass over the corpus
         for i, layer in enumerate(layers):
             keys = mean_keys(model, pairs, templates, [layer], grouped=True, token=token)[layer]
             resid = self.spread((zs - self.current(model, requests, layers[-1], token)).T, len(layers) - i)

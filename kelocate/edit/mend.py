@@ -201,6 +201,7 @@ class MEND(Editor):
     """Edit with a trained MEND hypernetwork (`hypernet` = its folder or a loaded `Hypernetwork`)."""
 
     method = "mend"
+    locate = None  # it edits the layers its hypernetwork was trained for
     batch = True
 
     def __init__(self, config_file=None, hypernet: str | Path | Hypernetwork | None = None, **overrides: Any) -> None:
@@ -220,9 +221,6 @@ class MEND(Editor):
         net = self.network(model)
         return super().apply(model, requests, layers=net.config.layers,
                              layer_origin=layer_origin or {"source": "mend hypernetwork", "layers": net.config.layers})
-
-    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
-        return [weights.mlp_out_name(layer) for layer in layers]
 
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         net = self.network(model)

@@ -56,7 +56,7 @@ def essence_rows(model, request: EditRequest, kl_prompts: Sequence[str], token: 
 
 
 def optimise_target(model, request: EditRequest, layer: int, kinds: Sequence[str], templates: Sequence[str],
-                    hp: dict, initial_override: dict[str, torch.Tensor] | None = None) -> TargetValues:
+                    hp: dict) -> TargetValues:
     """Optimise deltas at sites `kinds` (e.g. ('mlp',), ('hidden',), ('attn', 'mlp')) of `layer`.
 
     hp keys: v_lr, v_num_grad_steps, v_weight_decay, clamp_norm_factor, kl_factor, kl_prompts; the
@@ -73,7 +73,7 @@ def optimise_target(model, request: EditRequest, layer: int, kinds: Sequence[str
     at[torch.arange(n_rows), positions] = 1.0
     d_model = model.d_model
     deltas = {k: torch.zeros(d_model, device=device, requires_grad=True) for k in kinds}
-    initial: dict[str, torch.Tensor] = dict(initial_override or {})
+    initial: dict[str, torch.Tensor] = {}  # each site's value before the delta, captured on the first forward
 
     def make_hook(kind: str):
         def hook(x: torch.Tensor, hook) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -213,7 +212,3 @@ def guarded_write(model, names: list[str], method: str) -> Iterator[dict[str, to
         raise NonFiniteEditError(
             f"the {method} edit made {', '.join(bad)} non-finite (NaN or inf) and was rolled back; lower the "
             "learning rate or the update weight, or check the request")
-
-
-def now() -> float:
-    return time.perf_counter()

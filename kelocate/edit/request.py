@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from kelocate.errors import KelocateError
@@ -53,7 +53,3 @@ def as_requests(requests: EditRequest | Mapping | Iterable[EditRequest | Mapping
     if not out:
         raise KelocateError("no edit requests given; pass at least one (prompt, subject, target_new)")
     return out
-
-
-def subjects(requests: Sequence[EditRequest]) -> list[str]:
-    return [r.subject for r in requests]

@@ -10,7 +10,6 @@ update : W <- W + r u^T with r = (v* - W k) / (u . k), k the key in the bare pro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,9 +45,6 @@ class ROME(Editor):
     def __init__(self, config_file=None, corpus=None, **overrides: Any) -> None:
         super().__init__(config_file, **overrides)
         self.corpus = corpus
-
-    def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
-        return [weights.mlp_out_name(layer) for layer in layers]
 
     def _check(self, model, requests, layers, hp) -> None:
         if len(layers) != 1:
