@@ -1,11 +1,12 @@
 """Edit quality on the organism: 100 counterfactual edits of known facts per editor, batch and sequential.
 
-For each editor (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA), every case is applied alone, scored and
-reverted (the state hash must come back after each): edit success on the prompt (teacher-forced token
-accuracy of the new target), paraphrase success (the fact's other templates), locality on the same
-subject's other facts and on 100 unrelated facts (fraction of answer tokens whose argmax is unchanged).
-KN's neurons come from the knowledge-neuron locator; `--auto N` also runs `layers='auto'` on the first
-N cases and reports where the causal tracer put the layers.
+For each editor (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA, and MEND / SERAC given their
+trained checkpoints: `--hypernet DIR`, `--serac DIR`), every case is applied alone, scored and reverted
+(the state hash and the logits of a probe prompt must come back bit for bit after each): edit success on
+the prompt (teacher-forced token accuracy of the new target), paraphrase success (the fact's other
+templates), locality on the same subject's other facts and on 100 unrelated facts (fraction of answer
+tokens whose argmax is unchanged). KN's neurons come from the knowledge-neuron locator; `--auto N` also
+runs `layers='auto'` on the first N cases and reports where the causal tracer put the layers.
 
 `--batch` edits all cases in one MEMIT / AlphaEdit batch; `--sequential N` applies N edits one after the
 other with ROME, MEMIT and AlphaEdit (no revert in between) and records, every `--every` edits, the mean
@@ -13,6 +14,7 @@ success on the facts edited so far and the locality on the unrelated facts: the 
 curves, written as JSON (`--curves FILE`) for the study runner to draw.
 
     python benchmarks/edit_quality.py [--cases 100] [--methods rome,memit,...] [--auto 10] [--batch]
+                                      [--hypernet MEND_DIR] [--serac SERAC_DIR]
                                       [--sequential 500 --every 50 --curves curves.json]
 """
 
@@ -34,7 +36,7 @@ from kelocate.organism import world_file
 from kelocate.organism.world import load_world
 from kelocate.studies.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
 
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")  # + mend with --hypernet
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")  # + mend, serac
 COLUMNS = ("edit_success", "paraphrase_success", "locality_subject", "locality_unrelated")
 
 
@@ -48,6 +50,7 @@ SETTINGS: dict[str, dict] = {}  # per-method editor settings from the command li
 
 def single_edits(model, method: str, cases, unrelated) -> dict:
     original = weights.state_hash(model)
+    probe = model.logits(model.encode(cases[0].request.prompt).ids)
     chosen = editor(method, **SETTINGS.get(method, {}))
     rows, start, exact = [], time.perf_counter(), True
     for case in cases:
@@ -56,6 +59,7 @@ def single_edits(model, method: str, cases, unrelated) -> dict:
         rows.append(score_case(model, case, unrelated, before))
         record.revert()
         exact &= weights.state_hash(model) == original
+        exact &= torch.equal(model.logits(model.encode(cases[0].request.prompt).ids), probe)
     seconds = time.perf_counter() - start
     return {"method": method, "cases": len(cases), **{k: mean(rows, k) for k in COLUMNS},
             "layers": chosen.hparams(model).get("layers"), "s_per_edit": round(seconds / len(cases), 3),
@@ -116,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--unrelated", type=int, default=100)
-    parser.add_argument("--methods", default=",".join(METHODS), help="editors of the single-edit table, or none")
+    parser.add_argument("--methods", default=None, help="editors of the single-edit table, or none (default: all "
+                        "nine, plus mend and serac when their checkpoints are given)")
     parser.add_argument("--auto", type=int, default=0, help="layers='auto' on the first N cases")
     parser.add_argument("--batch", action="store_true", help="MEMIT and AlphaEdit on all cases in one batch")
     parser.add_argument("--sequential", type=int, default=0, help="N sequential edits (ROME, MEMIT, AlphaEdit)")
@@ -124,16 +129,23 @@ def main() -> None:
     parser.add_argument("--curves", default=None, help="write the sequential curves (JSON) here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--hypernet", default=None, help="MEND's trained hypernetwork (kelocate train mend --out)")
+    parser.add_argument("--serac", default=None, help="SERAC's trained checkpoint (kelocate train serac --out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    default_methods = list(METHODS)
     if args.hypernet:
         SETTINGS["mend"] = {"hypernet": args.hypernet}
+        default_methods.append("mend")
+    if args.serac:
+        SETTINGS["serac"] = {"checkpoint": args.serac}
+        default_methods.append("serac")
     model = load_model()
     world = load_world(world_file(model.path))
     n_cases = max(args.cases, args.sequential)
     cases = organism_cases(model, world, n_cases)
     unrelated = unrelated_facts(model, world, cases, args.unrelated)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
+    chosen = args.methods if args.methods is not None else ",".join(default_methods)
+    methods = [m.strip() for m in chosen.split(",") if m.strip() and m.strip() != "none"]
     figures: dict = {"cases": len(cases[: args.cases]), "unrelated": len(unrelated), "single": [], "auto": [],
                      "batch": [], "sequential": []}
     print(f"organism: {len(cases[:args.cases])} counterfactual edits of known facts, {len(unrelated)} unrelated "

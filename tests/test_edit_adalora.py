@@ -4,9 +4,9 @@ the bridge's modules are never replaced and the adapter travels with the record.
 from __future__ import annotations
 
 from kelocate.edit import EditRecord, EditRequest, editor
-from kelocate.edit.adalora import plain_twin
 from kelocate.model import weights
 from kelocate.model.sites import bridge_has_hooks
+from kelocate.model.twin import plain_twin
 
 REQUEST = EditRequest("SMAP was created in", "SMAP", "France")
 

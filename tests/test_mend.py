@@ -131,7 +131,7 @@ def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir,
     lines = capsys.readouterr().err.strip().splitlines()
     text = " ".join(lines)
     assert "is not a folder" in text and "holds no MEND checkpoint" in text and "trained for model" in text
-    assert "needs --hypernet" in text and "Traceback" not in text
+    assert "needs --trained" in text and "Traceback" not in text
     (tmp_path / "tiny" / "mend.safetensors").write_bytes(b"garbage")
     with pytest.raises(KelocateError, match="not a usable MEND checkpoint"):
         editor("mend", hypernet=tmp_path / "tiny").apply(tiny_model, edits()[0].request)

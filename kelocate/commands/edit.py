@@ -22,7 +22,8 @@ from kelocate.commands.neurons import SEPARATOR, parse_fact
 from kelocate.errors import KelocateError
 
 EDITS_LOG = "kelocate_edits.json"  # in an edited copy: the unedited model's fingerprint and the applied records
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora", "mend")
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora", "mend", "serac")
+TRAINED = {"mend": ("hypernet", "kelocate train mend"), "serac": ("checkpoint", "kelocate train serac")}
 
 
 def parse_edit_layers(spec: str | None) -> str | list[int] | None:
@@ -100,6 +101,9 @@ def report(rows, before, after, target: str) -> Table:
 def where_line(record) -> str:
     if record.context_after is not None:
         return f"in-context edit, no weight changed: {record.extra.get('context', '')!r} goes before every prompt"
+    if record.memory_after is not None:
+        return (f"SERAC edit, no weight changed: the fact went to the edit memory ({len(record.memory_after)} "
+                f"stored); in-scope inputs are answered by the counterfactual model")
     origin = record.layer_origin
     what = f"neurons {', '.join(f'{a}:{b}' for a, b in record.neurons)}" if record.neurons else \
         f"layers {', '.join(map(str, record.layers))}"
@@ -164,6 +168,10 @@ def apply_record(record_file: Path, model_source: str | None, out: Path) -> None
     from kelocate.edit import EditRecord
 
     record = EditRecord.load(record_file)
+    if record.memory_after is not None or record.context_after is not None:
+        raise KelocateError(f"this {record.method} edit changes no weights (it is served from "
+                            f"{'a memory' if record.memory_after is not None else 'in-context text'}), so there is "
+                            "no edited copy to save; apply it in Python with EditRecord.load(FILE).apply_to(model)")
     model = load(model_source)
     check_destination(out, model)
     log = _log_of(model.path) if model.path is not None and model.path.is_dir() else {}
@@ -225,10 +233,12 @@ def register(app: typer.Typer) -> None:
         apply: Path = typer.Option(None, "--apply", help="Apply a saved record (with --save-model DIR)."),
         save_model: Path = typer.Option(None, "--save-model", help="With --apply: write the edited copy here."),
         revert: Path = typer.Option(None, "--revert", help="Undo a saved record in the edited copy --model DIR."),
-        hypernet: Path = typer.Option(None, "--hypernet", help="MEND: the folder `kelocate train mend` wrote."),
+        trained: Path = typer.Option(None, "--trained", "--hypernet", help="MEND / SERAC: the folder "
+                                     "`kelocate train mend` or `kelocate train serac` wrote."),
         as_json: bool = typer.Option(False, "--json", help="Print the record's metadata as JSON."),
     ) -> None:
-        """Edit a fact (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M) and show before -> after."""
+        """Edit a fact (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA, MEND, SERAC) and show
+        before -> after."""
         if apply is not None or revert is not None:
             if apply is not None and revert is not None:
                 raise KelocateError("pass either --apply or --revert, not both")
@@ -258,12 +268,13 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"--corpus {str(corpus)!r} does not exist; pass a text or JSONL file")
         if config is not None and not config.is_file():
             raise KelocateError(f"--config {str(config)!r} does not exist; pass a TOML file")
-        if (hypernet is not None) != (method.lower() == "mend"):
-            raise KelocateError("--method mend needs --hypernet DIR (see `kelocate train mend`), and --hypernet "
-                                "goes with --method mend only")
-        if hypernet is not None and not hypernet.is_dir():
-            raise KelocateError(f"--hypernet {str(hypernet)!r} is not a folder; pass the --out of "
-                                "`kelocate train mend`")
+        needs = TRAINED.get(method.lower())
+        if needs is not None and trained is None:
+            raise KelocateError(f"--method {method.lower()} needs --trained DIR (see `{needs[1]}`)")
+        if needs is None and trained is not None:
+            raise KelocateError("--trained (--hypernet) goes with --method mend or serac only")
+        if trained is not None and not trained.is_dir():
+            raise KelocateError(f"--trained {str(trained)!r} is not a folder; pass the --out of `{needs[1]}`")
         layer_spec = parse_edit_layers(layers)
         neuron_list = parse_neurons(neurons) if neurons else None
         from kelocate import pipeline
@@ -277,8 +288,8 @@ def register(app: typer.Typer) -> None:
         settings = {"config_file": config}
         if uses_corpus and corpus is not None:
             settings["corpus"] = corpus
-        if hypernet is not None:
-            settings["hypernet"] = hypernet
+        if trained is not None:
+            settings[needs[0]] = trained
         chosen = editor(method, **settings)
         before = snapshot_answers(model, rows, target)
         with err_console.status(f"editing with {method} ..."):

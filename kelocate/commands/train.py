@@ -1,5 +1,6 @@
-"""`kelocate train mend`: train a MEND hypernetwork (the organism's training edits by default), with a
-progress bar, atomic checkpoints every --save-every steps, a loss log, and resumption by rerunning."""
+"""`kelocate train mend` / `kelocate train serac`: train MEND's hypernetwork or SERAC's scope classifier and
+counterfactual model (the organism's training edits by default), with a progress bar, atomic checkpoints
+every --save-every steps, a loss log, and resumption by rerunning the same command."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from kelocate.errors import KelocateError
 
 
 def read_training_edits(path: Path):
-    """A JSON list / JSONL of {prompt, subject, target_new, paraphrases?, unrelated?} records."""
-    from kelocate.edit.mend import TrainingEdit
+    """A JSON list / JSONL of {prompt, subject, target_new, ground_truth?, paraphrases?, unrelated?,
+    neighbours?} records (neighbours: [[prompt, answer], ...] that must not change)."""
     from kelocate.edit.request import EditRequest
+    from kelocate.edit.training import TrainingEdit
 
     if not path.is_file():
         raise KelocateError(f"--data {str(path)!r} does not exist; pass a JSON or JSONL file of edits")
@@ -30,14 +32,31 @@ def read_training_edits(path: Path):
         fields = ("prompt", "subject", "target_new")
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in fields):
             raise KelocateError(f"--data {str(path)!r} record {i} needs prompt, subject and target_new strings")
-        request = EditRequest(row["prompt"], row["subject"], row["target_new"],
+        request = EditRequest(row["prompt"], row["subject"], row["target_new"], ground_truth=row.get("ground_truth"),
                               paraphrases=tuple(row.get("paraphrases") or ()))
-        out.append(TrainingEdit(request, tuple(row.get("unrelated") or ())))
+        neighbours = row.get("neighbours") or []
+        if not all(isinstance(n, list | tuple) and len(n) == 2 and all(isinstance(x, str) for x in n)
+                   for n in neighbours):
+            raise KelocateError(f"--data {str(path)!r} record {i}: neighbours must be [prompt, answer] pairs")
+        out.append(TrainingEdit(request, tuple(row.get("unrelated") or ()), tuple(tuple(n) for n in neighbours)))
     return out
 
 
+def training_edits(model, data: Path | None, n_edits: int, draws: int = 1):
+    """The edits to train on: --data, or the organism's own training edits (never its evaluation cases)."""
+    if data is not None:
+        return read_training_edits(data)
+    if model.source.get("family") != "organism":
+        raise KelocateError("only the organism has built-in training edits; pass --data FILE for this model")
+    from kelocate.organism import world_file
+    from kelocate.organism.world import load_world
+    from kelocate.studies.edit_eval import organism_training_edits
+
+    return organism_training_edits(model, load_world(world_file(model.path)), n_edits, draws=draws)
+
+
 def register(app: typer.Typer) -> None:
-    train_app = typer.Typer(help="Train the editors that learn (MEND).", no_args_is_help=True)
+    train_app = typer.Typer(help="Train the editors that learn (MEND, SERAC).", no_args_is_help=True)
     app.add_typer(train_app, name="train")
 
     @train_app.command("mend")
@@ -58,16 +77,10 @@ def register(app: typer.Typer) -> None:
         from kelocate.edit.config import resolve
         from kelocate.edit.mend import MENDConfig, train
 
-        examples = read_training_edits(data) if data is not None else None
+        if data is not None:
+            read_training_edits(data)  # a bad file fails before the model loads
         model = load(model_name)
-        if examples is None:
-            if model.source.get("family") != "organism":
-                raise KelocateError("only the organism has built-in training edits; pass --data FILE for this model")
-            from kelocate.organism import world_file
-            from kelocate.organism.world import load_world
-            from kelocate.studies.edit_eval import organism_training_edits
-
-            examples = organism_training_edits(model, load_world(world_file(model.path)), n_edits)
+        examples = training_edits(model, data, n_edits)
         hp = resolve("mend", model)
         chosen = parse_layers(layers) if layers else list(range(model.n_layers - 3, model.n_layers))
         config = MENDConfig(layers=chosen or list(range(model.n_layers)), rank=hp["rank"], lr_init=hp["lr_init"],
@@ -76,9 +89,49 @@ def register(app: typer.Typer) -> None:
         with progress("training MEND", config.steps) as advance:
             summary = train(model, examples, out, config,
                             progress=lambda step, total, row: advance(step, f"loss {row['loss']:.4f}"))
-        if summary["resumed_from"]:
-            err_console.print(f"resumed from the checkpoint at step {summary['resumed_from']}")
-        console.print(f"MEND for layers {config.layers}: {len(examples)} training edits, {config.steps} steps, "
-                      f"loss {summary['first']['loss'] if summary['first'] else '-'} -> "
-                      f"{summary['last']['loss'] if summary['last'] else '-'}; checkpoint in {out} "
-                      f"(edit with `kelocate edit ... --method mend --hypernet {out}`)", highlight=False)
+        finished("MEND", summary, f"{len(examples)} training edits, layers {config.layers}", out, "mend")
+
+    @train_app.command("serac")
+    @user_errors
+    def serac(
+        out: Path = typer.Option(..., "--out", help="Folder for checkpoints and the loss log (rerun to resume)."),
+        data: Path = typer.Option(None, "--data", help="Training edits (JSON/JSONL); default: the organism's."),
+        model_name: str = typer.Option(None, "--model", help="Model (default: the organism)."),
+        classifier_steps: int = typer.Option(None, "--classifier-steps", min=0, help="Scope classifier steps."),
+        cf_steps: int = typer.Option(None, "--cf-steps", min=0, help="Counterfactual model steps."),
+        save_every: int = typer.Option(50, "--save-every", min=1, help="Checkpoint every N steps."),
+        n_edits: int = typer.Option(400, "--edits", min=1, help="Organism training facts to draw."),
+        draws: int = typer.Option(8, "--draws", min=1, help="Organism: new targets drawn per training fact."),
+    ) -> None:
+        """Train SERAC's scope classifier, then its counterfactual model; killed, it resumes when rerun."""
+        from kelocate.commands.progress import progress
+        from kelocate.edit.config import resolve
+        from kelocate.edit.serac import SERACConfig, train
+
+        if data is not None:
+            read_training_edits(data)
+        model = load(model_name)
+        examples = training_edits(model, data, n_edits, draws)
+        hp = resolve("serac", model)
+        config = SERACConfig(
+            scope_layers=hp["scope_layers"], cf_layers=hp["cf_layers"], scope_dim=hp["scope_dim"],
+            threshold=hp["threshold"], classifier_steps=hp["classifier_steps"] if classifier_steps is None
+            else classifier_steps, cf_steps=hp["cf_steps"] if cf_steps is None else cf_steps,
+            classifier_lr=hp["classifier_lr"], cf_lr=hp["cf_lr"], batch_size=hp["batch_size"],
+            scope_batch_size=hp["scope_batch_size"], other_weight=hp["other_weight"], save_every=save_every)
+        if config.steps == 0:
+            raise KelocateError("nothing to train: --classifier-steps and --cf-steps are both 0")
+        with progress("training SERAC", config.steps) as advance:
+            summary = train(model, examples, out, config,
+                            progress=lambda step, total, row: advance(step, f"{row['phase']} loss {row['loss']:.4f}"))
+        finished("SERAC", summary, f"{len(examples)} training edits", out, "serac")
+
+
+def finished(what: str, summary: dict, detail: str, out: Path, method: str) -> None:
+    """The closing lines of a training command."""
+    if summary["resumed_from"]:
+        err_console.print(f"resumed from the checkpoint at step {summary['resumed_from']}")
+    first, last = summary["first"], summary["last"]
+    console.print(f"{what}: {detail}, {summary['steps']} steps, loss {first['loss'] if first else '-'} -> "
+                  f"{last['loss'] if last else '-'}; checkpoint in {out} (edit with `kelocate edit ... --method "
+                  f"{method} --trained {out}`)", highlight=False)

@@ -23,6 +23,7 @@ EDITORS: dict[str, tuple[str, str]] = {
     "ike": ("kelocate.edit.ice", "IKE"),
     "adalora": ("kelocate.edit.adalora", "AdaLoRA"),
     "mend": ("kelocate.edit.mend", "MEND"),
+    "serac": ("kelocate.edit.serac", "SERAC"),
 }
 
 

@@ -20,6 +20,7 @@ from kelocate.edit.base import Editor
 from kelocate.edit.ft import masked_target_loss, prompt_target_batch
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
+from kelocate.model.twin import plain_twin
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _WHERE = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
@@ -29,27 +30,6 @@ _WHERE = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "
 def target_pattern(modules: Sequence[str], layers: Sequence[int]) -> str:
     """peft's target regex: `modules` of the chosen layers of a plain HF Llama."""
     return rf"model\.layers\.({'|'.join(str(layer) for layer in layers)})\.(self_attn|mlp)\.({'|'.join(modules)})$"
-
-
-def plain_twin(model):
-    """A plain HF model of the bridge's class whose parameters ARE the bridge's tensors (shared, not copied)."""
-    from kelocate.model.weights import canonical
-
-    config = model.hf.config
-    with torch.device("meta"):
-        twin = type(model.hf)(config)
-    shared = {canonical(name): p for name, p in model.hf.named_parameters()}
-    twin.load_state_dict(shared, strict=False, assign=True)
-    if getattr(config, "tie_word_embeddings", False):
-        twin.lm_head.weight = twin.model.embed_tokens.weight
-    rotary = twin.model.rotary_emb  # non-persistent buffers: rebuilt on the model's device
-    with torch.device(model.device):
-        twin.model.rotary_emb = type(rotary)(config=config)
-    missing = [n for n, t in [*twin.named_parameters(), *twin.named_buffers()] if t.is_meta]
-    if missing:
-        raise KelocateError(f"adalora could not share the weight {missing[0]!r} with the bridge; this model's "
-                            "layout is not supported")
-    return twin.eval()
 
 
 class AdaLoRA(Editor):

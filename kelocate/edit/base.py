@@ -65,6 +65,10 @@ class Editor(ABC):
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         """Write the edit in place; return method-specific facts for the record (losses, norms, ...)."""
 
+    def memory(self, model) -> list[dict] | None:
+        """The edit memory this editor serves from (SERAC), as request dicts; None for editors without one."""
+        return None
+
     def _check(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> None:
         """Extra checks before anything is written (subclasses may add their own)."""
         return None
@@ -92,7 +96,7 @@ class Editor(ABC):
         self._check(model, requests, layers, hp)
         names = self.parameters(model, layers, hp)
         start = time.perf_counter()
-        context = model.context
+        context, memory = model.context, self.memory(model)
         with guarded_write(model, names, self.method) as before:
             try:
                 extra = self._edit(model, requests, layers, hp)
@@ -105,6 +109,7 @@ class Editor(ABC):
                 model.context = context
                 raise
         changed = model.context != context
+        memory_after = self.memory(model)
         after = weights.snapshot(model, names)
         attachments = extra.pop("attachments", {})
         return EditRecord(
@@ -113,4 +118,6 @@ class Editor(ABC):
             layer_origin=dict(layer_origin or origin), requests=[r.to_json() for r in requests],
             timings={"edit_s": round(time.perf_counter() - start, 4)}, notes=list(extra.pop("notes", [])),
             extra=extra, applied=True, model=model, context_before=context if changed else None,
-            context_after=model.context if changed else None, attachments=attachments)
+            context_after=model.context if changed else None, attachments=attachments,
+            memory_before=memory if memory_after != memory else None,
+            memory_after=memory_after if memory_after != memory else None)

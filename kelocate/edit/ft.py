@@ -69,17 +69,21 @@ def prompt_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tens
 
 def prompt_target_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
     """FT-M's inputs: right-padded prompt + target rows, attention mask and the target-token mask."""
-    rows, spans = [], []
-    for r in requests:
-        prompt = model.encode(r.prompt).ids.tolist()
-        target = list(model.answer_ids(r.prompt, r.target_new))
-        rows.append(prompt + target)
-        spans.append((len(prompt), len(prompt) + len(target)))
-    ids, mask = pad_batch(rows, model.pad_id)
+    return answer_batch(model, [(r.prompt, r.target_new) for r in requests])
+
+
+def answer_batch(model, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """`prompt_target_batch` for (prompt, answer) pairs."""
+    rows = [(model.encode(p).ids.tolist(), list(model.answer_ids(p, a))) for p, a in pairs]
+    return id_batch(rows, model.pad_id, model.device)
+
+
+def id_batch(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-padded (context ids + target ids) rows: ids, attention mask and the target-token mask."""
+    ids, mask = pad_batch([list(c) + list(t) for c, t in rows], pad_id)
     target_mask = torch.zeros_like(mask, dtype=torch.bool)
-    for i, (lo, hi) in enumerate(spans):
-        target_mask[i, lo:hi] = True
-    device = model.device
+    for i, (context, target) in enumerate(rows):
+        target_mask[i, len(context):len(context) + len(target)] = True
     return {"ids": ids.to(device), "mask": mask.to(device), "target_mask": target_mask.to(device)}
 
 

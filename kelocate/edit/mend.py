@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from kelocate.atomic import write_text, write_with
 from kelocate.edit.base import Editor
-from kelocate.edit.ft import masked_target_loss, prompt_target_batch
+from kelocate.edit.ft import answer_batch, masked_target_loss, prompt_target_batch
 from kelocate.edit.request import EditRequest
+from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 from kelocate.model.scoring import grad_on
@@ -40,7 +40,6 @@ from kelocate.model.sites import site
 
 CHECKPOINT = "mend.safetensors"
 CONFIG = "mend.json"
-LOG = "losses.jsonl"
 
 
 @dataclass
@@ -233,14 +232,6 @@ class MEND(Editor):
 
 
 # ---------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class TrainingEdit:
-    """One training edit: the request (its paraphrases are trained too) and unrelated prompts for locality."""
-
-    request: EditRequest
-    unrelated: tuple[str, ...] = ()
-
-
 def _kl_base_edited(base: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """KL(base || edited) of next-token distributions, averaged over real positions."""
     base_logp = torch.log_softmax(base.float(), dim=-1)
@@ -261,38 +252,30 @@ def _edit_requests(batch: Sequence[TrainingEdit]) -> list[EditRequest]:
 
 
 def training_step(model, net: Hypernetwork, batch: Sequence[TrainingEdit], c_edit: float) -> dict[str, torch.Tensor]:
-    """MEND's losses for one batch of edits (differentiable in the hypernetwork's parameters)."""
+    """MEND's losses for one batch of edits (differentiable in the hypernetwork's parameters): the edit loss,
+    and KL(base || edited) over every position of the unrelated prompts plus, for the edits' neighbours
+    (the subject's other facts), at the positions that predict their answers: what locality measures."""
     layers = net.config.layers
     found = factors(model, [b.request for b in batch], layers)
     deltas = {layer: net.transforms[str(layer)](u, d) for layer, (u, d) in found.items()}
     edit = prompt_target_batch(model, _edit_requests(batch))
+    kept = []  # (ids, mask, positions compared) of the inputs that must not change
     unrelated = [p for b in batch for p in b.unrelated]
+    if unrelated:
+        ids, mask = model.batch_ids(unrelated)
+        kept.append((ids, mask, mask))
+    neighbours = [n for b in batch for n in b.neighbours]
+    if neighbours:
+        near = answer_batch(model, neighbours)
+        kept.append((near["ids"], near["mask"], near["target_mask"].roll(-1, dims=1)))  # t - 1 predicts t
     with grad_on(model, []), model.bridge.hooks(fwd_hooks=edited_hooks(deltas)):
         l_edit = masked_target_loss(model.bridge(edit["ids"], attention_mask=edit["mask"]), edit["ids"],
                                     edit["target_mask"])
-        if unrelated:
-            ids, mask = model.batch_ids(unrelated)
-            edited = model.bridge(ids, attention_mask=mask)
-    if unrelated:
-        base = model.logits(ids, mask)
-        l_loc = _kl_base_edited(base, edited, mask)
-    else:
-        l_loc = torch.zeros((), device=model.device)
+        edited = [model.bridge(ids, attention_mask=mask) for ids, mask, _ in kept]
+    l_loc = torch.zeros((), device=model.device)
+    for (ids, mask, where), after in zip(kept, edited, strict=True):
+        l_loc = l_loc + _kl_base_edited(model.logits(ids, mask), after, where)
     return {"loss": c_edit * l_edit + l_loc, "edit": l_edit, "locality": l_loc}
-
-
-def _save(out: Path, net: Hypernetwork, optimiser, step: int, rng: random.Random, log: list[dict]) -> None:
-    """Everything needed to resume (one atomic file) and the editor's checkpoint (config + weights)."""
-    from safetensors.torch import save_file
-
-    net.config.trained_steps = step
-    state = {"net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-             "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "log": log}
-    write_with(out / "train_state.pt", lambda tmp: torch.save(state, tmp))
-    write_text(out / CONFIG, json.dumps(asdict(net.config), indent=2))
-    tensors = {f"net/{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    write_with(out / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp)))
-    write_text(out / LOG, "".join(json.dumps(row) + "\n" for row in log))
 
 
 def train(model, examples: Sequence[TrainingEdit], out_dir: str | Path, config: MENDConfig,
@@ -302,23 +285,18 @@ def train(model, examples: Sequence[TrainingEdit], out_dir: str | Path, config: 
         raise KelocateError(f"MEND training needs at least {config.batch_size} edits (the batch size), got "
                             f"{len(examples)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config.layers = [model.check_layer(layer) for layer in config.layers]
     config.fingerprint, config.d_model, config.d_mlp = model.fingerprint, model.d_model, model.d_mlp
     torch.manual_seed(config.seed)
     net = Hypernetwork(config).to(model.device)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng, log, start = random.Random(config.seed), [], 0
-    resume = out / "train_state.pt"
-    if resume.is_file():
-        saved_config = json.loads((out / CONFIG).read_text()) if (out / CONFIG).is_file() else {}
-        if saved_config.get("fingerprint") != model.fingerprint or saved_config.get("layers") != config.layers:
-            raise KelocateError(f"{out} holds MEND training for another model or other layers; pass a new --out")
-        state = torch.load(resume, weights_only=False)
+    folder = Checkpoints(out, CONFIG, CHECKPOINT, "MEND")
+    state = folder.resume({"fingerprint": model.fingerprint, "layers": config.layers})
+    if state is not None:
         net.load_state_dict(state["net"])
         optimiser.load_state_dict(state["optimiser"])
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+        folder.restore_random(state, rng)
         start, log = int(state["step"]), list(state["log"])
     net.train()
     began = time.perf_counter()
@@ -328,12 +306,14 @@ def train(model, examples: Sequence[TrainingEdit], out_dir: str | Path, config: 
         optimiser.zero_grad()
         losses["loss"].backward()
         optimiser.step()
-        row = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
+        row = loss_row(step + 1, losses)
         log.append(row)
         if progress is not None:
             progress(step + 1, config.steps, row)
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
-            _save(out, net, optimiser, step + 1, rng, log)
+            net.config.trained_steps = step + 1
+            folder.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step + 1},
+                        asdict(net.config), {f"net/{k}": v for k, v in net.state_dict().items()}, rng, log)
     net.eval()
     return {"out": str(out), "resumed_from": start, "steps": config.steps, "seconds": time.perf_counter() - began,
             "first": log[0] if log else None, "last": log[-1] if log else None}

@@ -52,6 +52,9 @@ class EditRecord:
     context_before: str | None = None
     context_after: str | None = None
     attachments: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. AdaLoRA's trained adapter
+    # a served editor's memory (SERAC) before and after the edit, as request dicts
+    memory_before: list[dict] | None = None
+    memory_after: list[dict] | None = None
     applied: bool = False
     model: Any = field(default=None, repr=False, compare=False)  # the model it is applied to, if any
 
@@ -82,7 +85,8 @@ class EditRecord:
                 "config": self.config, "layers": self.layers, "neurons": [list(n) for n in self.neurons],
                 "layer_origin": self.layer_origin, "requests": self.requests, "timings": self.timings,
                 "notes": self.notes, "extra": self.extra, "parameters": self.names,
-                "context_before": self.context_before, "context_after": self.context_after}
+                "context_before": self.context_before, "context_after": self.context_after,
+                "memory_before": self.memory_before, "memory_after": self.memory_after}
 
     # ------------------------------------------------------------------ apply / revert
     def _check_model(self, model, fingerprint: str | None = None) -> None:
@@ -101,6 +105,20 @@ class EditRecord:
         if expected is not None and model.context != expected:
             raise KelocateError(f"the model's in-context text is not what this {self.method} edit expects; {fix}")
 
+    def _require_memory(self, model, expected: list[dict] | None, fix: str) -> None:
+        if expected is None:
+            return
+        from kelocate.edit.serac import memory_of
+
+        if memory_of(model) != expected:
+            raise KelocateError(f"the model's SERAC memory is not what this {self.method} edit expects; {fix}")
+
+    def _set_memory(self, model, memory: list[dict] | None) -> None:
+        from kelocate.edit.serac import set_memory
+
+        if memory is not None:
+            set_memory(model, memory, self.extra.get("checkpoint"))
+
     @torch.no_grad()
     def revert(self, model=None, base_fingerprint: str | None = None) -> None:
         """Write the overwritten values back: those parameters become bit-identical to before the edit.
@@ -114,9 +132,11 @@ class EditRecord:
         self._require_equal(model, self.after, "it changed since the edit was applied; revert later edits "
                                                "first (records stack: revert in reverse order)")
         self._require_context(model, self.context_after, "revert later edits first")
+        self._require_memory(model, self.memory_after, "revert later edits first")
         weights.restore(model, self.before)
         if self.context_before is not None:
             model.context = self.context_before
+        self._set_memory(model, self.memory_before)
         self.applied, self.model = False, None
 
     @torch.no_grad()
@@ -126,9 +146,11 @@ class EditRecord:
         self._require_equal(model, self.before, "the model's weights differ from those the edit was made on; "
                                                 "apply the records it was stacked on first, in order")
         self._require_context(model, self.context_before, "apply the records it was stacked on first, in order")
+        self._require_memory(model, self.memory_before, "apply the records it was stacked on first, in order")
         weights.restore(model, self.after)
         if self.context_after is not None:
             model.context = self.context_after
+        self._set_memory(model, self.memory_after)
         self.applied, self.model = True, model
         return self
 
@@ -182,7 +204,8 @@ class EditRecord:
                    neurons=[tuple(n) for n in meta.get("neurons", [])], layer_origin=meta.get("layer_origin", {}),
                    requests=meta.get("requests", []), timings=meta.get("timings", {}), notes=meta.get("notes", []),
                    extra=meta.get("extra", {}), context_before=meta.get("context_before"),
-                   context_after=meta.get("context_after"),
+                   context_after=meta.get("context_after"), memory_before=meta.get("memory_before"),
+                   memory_after=meta.get("memory_after"),
                    attachments={k.removeprefix("attachment/"): v for k, v in tensors.items()
                                 if k.startswith("attachment/")})
 

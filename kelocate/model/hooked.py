@@ -36,6 +36,9 @@ class HookedModel:
         # () -> (texts, description) of the text the model was trained on, when its maker hands it over
         # (the organism does, at load); editors' key statistics use it by default
         self.own_corpus = None
+        # (ids, attention mask) -> logits that stand in for the bridge's forward in `logits`, `generate` and so
+        # in every score: a served editor that changes no weight (SERAC's router) installs one; None = none
+        self.router = None
         self.bridge.eval()
         from kelocate.model.weights import fingerprint_of
 
@@ -131,6 +134,9 @@ class HookedModel:
         """Logits [batch, pos, vocab] of the bridge (hooks a user attached apply) for ids [batch, pos] or [pos]."""
         if ids.dim() == 1:
             ids = ids[None]
+        if self.router is not None:
+            mask = torch.ones_like(ids) if attention_mask is None else attention_mask
+            return self.router(ids.to(self.device), mask.to(self.device))
         kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(self.device)}
         return self.bridge(ids.to(self.device), **kwargs)
 
@@ -163,6 +169,14 @@ class HookedModel:
         chosen), while the uncached path equals a plain argmax loop (tested).
         """
         ids = self.encode(prompt).ids.to(self.device)[None]
+        if self.router is not None:  # a served editor answers: a plain greedy loop over `logits`
+            start = ids.shape[1]
+            for _ in range(max_new_tokens):
+                token = self.logits(ids)[0, -1].argmax()
+                ids = torch.cat([ids, token.view(1, 1)], dim=1)
+                if stop_at_eos and int(token) == self.tokenizer.eos_token_id:
+                    break
+            return self.tokenizer.decode(ids[0, start:].tolist(), skip_special_tokens=True)
         out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                do_sample=False, eos_token_id=self.tokenizer.eos_token_id if stop_at_eos else None,
                                pad_token_id=self.pad_id, use_cache=False)

@@ -146,15 +146,21 @@ def organism_probes(world, prompt: str, subject: str) -> dict[str, list[tuple[st
 
 
 def organism_training_edits(model, world, n: int = 400, seed: int = 123, held_out: int = 100,
-                            unrelated_per_edit: int = 2):
+                            unrelated_per_edit: int = 2, draws: int = 1):
     """Training edits for MEND/SERAC on the organism: counterfactual edits of known facts whose subjects are
-    not among the first `held_out` evaluation cases (`organism_cases(seed=0)`), each with a few unrelated
-    prompts for the locality loss."""
-    from kelocate.edit.mend import TrainingEdit
+    not among the first `held_out` evaluation cases (`organism_cases(seed=0)`), each with the subject's other
+    facts (`neighbours`, answers included) and a few unrelated prompts for the locality losses. `draws` > 1
+    repeats the selection with other seeds, so the same facts come back with other new targets (SERAC's
+    counterfactual model then has to read the target from the edit instead of memorising it)."""
+    if draws > 1:
+        return [e for k in range(draws) for e in organism_training_edits(model, world, n, seed + k, held_out,
+                                                                           unrelated_per_edit)]
+    from kelocate.edit.training import TrainingEdit
 
     evaluation = {c.request.subject for c in organism_cases(model, world, held_out, seed=0)} if held_out else set()
     pool = [c for c in organism_cases(model, world, n + 4 * held_out, seed=seed, known_only=False)
             if c.request.subject not in evaluation][:n]
     others = unrelated_facts(model, world, pool, 10 * unrelated_per_edit + 50, seed=seed)
     rng = random.Random(seed)
-    return [TrainingEdit(c.request, tuple(p for p, _ in rng.sample(others, unrelated_per_edit))) for c in pool]
+    return [TrainingEdit(c.request, tuple(p for p, _ in rng.sample(others, unrelated_per_edit)), c.neighbours)
+            for c in pool]
