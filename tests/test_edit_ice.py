@@ -77,3 +77,21 @@ def test_scoring_and_subject_spans_follow_the_context(tiny_model):
         assert start > len(tiny_model.tokenizer("Imagine that")["input_ids"])
     finally:
         record.revert()
+
+
+def test_ike_from_the_command_line_takes_its_pool_from_a_file(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from kelocate.cli import main
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r.to_json()) + "\n" for r in POOL))
+    argv = ["edit", "SMAP was created in", "--subject", "SMAP", "--target", "France", "--method", "ike",
+            "--model", str(tiny_model_dir)]
+    assert main([*argv, "--pool", str(pool)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "in-context edit" in out and "New Fact: SMAP group was created in Germany" in out  # the nearest demo
+    assert main(argv) == 2
+    assert main([*argv, "--pool", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "needs --pool FILE" in err and "--pool" in err and "does not exist" in err and "Traceback" not in err

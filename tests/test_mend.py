@@ -5,14 +5,10 @@ foreign checkpoint is one line of error."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from training_helpers import assert_resumes_like_a_straight_run
 
 from kelocate.cli import main
 from kelocate.edit import EditRequest, editor
@@ -73,52 +69,8 @@ def test_training_lowers_the_losses_and_edits_revert_exactly(tmp_path):
     assert weights.state_hash(organism) == original
 
 
-CHILD = """
-import os, sys, time, torch
-sys.path.insert(0, {tests!r})
-torch.set_num_threads(1)
-from kelocate.model import load_model
-from kelocate.edit.mend import train
-from test_mend import edits, mini
-
-def progress(step, total, row):
-    if step == 6:
-        open({marker!r}, "w").close()
-        time.sleep(60)  # killed here, between checkpoints 4 and 8
-
-train(load_model({model!r}), edits(), {out!r}, mini(), progress=progress)
-"""
-
-
 def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
-    from kelocate.model import load_model
-
-    out, marker = tmp_path / "killed", tmp_path / "marker"
-    code = CHILD.format(tests=os.path.dirname(__file__), marker=str(marker), model=str(tiny_model_dir), out=str(out))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", code], env=env)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert child.poll() is None and time.time() < deadline, "the child did not reach step 6"
-            time.sleep(0.2)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
-    assert json.loads((out / "mend.json").read_text())["trained_steps"] == 4
-    torch.set_num_threads(1)
-    try:
-        model = load_model(tiny_model_dir)
-        resumed = train(model, edits(), out, mini())
-        straight = train(model, edits(), tmp_path / "straight", mini())
-    finally:
-        torch.set_num_threads(int(os.environ.get("KELOCATE_TEST_THREADS") or os.environ["OMP_NUM_THREADS"]))
-    assert resumed["resumed_from"] == 4 and straight["resumed_from"] == 0
-    a = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
-    b = [json.loads(line) for line in (tmp_path / "straight" / "losses.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in a] == list(range(1, 13))
-    for x, y in zip(a, b, strict=True):  # same random draws and optimiser state: the same run
-        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-6)
+    assert_resumes_like_a_straight_run(train, tiny_model_dir, tmp_path, edits, mini, "mend.json")
 
 
 def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir, tmp_path, capsys):

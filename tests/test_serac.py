@@ -6,15 +6,11 @@ are one line of error."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from tolerances import assert_close
+from training_helpers import assert_resumes_like_a_straight_run
 
 from kelocate.cli import main
 from kelocate.edit import EditRecord, EditRequest, editor
@@ -197,48 +193,7 @@ def test_bad_checkpoints_and_records_are_one_line(tiny_model, tiny_serac, tmp_pa
         load_checkpoint(tiny_serac, tiny_model)
 
 
-CHILD = """
-import os, sys, time, torch
-sys.path.insert(0, {tests!r})
-torch.set_num_threads(1)
-from kelocate.model import load_model
-from kelocate.edit.serac import train
-from test_serac import edits, mini
-
-def progress(step, total, row):
-    if step == 6:
-        open({marker!r}, "w").close()
-        time.sleep(60)  # killed here, between checkpoints 4 and 8 (the classifier is done at step 6)
-
-train(load_model({model!r}), edits(), {out!r}, mini(), progress=progress)
-"""
-
-
 def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
-    from kelocate.model import load_model
-
-    out, marker = tmp_path / "killed", tmp_path / "marker"
-    code = CHILD.format(tests=os.path.dirname(__file__), marker=str(marker), model=str(tiny_model_dir), out=str(out))
-    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert child.poll() is None and time.time() < deadline, "the child did not reach step 6"
-            time.sleep(0.2)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
-    assert json.loads((out / "serac.json").read_text())["trained_steps"] == 4
-    torch.set_num_threads(1)
-    try:
-        model = load_model(tiny_model_dir)
-        resumed = train(model, edits(), out, mini())
-        straight = train(model, edits(), tmp_path / "straight", mini())
-    finally:
-        torch.set_num_threads(int(os.environ.get("KELOCATE_TEST_THREADS") or os.environ["OMP_NUM_THREADS"]))
-    assert resumed["resumed_from"] == 4 and straight["resumed_from"] == 0
-    a = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
-    b = [json.loads(line) for line in (tmp_path / "straight" / "losses.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in a] == list(range(1, 13)) and {r["phase"] for r in a} == {"scope", "counterfactual"}
-    for x, y in zip(a, b, strict=True):  # same random draws and optimiser states: the same run
-        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-6)
+    """Killed at step 6 (checkpoint at 4, in the classifier phase): the rerun crosses into the counterfactual one."""
+    log = assert_resumes_like_a_straight_run(train, tiny_model_dir, tmp_path, edits, mini, "serac.json")
+    assert {r["phase"] for r in log} == {"scope", "counterfactual"}

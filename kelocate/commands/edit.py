@@ -22,7 +22,7 @@ from kelocate.commands.neurons import SEPARATOR, parse_fact
 from kelocate.errors import KelocateError
 
 EDITS_LOG = "kelocate_edits.json"  # in an edited copy: the unedited model's fingerprint and the applied records
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora", "mend", "serac")
+METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "ike", "adalora", "mend", "serac")
 TRAINED = {"mend": ("hypernet", "kelocate train mend"), "serac": ("checkpoint", "kelocate train serac")}
 
 
@@ -235,6 +235,8 @@ def register(app: typer.Typer) -> None:
         revert: Path = typer.Option(None, "--revert", help="Undo a saved record in the edited copy --model DIR."),
         trained: Path = typer.Option(None, "--trained", "--hypernet", help="MEND / SERAC: the folder "
                                      "`kelocate train mend` or `kelocate train serac` wrote."),
+        pool: Path = typer.Option(None, "--pool", help="IKE: edits to retrieve demonstrations from (JSON/JSONL "
+                                  "of prompt, subject, target_new, paraphrases)."),
         as_json: bool = typer.Option(False, "--json", help="Print the record's metadata as JSON."),
     ) -> None:
         """Edit a fact (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA, MEND, SERAC) and show
@@ -275,6 +277,14 @@ def register(app: typer.Typer) -> None:
             raise KelocateError("--trained (--hypernet) goes with --method mend or serac only")
         if trained is not None and not trained.is_dir():
             raise KelocateError(f"--trained {str(trained)!r} is not a folder; pass the --out of `{needs[1]}`")
+        if (pool is not None) != (method.lower() == "ike"):
+            raise KelocateError("--method ike needs --pool FILE (edits to draw demonstrations from), and --pool goes "
+                                "with --method ike only")
+        demonstrations = None
+        if pool is not None:
+            from kelocate.commands.train import read_training_edits
+
+            demonstrations = [e.request for e in read_training_edits(pool, "--pool")]
         layer_spec = parse_edit_layers(layers)
         neuron_list = parse_neurons(neurons) if neurons else None
         from kelocate import pipeline
@@ -290,6 +300,8 @@ def register(app: typer.Typer) -> None:
             settings["corpus"] = corpus
         if trained is not None:
             settings[needs[0]] = trained
+        if demonstrations is not None:
+            settings["pool"] = demonstrations
         chosen = editor(method, **settings)
         before = snapshot_answers(model, rows, target)
         with err_console.status(f"editing with {method} ..."):

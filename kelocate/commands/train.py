@@ -13,31 +13,31 @@ from kelocate.commands.common import console, err_console, load, user_errors
 from kelocate.errors import KelocateError
 
 
-def read_training_edits(path: Path):
+def read_training_edits(path: Path, option: str = "--data"):
     """A JSON list / JSONL of {prompt, subject, target_new, ground_truth?, paraphrases?, unrelated?,
     neighbours?} records (neighbours: [[prompt, answer], ...] that must not change)."""
     from kelocate.edit.request import EditRequest
     from kelocate.edit.training import TrainingEdit
 
     if not path.is_file():
-        raise KelocateError(f"--data {str(path)!r} does not exist; pass a JSON or JSONL file of edits")
+        raise KelocateError(f"{option} {str(path)!r} does not exist; pass a JSON or JSONL file of edits")
     text = path.read_text()
     try:
         rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" \
             else json.loads(text)
     except json.JSONDecodeError as exc:
-        raise KelocateError(f"--data {str(path)!r} is not valid JSON ({exc}); fix the file") from None
+        raise KelocateError(f"{option} {str(path)!r} is not valid JSON ({exc}); fix the file") from None
     out = []
     for i, row in enumerate(rows):
         fields = ("prompt", "subject", "target_new")
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in fields):
-            raise KelocateError(f"--data {str(path)!r} record {i} needs prompt, subject and target_new strings")
+            raise KelocateError(f"{option} {str(path)!r} record {i} needs prompt, subject and target_new strings")
         request = EditRequest(row["prompt"], row["subject"], row["target_new"], ground_truth=row.get("ground_truth"),
                               paraphrases=tuple(row.get("paraphrases") or ()))
         neighbours = row.get("neighbours") or []
         if not all(isinstance(n, list | tuple) and len(n) == 2 and all(isinstance(x, str) for x in n)
                    for n in neighbours):
-            raise KelocateError(f"--data {str(path)!r} record {i}: neighbours must be [prompt, answer] pairs")
+            raise KelocateError(f"{option} {str(path)!r} record {i}: neighbours must be [prompt, answer] pairs")
         out.append(TrainingEdit(request, tuple(row.get("unrelated") or ()), tuple(tuple(n) for n in neighbours)))
     return out
 

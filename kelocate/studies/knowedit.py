@@ -20,6 +20,10 @@ from typing import Any
 from kelocate.errors import KelocateError
 
 TASKS = ("WikiData_recent", "ZsRE", "WikiBio", "WikiData_counterfact", "ConvSent", "Sanitation")
+# ROME's CounterFact schema (`requested_rewrite` with a `{}` subject placeholder, paraphrase and
+# neighbourhood prompts; EasyEdit's copy adds a one-hop `portability` question): read like a seventh task
+ROME_COUNTERFACT = "ROME_CounterFact"
+FORMATS = (*TASKS, ROME_COUNTERFACT)
 _TASK_ALIASES = {
     "wikidata_recent": "WikiData_recent",
     "recent": "WikiData_recent",
@@ -31,6 +35,8 @@ _TASK_ALIASES = {
     "wiki_counterfact": "WikiData_counterfact",
     "convsent": "ConvSent",
     "sanitation": "Sanitation",
+    "rome_counterfact": ROME_COUNTERFACT,
+    "counterfact_rome": ROME_COUNTERFACT,
 }
 CONVSENT_PROMPT = "What do you think of {ent}?"
 DONT_KNOW = "I don't know."
@@ -195,6 +201,44 @@ def _fact_case(task: str, rec: dict, where: str, src: tuple[str, int]) -> EditCa
     )
 
 
+def _target_str(value: Any, where: str, key: str) -> str:
+    """CounterFact's `{str, id}` target objects (a plain string is accepted too)."""
+    text = value.get("str") if isinstance(value, dict) else value
+    if not isinstance(text, str) or not text.strip():
+        raise _Malformed(f"{where}: requested_rewrite.{key} needs a non-empty 'str'")
+    return text
+
+
+def _rome_counterfact_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
+    rewrite = _need(rec, "requested_rewrite", where, dict)
+    subject = _need(rewrite, "subject", f"{where}: requested_rewrite")
+    template = _need(rewrite, "prompt", f"{where}: requested_rewrite")
+    truth = _target_str(rewrite.get("target_true"), where, "target_true")
+    paraphrases = [p for p in rec.get("paraphrase_prompts") or [] if isinstance(p, str) and p.strip()]
+    neighbours = [p for p in rec.get("neighborhood_prompts") or [] if isinstance(p, str) and p.strip()]
+    portability = {}
+    hop = rec.get("portability")
+    if isinstance(hop, dict) and isinstance(hop.get("New Question"), str):
+        answers = answers_of(hop.get("New Answer", []), where)
+        if answers:
+            portability["One_Hop"] = (Probe(hop["New Question"], answers),)
+    return EditCase(
+        ROME_COUNTERFACT,
+        subject,
+        template.replace("{}", subject),
+        _target_str(rewrite.get("target_new"), where, "target_new"),
+        truth,
+        (truth,),
+        paraphrases[0] if paraphrases else None,
+        portability,
+        {"Neighborhood": tuple(Probe(p, (truth,)) for p in neighbours)} if neighbours else {},
+        {"case_id": rec.get("case_id"), "paraphrases": paraphrases,
+         "generation_prompts": list(rec.get("generation_prompts") or []),
+         "relation_id": rewrite.get("relation_id")},
+        src,
+    )
+
+
 def _wikibio_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
     text = _need(rec, "text", where)
     labels = answers_of(_need(rec, "labels", where, (str, list)), where)
@@ -288,7 +332,7 @@ def normalize_task(task: str) -> str:
     key = task.strip().lower().replace("-", "_")
     if key in _TASK_ALIASES:
         return _TASK_ALIASES[key]
-    raise KelocateError(f"unknown KnowEdit task {task!r}; use one of {', '.join(TASKS)}")
+    raise KelocateError(f"unknown KnowEdit task {task!r}; use one of {', '.join(FORMATS)}")
 
 
 def detect_task(data: Any) -> str | None:
@@ -298,6 +342,8 @@ def detect_task(data: Any) -> str | None:
     if not isinstance(data, list) or not data:
         return None
     keys = set().union(*(r.keys() for r in data[:20] if isinstance(r, dict)))
+    if "requested_rewrite" in keys:
+        return ROME_COUNTERFACT
     if "ent" in keys and ("pos" in keys or "neg" in keys):
         return "ConvSent"
     if "text" in keys and "labels" in keys:
@@ -366,6 +412,7 @@ def _records(task: str, data: list, file: str) -> tuple[list[EditCase], list[tup
     parse: Callable[[dict, str, tuple[str, int]], EditCase] = {
         "WikiBio": _wikibio_case,
         "ConvSent": _convsent_case,
+        ROME_COUNTERFACT: _rome_counterfact_case,
     }.get(task) or (lambda rec, where, src: _fact_case(task, rec, where, src))
     cases, missing = [], []
     for i, rec in enumerate(data):
@@ -387,3 +434,25 @@ def load_facts(path: str | Path, task: str | None = None) -> list[FactRecord]:
     model's own top prediction). Sanitation, WikiBio and ConvSent files are accepted too.
     """
     return [FactRecord(c.prompt, c.subject, c.ground_truth, c.source) for c in load_knowedit(path, task)]
+
+
+def summary(cases: CaseList) -> dict[str, Any]:
+    """What a loaded file holds, for `kelocate study validate`: the task, counts, the fields each case lacks
+    (no ground truth, rephrase, portability or locality), the probe counts per sub-type, and the skipped
+    records (file, index, why)."""
+    portability: dict[str, int] = {}
+    locality: dict[str, int] = {}
+    for case in cases:
+        for name, probes in case.portability.items():
+            portability[name] = portability.get(name, 0) + len(probes)
+        for name, probes in case.locality.items():
+            locality[name] = locality.get(name, 0) + len(probes)
+    missing = {
+        "ground_truth": sum(c.ground_truth is None for c in cases),
+        "rephrase": sum(c.rephrase is None for c in cases),
+        "portability": sum(not c.portability for c in cases),
+        "locality": sum(not c.locality for c in cases),
+    }
+    return {"file": cases.path, "task": cases.task, "records": len(cases) + len(cases.skipped), "cases": len(cases),
+            "missing": missing, "portability": portability, "locality": locality,
+            "skipped": [{"file": s.file, "index": s.index, "reason": s.reason} for s in cases.skipped]}
