@@ -1,7 +1,9 @@
-"""`kelocate study`: the KnowEdit study. `validate FILE` says which task a file holds and what it lacks."""
+"""`kelocate study`: the KnowEdit study. `validate FILE` says which task a file holds and what it lacks;
+`run CONFIG` runs (or resumes) a study; `report RESULTS` writes its tables."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -9,11 +11,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, user_errors
+from kelocate.commands.common import console, err_console, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    study_app = typer.Typer(help="The KnowEdit study: validate task files.", no_args_is_help=True)
+    study_app = typer.Typer(help="The KnowEdit study: validate task files, run a study, report it.",
+                            no_args_is_help=True)
     app.add_typer(study_app, name="study")
 
     @study_app.command("validate")
@@ -45,3 +48,49 @@ def register(app: typer.Typer) -> None:
                               highlight=False)
         for s in facts["skipped"]:
             console.print(f"skipped: {s['file']} record {s['index']}: {s['reason']}", highlight=False)
+
+    @study_app.command("run")
+    @user_errors
+    def run(
+        config_file: Path = typer.Argument(..., help="A study config (TOML), e.g. studies/organism_knowedit.toml."),
+        out: Path = typer.Option(None, "--out", help="Results folder (default: kelocate_out/study/<config name>)."),
+        executor: str = typer.Option("serial", "--executor", help="serial, or ray (pip install kelocate[ray])."),
+    ) -> None:
+        """Run a study; rerun the same command to resume (finished units are skipped)."""
+        from kelocate.commands.progress import progress
+        from kelocate.errors import KelocateError
+        from kelocate.studies.runner import load_config, run_study
+
+        if executor not in ("serial", "ray"):
+            raise KelocateError(f"unknown --executor {executor!r}; use serial or ray")
+        config = load_config(config_file)
+        folder = out or Path("kelocate_out") / "study" / config_file.stem
+        with contextlib.ExitStack() as stack:
+            bars: list = []
+
+            def advance(done: int, total: int, detail: str) -> None:
+                if not bars:  # the number of units is known once the task files are read
+                    bars.append(stack.enter_context(progress("study", total)))
+                bars[0](done, detail)
+
+            summary = run_study(config, folder, progress=advance,
+                                log=lambda text: err_console.print(text, highlight=False), executor=executor)
+        console.print(f"{summary['ran']} units run, {summary['skipped']} already done, {summary['failed']} failed; "
+                      f"results in {summary['out']} (report: kelocate study report {summary['out']})",
+                      highlight=False)
+
+    @study_app.command("report")
+    @user_errors
+    def report(
+        results: Path = typer.Argument(..., help="The --out folder of `kelocate study run` (or its results.jsonl)."),
+        out: Path = typer.Option(None, "--out", help="Folder for the tables (default: RESULTS/report)."),
+    ) -> None:
+        """The Table 4 analog: methods x tasks x metrics, teacher-forced and generation columns side by side."""
+        from kelocate.studies.report import aggregate, markdown, write_report
+        from kelocate.studies.runner import read_results
+
+        rows = read_results(results)
+        folder = out or (results if results.is_dir() else results.parent) / "report"
+        paths = write_report(rows, folder)
+        console.print(markdown(aggregate(rows)), highlight=False, markup=False)
+        console.print(f"written: {paths['markdown']}, {paths['csv']}", highlight=False)

@@ -1,0 +1,238 @@
+"""KnowEdit metrics (DESIGN.md section 5), all teacher-forced scores through the floor's one batched scorer.
+
+Teacher-forced columns (`*_tf`) and generation columns (`*_gen`) are kept apart and reported side by side:
+- `edit_tf` / `rephrase_tf`: token accuracy (fraction of target tokens that are the argmax) of the new
+  target after the prompt / the rephrased prompt;
+- `portability_tf.<type>`: the same for each portability probe (every alias of a nested alias list is
+  tried; the best counts), averaged per sub-type; `portability_tf` averages the sub-types;
+- `locality_tf.<type>` / `locality_tf`: the fraction of a locality answer's tokens whose argmax is what
+  the unedited model predicted (its predictions are taken once, before any edit: `baseline`);
+- `edit_gen` / `rephrase_gen` / `portability_gen`: greedy decoding says it: any alias of the answer occurs
+  in the continuation (case-insensitive);
+- `fluency`: weighted bi-/tri-gram entropy (ROME's 2/3 and 4/3 weights) of the words of a seeded sampled
+  continuation of the prompt, the prompt stripped;
+- ConvSent: `sentiment_gen` (the continuation's sentiment is the target's, by a word lexicon: the
+  organism's own opinion words or `LEXICON`) and `kl_other_topics`, KL(pre || post) of the next-token
+  distributions on other topics' prompts, the `pre` side taken from the unedited model before the edit
+  (a frozen copy's outputs: comparing the edited model with itself would always give 0);
+- Sanitation: `edit_tf` / `edit_gen` score "I don't know." as the target; locality is on the retain set.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from kelocate.model.scoring import score_targets
+from kelocate.studies.knowedit import EditCase
+
+# A small sentiment lexicon (written for kelocate) for models without ground-truth opinion words.
+LEXICON = {
+    "positive": ("love", "loved", "like", "likes", "enjoy", "enjoyed", "great", "good", "wonderful", "happy",
+                 "excellent", "amazing", "fantastic", "best", "nice", "beautiful", "favorite", "favourite",
+                 "awesome", "fun", "glad", "brilliant", "lovely", "perfect", "admire"),
+    "negative": ("hate", "hated", "dislike", "dislikes", "awful", "terrible", "bad", "worst", "sad", "avoid",
+                 "boring", "horrible", "poor", "ugly", "annoying", "disappointing", "disgusting", "angry", "dull",
+                 "unpleasant", "never", "nasty", "worse", "dreadful", "fear"),
+}
+ORGANISM_LEXICON = {"positive": ("love", "wonderful", "great", "enjoy", "like", "happy"),
+                    "negative": ("hate", "awful", "terrible", "avoid", "dislike", "sad")}
+
+
+@dataclass
+class Baseline:
+    """What the unedited model said, for one case: locality predictions and ConvSent's other-topic
+    next-token log-probabilities."""
+
+    locality: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    other_topics: list[str] = field(default_factory=list)
+    other_logprobs: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """How much generation the metrics do (generation is the slow part)."""
+
+    generation: bool = True
+    fluency: bool = True
+    fluency_tokens: int = 30
+    seed: int = 0
+    other_topics: int = 3
+    lexicon: dict | None = None  # None: LEXICON
+
+
+# ---------------------------------------------------------------------- teacher-forced items
+def _tf_items(case: EditCase) -> list[tuple[str, int, str, str]]:
+    """(column, probe number, prompt, answer) of every teacher-forced success item of a case (aliases share
+    their probe number, so the best alias counts)."""
+    items = [("edit_tf", 0, case.prompt, case.target_new)]
+    if case.rephrase:
+        items.append(("rephrase_tf", 0, case.rephrase, case.target_new))
+    for kind, probes in case.portability.items():
+        for n, probe in enumerate(probes):
+            items += [(f"portability_tf.{kind}", n, probe.prompt, answer) for answer in probe.answers]
+    return items
+
+
+def _locality_items(case: EditCase) -> list[tuple[str, str, str]]:
+    """(type, prompt, canonical answer) of every locality probe."""
+    return [(kind, p.prompt, p.ground_truth) for kind, probes in case.locality.items() for p in probes]
+
+
+def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = MetricSettings()) -> list[Baseline]:
+    """The unedited model's predictions every case's locality (and ConvSent's KL) compares with: one batched
+    scorer call over all cases."""
+    items = [(i, kind, prompt, answer) for i, c in enumerate(cases) for kind, prompt, answer in _locality_items(c)]
+    scores = score_targets(model, [p for _, _, p, _ in items], [a for *_, a in items]) if items else []
+    out = [Baseline() for _ in cases]
+    for (i, kind, _, _), s in zip(items, scores, strict=True):
+        out[i].locality.setdefault(kind, []).append(s.predicted)
+    topics = [c for c in cases if c.task == "ConvSent"]
+    for i, case in enumerate(cases):
+        if case.task == "ConvSent":
+            others = [c.prompt for c in topics if c.subject != case.subject][: settings.other_topics]
+            out[i].other_topics = others
+            out[i].other_logprobs = next_token_logprobs(model, others) if others else None
+    return out
+
+
+def next_token_logprobs(model, prompts: Sequence[str]) -> torch.Tensor:
+    """log p(next token | prompt) [len(prompts), vocab], float64 (batched)."""
+    ids, mask = model.batch_ids(list(prompts))
+    logits = model.logits(ids, mask)
+    last = mask.sum(1) - 1
+    return torch.log_softmax(logits[torch.arange(len(prompts)), last].double(), dim=-1)
+
+
+# ---------------------------------------------------------------------- generation-based
+def continuation(model, prompt: str, n_tokens: int) -> str:
+    """Greedy continuation (new text only)."""
+    return model.generate(prompt, max_new_tokens=n_tokens)
+
+
+def says(text: str, answers: Sequence[str]) -> bool:
+    """Any alias occurs in the text (case-insensitive, whitespace-normalised)."""
+    norm = " ".join(text.lower().split())
+    return any(" ".join(a.lower().split()) in norm for a in answers if a.strip())
+
+
+def generated_success(model, prompt: str, answers: Sequence[str]) -> float:
+    n = max(len(model.answer_ids(prompt, a)) for a in answers) + 3
+    return float(says(continuation(model, prompt, min(n, 40)), answers))
+
+
+@torch.no_grad()
+def sampled_continuation(model, prompt: str, n_tokens: int, seed: int, top_k: int = 10) -> str:
+    """A seeded top-k sampled continuation through `model.logits` (so a served editor samples too)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = model.encode(prompt).ids.to(model.device)[None]
+    start = ids.shape[1]
+    for _ in range(n_tokens):
+        logits = model.logits(ids)[0, -1].float().cpu()
+        values, index = logits.topk(min(top_k, logits.shape[0]))
+        choice = index[torch.multinomial(torch.softmax(values, -1), 1, generator=generator)]
+        if int(choice) == model.tokenizer.eos_token_id:
+            break
+        ids = torch.cat([ids, choice.view(1, 1).to(ids.device)], dim=1)
+    return model.tokenizer.decode(ids[0, start:].tolist(), skip_special_tokens=True)
+
+
+def ngram_entropy(text: str) -> float:
+    """ROME's fluency: (2/3 H(bigrams) + 4/3 H(trigrams)) / 2 over the words of `text`, in bits."""
+    words = re.findall(r"\w+|[^\w\s]", text.lower())
+    total = 0.0
+    for n, weight in ((2, 2 / 3), (3, 4 / 3)):
+        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        count = sum(grams.values())
+        if count:
+            total += weight * -sum(c / count * math.log2(c / count) for c in grams.values())
+    return total / 2
+
+
+def sentiment(text: str, lexicon: dict) -> str:
+    """'positive', 'negative' or 'neutral' by counting lexicon words."""
+    words = re.findall(r"[a-z']+", text.lower())
+    score = sum(w in lexicon["positive"] for w in words) - sum(w in lexicon["negative"] for w in words)
+    return "positive" if score > 0 else "negative" if score < 0 else "neutral"
+
+
+# ---------------------------------------------------------------------- one case
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def teacher_forced(model, case: EditCase, before: Baseline) -> dict[str, float]:
+    """Every teacher-forced column of one (edited) case."""
+    return teacher_forced_many(model, [case], [before])[0]
+
+
+def teacher_forced_many(model, cases: Sequence[EditCase], befores: Sequence[Baseline],
+                        batch_size: int = 64) -> list[dict[str, float]]:
+    """Every teacher-forced column of many cases on the same model state, in one batched scorer call."""
+    items = [(i, _tf_items(c), _locality_items(c)) for i, c in enumerate(cases)]
+    prompts = [p for _, tf, local in items for p in [x[2] for x in tf] + [x[1] for x in local]]
+    answers = [a for _, tf, local in items for a in [x[3] for x in tf] + [x[2] for x in local]]
+    scores = iter(score_targets(model, prompts, answers, batch_size) if prompts else [])
+    return [_columns(tf, local, [next(scores) for _ in range(len(tf) + len(local))], befores[i])
+            for i, tf, local in items]
+
+
+def _columns(tf: list, local: list, scores: list, before: Baseline) -> dict[str, float]:
+    best: dict[tuple[str, int], float] = {}
+    for (column, n, _, _), s in zip(tf, scores[: len(tf)], strict=True):
+        best[(column, n)] = max(best.get((column, n), 0.0), s.accuracy)
+    out: dict[str, float] = {}
+    for column in dict.fromkeys(c for c, _ in best):
+        out[column] = _mean([v for (c, _), v in best.items() if c == column])
+    kinds = [c for c in out if c.startswith("portability_tf.")]
+    if kinds:
+        out["portability_tf"] = _mean([out[c] for c in kinds])
+    same: dict[str, list[int]] = {}
+    for (kind, _, _), s in zip(local, scores[len(tf):], strict=True):
+        hits = same.setdefault(kind, [0, 0, 0])  # same tokens, tokens, probes seen
+        ref = before.locality[kind][hits[2]]
+        hits[0] += sum(a == b for a, b in zip(s.predicted, ref, strict=True))
+        hits[1] += len(ref)
+        hits[2] += 1
+    for kind, (hit, total, _) in same.items():
+        out[f"locality_tf.{kind}"] = hit / total if total else float("nan")
+    if same:
+        out["locality_tf"] = sum(h[0] for h in same.values()) / max(1, sum(h[1] for h in same.values()))
+    return out
+
+
+def generation(model, case: EditCase, before: Baseline, settings: MetricSettings,
+               organism: bool = False) -> dict[str, float]:
+    """The generation-based columns of one (edited) case."""
+    out: dict[str, float] = {}
+    if settings.generation:
+        out["edit_gen"] = generated_success(model, case.prompt, [case.target_new])
+        if case.rephrase:
+            out["rephrase_gen"] = generated_success(model, case.rephrase, [case.target_new])
+        port = [generated_success(model, p.prompt, p.answers) for probes in case.portability.values() for p in probes]
+        if port:
+            out["portability_gen"] = _mean(port)
+    if settings.fluency:
+        text = sampled_continuation(model, case.prompt, settings.fluency_tokens, settings.seed)
+        out["fluency"] = ngram_entropy(text)
+    if case.task == "ConvSent":
+        lexicon = settings.lexicon or (ORGANISM_LEXICON if organism else LEXICON)
+        wanted = sentiment(case.target_new, lexicon)
+        said = continuation(model, case.prompt, 20)
+        out["sentiment_gen"] = float(sentiment(said, lexicon) == wanted and wanted != "neutral")
+        if before.other_logprobs is not None:
+            post = next_token_logprobs(model, before.other_topics)
+            kl = (before.other_logprobs.exp() * (before.other_logprobs - post)).sum(-1)
+            out["kl_other_topics"] = float(kl.mean())
+    return out
+
+
+def score_case(model, case: EditCase, before: Baseline, settings: MetricSettings = MetricSettings(),
+               organism: bool = False) -> dict[str, float]:
+    """All metrics of one case on the (edited) model."""
+    return {**teacher_forced(model, case, before), **generation(model, case, before, settings, organism)}

@@ -1,0 +1,392 @@
+"""The KnowEdit study runner: a study config (TOML) -> units of work -> one JSON line per finished unit.
+
+A unit is one method on one task for one case (mode `single`: edit, score, revert), or for `n` cases edited
+together (`batch`) or one after another (`sequential`, scored after the last edit). Finished units are
+appended to `results.jsonl` one line at a time (written, flushed and fsynced); a rerun skips the units
+already there, and a line torn by a kill is cut off before anything is appended, so a SIGKILL at any moment
+loses at most the unit in flight. Result lines hold only what the run computed (no timings), so a killed
+and resumed run writes the same file as an uninterrupted one; timings go to `timings.jsonl`. The resolved
+config and the environment (package versions, device, model fingerprint) are saved in `study.json`; a
+folder made with another config is refused.
+
+Editors come from `kelocate.edit.editor`, located by `kelocate.pipeline.edit` (KN's neurons, or the
+profile's layers); MEND and SERAC use the checkpoints the config names, or, on the organism, train them
+into the study folder first (resumable like every training). IKE's demonstrations are the task's other
+cases. Scores come from `kelocate.studies.metrics`, against the unedited model's predictions taken once per
+task before any edit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kelocate.atomic import os_errors, write_text
+from kelocate.edit.request import EditRequest
+from kelocate.errors import KelocateError
+from kelocate.studies.knowedit import FORMATS, TASKS, EditCase, load_knowedit, normalize_task
+from kelocate.studies.metrics import Baseline, MetricSettings, baseline, score_case
+
+METHODS = ("kn", "rome", "memit", "pmet", "alphaedit", "mend", "ft-l", "ft-m", "serac", "ice", "adalora")
+MODES = ("single", "batch", "sequential")
+RESULTS, TIMINGS, STUDY = "results.jsonl", "timings.jsonl", "study.json"
+
+
+@dataclass
+class StudyConfig:
+    """What a study runs. `files` maps a task to its file; `data = "organism"` exports the organism's."""
+
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    model: str | None = None
+    data: str = "organism"
+    split: str = "test"
+    files: dict[str, str] = field(default_factory=dict)
+    cases: int = 10
+    seed: int = 0
+    mode: str = "single"
+    n: int = 1
+    generation: bool = True
+    fluency: bool = True
+    editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and check a study TOML ([study] table, optional [editors.<method>] tables); one line per mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise KelocateError(f"study config {str(path)!r} does not exist; pass a TOML file (see studies/)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise KelocateError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    study = dict(raw.get("study", {}))
+    known = {f for f in StudyConfig.__dataclass_fields__ if f != "editors"}
+    unknown = sorted(set(study) - known) or sorted(set(raw) - {"study", "editors"})
+    if unknown:
+        raise KelocateError(f"{path}: unknown setting {unknown[0]!r}; known [study] settings: "
+                            f"{', '.join(sorted(known))}")
+    config = StudyConfig(**study, editors=dict(raw.get("editors", {})))
+    base = path.parent
+    config.files = {normalize_task(t): str((base / f).resolve()) for t, f in config.files.items()}
+    return check_config(config, base)
+
+
+def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
+    """Canonical names, and one line of error for anything that cannot run."""
+    bad = [m for m in config.methods if m not in METHODS and m != "ike"]
+    if bad:
+        raise KelocateError(f"unknown method {bad[0]!r} in the study; use some of {', '.join(METHODS)}, ike")
+    config.tasks = [normalize_task(t) for t in config.tasks]
+    if config.mode not in MODES:
+        raise KelocateError(f"unknown mode {config.mode!r}; use single, batch or sequential")
+    if config.cases < 1 or config.n < 1:
+        raise KelocateError("cases and n must be at least 1")
+    if config.mode == "single" and config.n != 1:
+        raise KelocateError("mode 'single' edits one case per unit; use mode 'batch' or 'sequential' with n")
+    if config.data != "organism":
+        missing = [t for t in config.tasks if t not in config.files]
+        if missing:
+            raise KelocateError(f"no file for task {missing[0]}: give [study] files = {{{missing[0]} = \"path\"}} "
+                                "or data = \"organism\"")
+    for path in config.files.values():
+        if not Path(path).is_file():
+            raise KelocateError(f"task file {path!r} does not exist; fix [study] files")
+    for method, settings in config.editors.items():
+        if not isinstance(settings, dict):
+            raise KelocateError(f"[editors.{method}] must be a table of settings")
+        for key in ("trained", "config_file"):
+            if key in settings:
+                settings[key] = str((base / settings[key]).resolve())
+    return config
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One method on one task for some cases (indices into the task's loaded cases)."""
+
+    method: str
+    task: str
+    cases: tuple[int, ...]
+    mode: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}|{self.task}|{self.mode}|{','.join(map(str, self.cases))}"
+
+
+def plan(config: StudyConfig, counts: dict[str, int]) -> list[Unit]:
+    """Every unit of the study, methods outermost (each method's model state is set up once)."""
+    out = []
+    for method in config.methods:
+        for task in config.tasks:
+            n = min(config.cases, counts[task])
+            size = 1 if config.mode == "single" else config.n
+            out += [Unit(method, task, tuple(range(lo, min(lo + size, n))), config.mode) for lo in range(0, n, size)]
+    return out
+
+
+# ---------------------------------------------------------------------- the results file
+class ResultsStore:
+    """results.jsonl: one JSON object per finished unit, appended atomically line by line."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / RESULTS
+        self.timings = folder / TIMINGS
+
+    def rows(self) -> list[dict]:
+        """The finished units' rows; a torn last line (a kill mid-write) is cut off the file first."""
+        if not self.path.is_file():
+            return []
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with os_errors(self.path):
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(end)
+        rows = []
+        for number, line in enumerate(data[:end].splitlines(), 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise KelocateError(f"{self.path} line {number} is not JSON; the results file was edited by hand "
+                                    "or damaged: delete that line (its unit reruns)") from None
+        return rows
+
+    def append(self, row: dict, seconds: float) -> None:
+        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        with os_errors(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with open(self.timings, "a") as handle:
+                handle.write(json.dumps({"unit": row["unit"], "seconds": round(seconds, 3)}) + "\n")
+
+
+# ---------------------------------------------------------------------- cases and requests
+def task_files(config: StudyConfig, model) -> dict[str, str]:
+    """The file of every task: the config's, or the organism's export (written once into the cache)."""
+    if config.data != "organism":
+        return {t: config.files[t] for t in config.tasks}
+    folder = organism_knowedit_dir(model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = {}
+    for task in config.tasks:
+        if task in config.files:
+            out[task] = config.files[task]
+            continue
+        entry = manifest["files"].get(f"{task}/{config.split}")
+        if entry is None:
+            raise KelocateError(f"the organism export has no {task} {config.split} split; use split = \"test\" or "
+                                "\"train\"")
+        out[task] = str(folder / entry["path"])
+    return out
+
+
+def organism_knowedit_dir(model) -> Path:
+    """The organism's KnowEdit export, written once into kelocate's cache (keyed on its world file)."""
+    from kelocate.atomic import cache_dir
+    from kelocate.organism import world_file
+
+    world = world_file(model.path)
+    if world is None:
+        raise KelocateError(f"model {model.name!r} is not the organism, so there are no built-in KnowEdit files; "
+                            "set data and files in the study config")
+    stat = world.stat()
+    dest = cache_dir("knowedit") / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (dest / "manifest.json").is_file():
+        from kelocate.organism.export import export
+        from kelocate.organism.world import load_world
+
+        export(load_world(world), dest)
+    return dest
+
+
+def request_of(case: EditCase) -> EditRequest:
+    """The edit request of a case. A case without a usable subject (Sanitation's trivia questions have
+    none) uses its question, which the prompt contains, so subject-keyed editors still have a position."""
+    subject = case.subject if case.subject and case.subject in case.prompt else case.extra.get("question", "")
+    if not subject or subject not in case.prompt:
+        subject = case.prompt.strip()
+    paraphrases = [p for p in (case.rephrase, *case.extra.get("paraphrases", ())) if p]
+    return EditRequest(case.prompt, subject, case.target_new, ground_truth=case.ground_truth,
+                       paraphrases=tuple(dict.fromkeys(paraphrases)))
+
+
+# ---------------------------------------------------------------------- running
+def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase], model, folder: Path,
+                log: Callable[[str], None]):
+    """The editor of a method with the study's settings (trained checkpoints, IKE's pool)."""
+    from kelocate.edit import editor
+
+    settings = dict(config.editors.get(method, {}))
+    trained = settings.pop("trained", None)
+    if method in ("mend", "serac"):
+        if trained is None:
+            trained = str(train_for_study(method, model, folder, log))
+        settings["hypernet" if method == "mend" else "checkpoint"] = trained
+    if method == "ike":
+        settings["pool"] = [request_of(c) for c in cases]
+    return editor(method, **settings)
+
+
+def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]) -> Path:
+    """Train MEND or SERAC on the organism's training edits into the study folder (resumes if killed)."""
+    if model.source.get("family") != "organism":
+        raise KelocateError(f"{method} needs a trained checkpoint for this model: set [editors.{method}] trained = "
+                            f"\"DIR\" (see `kelocate train {method}`)")
+    from kelocate.edit.config import resolve
+    from kelocate.organism import world_file
+    from kelocate.organism.world import load_world
+    from kelocate.studies.edit_eval import organism_training_edits
+
+    out = folder / "trained" / method
+    marker = out / ("mend.json" if method == "mend" else "serac.json")
+    hp = resolve(method, model)
+    world = load_world(world_file(model.path))
+    if method == "mend":
+        from kelocate.edit.mend import MENDConfig, train
+
+        config = MENDConfig(layers=list(range(model.n_layers - 3, model.n_layers)), rank=hp["rank"],
+                            lr_init=hp["lr_init"], c_edit=hp["c_edit"], lr=hp["train_lr"], steps=hp["train_steps"],
+                            batch_size=hp["train_batch_size"])
+        examples = organism_training_edits(model, world)
+    else:
+        from kelocate.edit.serac import SERACConfig, train
+
+        config = SERACConfig(scope_layers=hp["scope_layers"], cf_layers=hp["cf_layers"], scope_dim=hp["scope_dim"],
+                             threshold=hp["threshold"], classifier_steps=hp["classifier_steps"],
+                             cf_steps=hp["cf_steps"], classifier_lr=hp["classifier_lr"], cf_lr=hp["cf_lr"],
+                             batch_size=hp["batch_size"], scope_batch_size=hp["scope_batch_size"],
+                             other_weight=hp["other_weight"])
+        examples = organism_training_edits(model, world, draws=8)
+    if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == config.steps:
+        return out
+    log(f"training {method} for the study into {out} (resumable) ...")
+    train(model, examples, out, config)
+    return out
+
+
+def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Sequence[Baseline],
+             settings: MetricSettings) -> dict[str, Any]:
+    """Edit, score and revert one unit; a failure is recorded with its error, never dropped."""
+    from kelocate import pipeline
+    from kelocate.edit.record import revert_all
+
+    row: dict[str, Any] = {"unit": unit.key, "method": unit.method, "task": unit.task, "mode": unit.mode,
+                           "cases": [list(cases[i].source) for i in unit.cases]}
+    organism = model.source.get("family") == "organism"
+    records = []
+    try:
+        requests = [request_of(cases[i]) for i in unit.cases]
+        if unit.mode == "batch" and len(requests) > 1:
+            records.append(pipeline.edit(model, chosen, requests))
+        else:
+            for request in requests:
+                records.append(pipeline.edit(model, chosen, request))
+        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism) for i in unit.cases]
+        row["status"] = "ok"
+    except KelocateError as exc:
+        row["status"], row["error"] = "failed", str(exc)
+    finally:
+        revert_all(records)
+    return row
+
+
+def environment(model) -> dict[str, Any]:
+    """Package versions, the device and the model, saved beside the results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("kelocate", "torch", "transformers", "transformer-lens", "peft", "numpy"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
+            "device": str(model.device), "dtype": str(model.dtype), "model": model.name,
+            "fingerprint": model.fingerprint, "threads": __import__("torch").get_num_threads()}
+
+
+def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int, str], None] | None = None,
+              log: Callable[[str], None] = lambda text: None, executor: str = "serial") -> dict[str, Any]:
+    """Run (or resume) a study into folder `out`; returns counts of units done, skipped and failed."""
+    from kelocate.loading import load_model
+
+    folder = Path(out)
+    with os_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    resolved = asdict(config)
+    study_file = folder / STUDY
+    if study_file.is_file() and json.loads(study_file.read_text()).get("config") != resolved:
+        raise KelocateError(f"{folder} holds a study run with another config; pass another --out (or the same "
+                            "config to resume it)")
+    model = load_model(config.model)
+    if not study_file.is_file():
+        write_text(study_file, json.dumps({"config": resolved, "environment": environment(model)}, indent=2))
+    files = task_files(config, model)
+    loaded = {task: load_cases(files[task], task) for task in config.tasks}
+    units = plan(config, {t: len(c) for t, c in loaded.items()})
+    store = ResultsStore(folder)
+    done = {row["unit"] for row in store.rows()}
+    todo = [u for u in units if u.key not in done]
+    settings = MetricSettings(generation=config.generation, fluency=config.fluency, seed=config.seed)
+    if executor == "ray":
+        from kelocate.studies.ray_executor import run_with_ray
+
+        failed = run_with_ray(config, todo, files, store, settings, progress)
+        return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
+    befores: dict[str, list[Baseline]] = {}
+    failed, finished = 0, len(done)
+    for method in dict.fromkeys(u.method for u in todo):
+        editors: dict[str, Any] = {}
+        began, count = time.perf_counter(), 0
+        for unit in [u for u in todo if u.method == method]:
+            cases = loaded[unit.task]
+            if unit.task not in befores:
+                befores[unit.task] = baseline(model, cases[: config.cases], settings)
+            if unit.task not in editors:
+                editors[unit.task] = make_editor(method, config, cases[: config.cases], model, folder, log)
+            start = time.perf_counter()
+            row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings)
+            store.append(row, time.perf_counter() - start)
+            failed += row["status"] != "ok"
+            finished, count = finished + 1, count + 1
+            if progress is not None:
+                rate = count / (time.perf_counter() - began)
+                progress(finished, len(units), f"{method}: {rate * 60:.1f} units/min")
+    return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
+
+
+def load_cases(path: str, task: str) -> list[EditCase]:
+    """A task file's cases (skipped records are reported by `kelocate study validate`)."""
+    import warnings
+
+    from kelocate.studies.knowedit import KnowEditSkipWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowEditSkipWarning)
+        return list(load_knowedit(path, task if task in FORMATS else None))
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """The rows of a results file (a folder or the results.jsonl itself)."""
+    path = Path(path)
+    store = ResultsStore(path if path.is_dir() else path.parent)
+    if not store.path.is_file():
+        raise KelocateError(f"no {RESULTS} in {str(path)!r}; pass the --out folder of `kelocate study run`")
+    return store.rows()
+
+
+def unit_keys(rows: Iterable[dict]) -> list[str]:
+    return [row["unit"] for row in rows]

@@ -1,0 +1,130 @@
+"""The study runner on the organism: a run killed with SIGKILL at a random unit and rerun ends with the same
+results file as an uninterrupted run (no unit lost or duplicated); a torn last line is cut off; bad configs
+are one line of error; the report writes the Table 4 analog."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kelocate.cli import main
+from kelocate.errors import KelocateError
+from kelocate.studies.runner import RESULTS, StudyConfig, check_config, load_config, run_study
+
+CONFIG = """
+[study]
+methods = ["ft-m", "ice"]
+tasks = ["ZsRE", "WikiData_counterfact", "Sanitation"]
+cases = 3
+generation = false
+fluency = false
+"""
+
+CHILD = """
+import os, sys, time, torch
+torch.set_num_threads(1)
+from kelocate.studies.runner import load_config, run_study
+
+def progress(done, total, detail):
+    if done == {kill_after}:
+        open({marker!r}, "w").close()
+        time.sleep(0.05)  # the next unit is in flight when the parent kills
+
+run_study(load_config({config!r}), {out!r}, progress=progress)
+"""
+
+
+@pytest.fixture
+def one_thread():
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(int(os.environ.get("KELOCATE_TEST_THREADS") or os.environ.get("OMP_NUM_THREADS") or 2))
+
+
+def test_a_killed_study_resumes_to_the_same_results_file(tmp_path, one_thread):
+    config = tmp_path / "study.toml"
+    config.write_text(CONFIG)
+    units = 2 * 3 * 3
+    kill_after = random.Random().randrange(1, units - 1)
+    print(f"killed after unit {kill_after} of {units}")
+    killed, marker = tmp_path / "killed", tmp_path / "marker"
+    code = CHILD.format(kill_after=kill_after, marker=str(marker), config=str(config), out=str(killed))
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert child.poll() is None and time.time() < deadline, "the child did not reach the unit"
+            time.sleep(0.01)
+        child.kill()
+    finally:
+        child.wait()
+    before = (killed / RESULTS).read_bytes()
+    assert len(before.splitlines()) >= kill_after
+    resumed = run_study(load_config(config), killed)
+    straight = run_study(load_config(config), tmp_path / "straight")
+    assert resumed["skipped"] >= kill_after and resumed["skipped"] + resumed["ran"] == units
+    assert straight["ran"] == units
+    assert (killed / RESULTS).read_bytes() == (tmp_path / "straight" / RESULTS).read_bytes()
+    rows = [json.loads(line) for line in (killed / RESULTS).read_text().splitlines()]
+    assert len({r["unit"] for r in rows}) == units and all(r["status"] == "ok" for r in rows)
+    assert run_study(load_config(config), killed)["ran"] == 0  # a third run has nothing left to do
+
+
+def test_a_torn_line_is_cut_off_and_its_unit_reruns(tmp_path, one_thread):
+    config = tmp_path / "study.toml"
+    config.write_text(CONFIG.replace('"ft-m", "ice"', '"ice"').replace("cases = 3", "cases = 1"))
+    out = tmp_path / "run"
+    first = run_study(load_config(config), out)
+    lines = (out / RESULTS).read_bytes().splitlines(keepends=True)
+    (out / RESULTS).write_bytes(b"".join(lines[:-1]) + lines[-1][:25])  # killed in the middle of a write
+    again = run_study(load_config(config), out)
+    assert again["ran"] == 1 and again["skipped"] == first["units"] - 1
+    assert (out / RESULTS).read_bytes() == b"".join(lines)
+
+
+def test_report_writes_the_table(tmp_path, one_thread, capsys):
+    config = tmp_path / "study.toml"
+    config.write_text(CONFIG.replace("cases = 3", "cases = 2").replace("generation = false", "generation = true"))
+    out = tmp_path / "run"
+    assert main(["study", "run", str(config), "--out", str(out)]) == 0
+    assert main(["study", "report", str(out)]) == 0
+    table = (out / "report" / "table4.md").read_text()
+    assert "| ft-m | ZsRE | single |" in table and "edit_tf" in table and "edit_gen" in table
+    csv = (out / "report" / "table4.csv").read_text().splitlines()
+    assert len(csv) == 1 + 2 * 3
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[study]\nmethods = ["roam"]', "unknown method 'roam'"),
+    ('[study]\nmetods = ["rome"]', "unknown setting 'metods'"),
+    ('[study]\nmode = "parallel"', "unknown mode"),
+    ('[study]\ndata = "real"\ntasks = ["ZsRE"]', "no file for task ZsRE"),
+    ('[study]\nfiles = {ZsRE = "missing.json"}', "does not exist"),
+    ("[study\n", "not valid TOML"),
+])
+def test_bad_configs_are_one_line(tmp_path, capsys, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(KelocateError, match=message):
+        load_config(config)
+    assert main(["study", "run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_another_study_is_refused(tmp_path, one_thread):
+    config = check_config(StudyConfig(methods=["ice"], tasks=["ZsRE"], cases=1, generation=False, fluency=False))
+    run_study(config, tmp_path / "run")
+    other = check_config(StudyConfig(methods=["ice"], tasks=["ZsRE"], cases=2, generation=False, fluency=False))
+    with pytest.raises(KelocateError, match="another config"):
+        run_study(other, tmp_path / "run")
+    assert Path(tmp_path / "run" / RESULTS).read_text().count("\n") == 1
