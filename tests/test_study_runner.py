@@ -128,3 +128,27 @@ def test_a_folder_of_another_study_is_refused(tmp_path, one_thread):
     with pytest.raises(KelocateError, match="another config"):
         run_study(other, tmp_path / "run")
     assert Path(tmp_path / "run" / RESULTS).read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["organism_knowedit", "organism_smoke", "smollm2_knowedit", "organism_sequential"])
+def test_the_shipped_study_configs_load(name):
+    path = Path(__file__).resolve().parents[1] / "studies" / f"{name}.toml"
+    if name.startswith("smollm2") and not (path.parents[2] / "shared" / "data").is_dir():
+        pytest.skip("the shared real data folder (../shared/data) is absent")
+    config = load_config(path)
+    assert name == "organism_sequential" or config.tasks == ["WikiData_recent", "ZsRE", "WikiBio",
+                                                             "WikiData_counterfact", "ConvSent", "Sanitation"]
+    assert name != "organism_knowedit" or len(config.methods) == 11
+
+
+def test_sequential_units_record_curves_and_the_report_draws_them(tmp_path, one_thread):
+    config = check_config(StudyConfig(methods=["ft-m"], tasks=["ZsRE"], cases=3, mode="sequential", n=3,
+                                      curve=[1, 2], generation=False, fluency=False))
+    run_study(config, tmp_path / "run")
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / RESULTS).read_text().splitlines()]
+    assert row["status"] == "ok" and [p["edits"] for p in row["curve"]] == [1, 2, 3] and len(row["scores"]) == 3
+    assert row["curve"][0]["edit_tf"] == 1.0  # FT-M reaches its first edit
+    from kelocate.studies.report import write_report
+
+    paths = write_report([row], tmp_path / "report")
+    assert paths["sequential_ZsRE.png"].stat().st_size > 0 and paths["sequential_ZsRE.pdf"].is_file()

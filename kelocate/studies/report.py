@@ -1,5 +1,6 @@
 """`kelocate study report`: the Table 4 analog from a results file (methods x tasks x metrics), teacher-forced
-and generation columns side by side, as Markdown and CSV."""
+and generation columns side by side, as Markdown and CSV; and, for sequential runs, the editing curves
+(success and locality of the edits made so far after 1, 10, 100, 500 edits) as PNG and PDF."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def markdown(table: Sequence[dict]) -> str:
 
 
 def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
-    """Write table4.md and table4.csv into folder `out`; returns their paths."""
+    """Write table4.md, table4.csv and the sequential curves into folder `out`; returns their paths."""
     folder = Path(out)
     table = aggregate(rows)
     buffer = io.StringIO()
@@ -63,4 +64,44 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     paths = {"markdown": folder / "table4.md", "csv": folder / "table4.csv"}
     write_text(paths["markdown"], markdown(table))
     write_text(paths["csv"], buffer.getvalue())
+    for path in draw_curves(rows, folder):
+        paths[path.name] = path
     return paths
+
+
+def curves(rows: Sequence[dict]) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
+    """task -> method -> edits -> mean of each curve column over the sequential units."""
+    sums: dict = {}
+    for row in rows:
+        for point in row.get("curve", []) if row["status"] == "ok" else []:
+            at = sums.setdefault(row["task"], {}).setdefault(row["method"], {}).setdefault(point["edits"], {})
+            for column, value in point.items():
+                if column != "edits" and value is not None:
+                    at.setdefault(column, []).append(value)
+    return {task: {method: {k: {c: sum(v) / len(v) for c, v in cols.items()} for k, cols in sorted(points.items())}
+                   for method, points in methods.items()} for task, methods in sums.items()}
+
+
+def draw_curves(rows: Sequence[dict], out: str | Path) -> list[Path]:
+    """One figure per task: edit success and locality against the number of sequential edits."""
+    from matplotlib.figure import Figure
+
+    from kelocate.studies.figures import save_figure
+
+    written = []
+    for task, methods in curves(rows).items():
+        fig = Figure(figsize=(9, 3.5))
+        axes = fig.subplots(1, 2)
+        for method, points in methods.items():
+            edits = list(points)
+            for ax, column in zip(axes, ("edit_tf", "locality_tf"), strict=True):
+                ax.plot(edits, [points[k].get(column, float("nan")) for k in edits], marker="o", label=method)
+        for ax, title in zip(axes, ("edit success (teacher-forced)", "locality"), strict=True):
+            ax.set_xscale("log")
+            ax.set_xlabel("edits applied")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{task}: {title}")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        written += save_figure(fig, Path(out) / f"sequential_{task}", ("png", "pdf"))
+    return written

@@ -32,7 +32,7 @@ from kelocate.atomic import os_errors, write_text
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit import FORMATS, TASKS, EditCase, load_knowedit, normalize_task
-from kelocate.studies.metrics import Baseline, MetricSettings, baseline, score_case
+from kelocate.studies.metrics import Baseline, MetricSettings, baseline, score_case, teacher_forced_many
 
 METHODS = ("kn", "rome", "memit", "pmet", "alphaedit", "mend", "ft-l", "ft-m", "serac", "ice", "adalora")
 MODES = ("single", "batch", "sequential")
@@ -55,6 +55,7 @@ class StudyConfig:
     n: int = 1
     generation: bool = True
     fluency: bool = True
+    curve: list[int] = field(default_factory=lambda: [1, 10, 100, 500])  # sequential: score after k edits
     editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
 
 
@@ -277,9 +278,21 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
     return out
 
 
+def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) -> dict[str, Any]:
+    """After k sequential edits: the mean teacher-forced columns over the k cases edited so far (do the
+    early edits still hold, and their neighbours?)."""
+    scores = teacher_forced_many(model, edited, befores)
+    point: dict[str, Any] = {"edits": len(edited)}
+    for column in ("edit_tf", "rephrase_tf", "portability_tf", "locality_tf"):
+        values = [s[column] for s in scores if column in s]
+        point[column] = sum(values) / len(values) if values else None
+    return point
+
+
 def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Sequence[Baseline],
-             settings: MetricSettings) -> dict[str, Any]:
-    """Edit, score and revert one unit; a failure is recorded with its error, never dropped."""
+             settings: MetricSettings, curve: Sequence[int] = ()) -> dict[str, Any]:
+    """Edit, score and revert one unit; a failure is recorded with its error, never dropped. In sequential
+    mode the row also holds the curve: the scores after each of the `curve` edit counts."""
     from kelocate import pipeline
     from kelocate.edit.record import revert_all
 
@@ -292,8 +305,12 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Sequ
         if unit.mode == "batch" and len(requests) > 1:
             records.append(pipeline.edit(model, chosen, requests))
         else:
-            for request in requests:
+            edited = [cases[i] for i in unit.cases]
+            for k, request in enumerate(requests, 1):
                 records.append(pipeline.edit(model, chosen, request))
+                if unit.mode == "sequential" and (k in curve or k == len(requests)):
+                    row.setdefault("curve", []).append(curve_point(model, edited[:k], [befores[i] for i in
+                                                                                     unit.cases[:k]]))
         row["scores"] = [score_case(model, cases[i], befores[i], settings, organism) for i in unit.cases]
         row["status"] = "ok"
     except KelocateError as exc:
@@ -319,8 +336,10 @@ def environment(model) -> dict[str, Any]:
 
 
 def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int, str], None] | None = None,
-              log: Callable[[str], None] = lambda text: None, executor: str = "serial") -> dict[str, Any]:
-    """Run (or resume) a study into folder `out`; returns counts of units done, skipped and failed."""
+              log: Callable[[str], None] = lambda text: None, executor: str = "serial",
+              workers: int = 2) -> dict[str, Any]:
+    """Run (or resume) a study into folder `out`; returns counts of units done, skipped and failed. `executor`
+    "ray" runs the units on `workers` Ray actors (kelocate.studies.ray_executor) instead of in this process."""
     from kelocate.loading import load_model
 
     folder = Path(out)
@@ -344,7 +363,8 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     if executor == "ray":
         from kelocate.studies.ray_executor import run_with_ray
 
-        failed = run_with_ray(config, todo, files, store, settings, progress)
+        failed = run_with_ray(config, todo, files, store, settings, progress, model=model, folder=folder, log=log,
+                              workers=workers, finished=len(done), total=len(units))
         return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
     befores: dict[str, list[Baseline]] = {}
     failed, finished = 0, len(done)
@@ -358,7 +378,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
             if unit.task not in editors:
                 editors[unit.task] = make_editor(method, config, cases[: config.cases], model, folder, log)
             start = time.perf_counter()
-            row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings)
+            row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings, config.curve)
             store.append(row, time.perf_counter() - start)
             failed += row["status"] != "ok"
             finished, count = finished + 1, count + 1

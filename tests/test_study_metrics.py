@@ -1,0 +1,81 @@
+"""KnowEdit metrics against plain loops: token accuracy token by token, the best alias, locality of an
+unchanged model, ConvSent's KL against the pre-edit outputs, and the n-gram entropy and lexicon by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kelocate.edit import EditRequest, editor
+from kelocate.studies.knowedit import EditCase, Probe
+from kelocate.studies.metrics import (
+    LEXICON,
+    MetricSettings,
+    baseline,
+    generation,
+    ngram_entropy,
+    says,
+    sentiment,
+    teacher_forced,
+    teacher_forced_many,
+)
+
+CASE = EditCase("ZsRE", "SMAP", "SMAP was created in", "France Japan", "Japan", ("Japan",), "SMAP is from",
+                {"Reasoning": (Probe("the river is in", ("Berlin", "Paris team")),)},
+                {"Relation_Specificity": (Probe("the team plays", ("music",)), Probe("Paris is a", ("city",)))})
+TOPICS = [EditCase("ConvSent", t, f"What do you think of {t}?", f"I love {t}, it is great.", f"I hate {t}.",
+                   (), None, {}, {}, {}) for t in ("SMAP", "Paris", "Berlin")]
+
+
+def accuracy_by_loop(model, prompt: str, answer: str) -> float:
+    """Token accuracy the slow way: one forward per answer token on the growing prefix."""
+    ids = model.encode(prompt).ids.tolist()
+    target = model.answer_ids(prompt, answer)
+    hits = 0
+    for token in target:
+        hits += int(model.logits(__import__("torch").tensor(ids))[0, -1].argmax()) == token
+        ids.append(token)
+    return hits / len(target)
+
+
+def test_teacher_forced_columns_equal_a_token_by_token_loop(tiny_model):
+    before = baseline(tiny_model, [CASE])[0]
+    got = teacher_forced(tiny_model, CASE, before)
+    assert got["edit_tf"] == accuracy_by_loop(tiny_model, CASE.prompt, CASE.target_new)
+    assert got["rephrase_tf"] == accuracy_by_loop(tiny_model, CASE.rephrase, CASE.target_new)
+    best = max(accuracy_by_loop(tiny_model, "the river is in", a) for a in ("Berlin", "Paris team"))
+    assert got["portability_tf.Reasoning"] == best == got["portability_tf"]
+    assert got["locality_tf"] == 1.0 and got["locality_tf.Relation_Specificity"] == 1.0  # nothing was edited
+
+
+def test_many_cases_in_one_batch_equal_each_case_alone(tiny_model):
+    cases = [CASE, *TOPICS]
+    befores = baseline(tiny_model, cases)
+    together = teacher_forced_many(tiny_model, cases, befores)
+    alone = [teacher_forced(tiny_model, c, b) for c, b in zip(cases, befores, strict=True)]
+    assert together == alone
+
+
+def test_locality_drops_and_convsent_kl_is_positive_after_an_edit_and_zero_before(tiny_model):
+    settings = MetricSettings(generation=False, fluency=False)
+    befores = baseline(tiny_model, TOPICS, settings)
+    assert befores[0].other_topics == ["What do you think of Paris?", "What do you think of Berlin?"]
+    unedited = generation(tiny_model, TOPICS[0], befores[0], settings)
+    assert unedited["kl_other_topics"] == pytest.approx(0.0, abs=1e-12)
+    record = editor("ice").apply(tiny_model, EditRequest(TOPICS[0].prompt, "SMAP", TOPICS[0].target_new))
+    try:
+        edited = generation(tiny_model, TOPICS[0], befores[0], settings)
+    finally:
+        record.revert()
+    assert edited["kl_other_topics"] > 1e-4  # the in-context text changes what the model says about others
+
+
+def test_fluency_sentiment_and_generation_by_hand():
+    # bigrams (a,b) x2, (b,a) x1: H = 0.9183; trigrams (a,b,a), (b,a,b): H = 1
+    expected = (2 / 3 * -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3)) + 4 / 3 * 1.0) / 2
+    assert ngram_entropy("a b a b") == pytest.approx(expected)
+    assert ngram_entropy("word") == 0.0
+    assert sentiment("I love it, it is great", LEXICON) == "positive"
+    assert sentiment("I hate it", LEXICON) == "negative" and sentiment("it is a band", LEXICON) == "neutral"
+    assert says(" the answer is  Paris Team.", ["paris team"]) and not says("Paris", ["Rome", ""])
