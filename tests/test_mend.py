@@ -87,3 +87,16 @@ def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir,
     (tmp_path / "tiny" / "mend.safetensors").write_bytes(b"garbage")
     with pytest.raises(KelocateError, match="not a usable MEND checkpoint"):
         editor("mend", hypernet=tmp_path / "tiny").apply(tiny_model, edits()[0].request)
+
+
+def test_training_data_can_be_a_knowedit_file(tmp_path):
+    from kelocate.commands.train import read_training_edits
+
+    path = tmp_path / "zsre.json"
+    path.write_text(json.dumps([{"subject": "SMAP", "prompt": "SMAP was created in", "target_new": "France",
+                                 "ground_truth": ["Japan"], "rephrase_prompt": "SMAP originated in",
+                                 "locality": {"Relation_Specificity": [{"prompt": "SMAP is a", "ground_truth": [
+                                     ["group", "band"]]}]}}]))
+    (edit,) = read_training_edits(path)
+    assert edit.request.target_new == "France" and edit.request.ground_truth == "Japan"
+    assert edit.request.paraphrases == ("SMAP originated in",) and edit.neighbours == (("SMAP is a", "group"),)

@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         config_file: Path = typer.Argument(..., help="A study config (TOML), e.g. studies/organism_knowedit.toml."),
         out: Path = typer.Option(None, "--out", help="Results folder (default: kelocate_out/study/<config name>)."),
         executor: str = typer.Option("serial", "--executor", help="serial, or ray (pip install kelocate[ray])."),
+        workers: int = typer.Option(2, "--workers", min=1, help="Ray: worker processes (one model each)."),
     ) -> None:
         """Run a study; rerun the same command to resume (finished units are skipped)."""
         from kelocate.commands.progress import progress
@@ -74,7 +75,8 @@ def register(app: typer.Typer) -> None:
                 bars[0](done, detail)
 
             summary = run_study(config, folder, progress=advance,
-                                log=lambda text: err_console.print(text, highlight=False), executor=executor)
+                                log=lambda text: err_console.print(text, highlight=False), executor=executor,
+                                workers=workers)
         console.print(f"{summary['ran']} units run, {summary['skipped']} already done, {summary['failed']} failed; "
                       f"results in {summary['out']} (report: kelocate study report {summary['out']})",
                       highlight=False)

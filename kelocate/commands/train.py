@@ -15,7 +15,8 @@ from kelocate.errors import KelocateError
 
 def read_training_edits(path: Path, option: str = "--data"):
     """A JSON list / JSONL of {prompt, subject, target_new, ground_truth?, paraphrases?, unrelated?,
-    neighbours?} records (neighbours: [[prompt, answer], ...] that must not change)."""
+    neighbours?} records (neighbours: [[prompt, answer], ...] that must not change), or a KnowEdit task file
+    (any of the six, or ROME's CounterFact)."""
     from kelocate.edit.request import EditRequest
     from kelocate.edit.training import TrainingEdit
 
@@ -27,6 +28,10 @@ def read_training_edits(path: Path, option: str = "--data"):
             else json.loads(text)
     except json.JSONDecodeError as exc:
         raise KelocateError(f"{option} {str(path)!r} is not valid JSON ({exc}); fix the file") from None
+    if is_knowedit(rows):
+        return knowedit_training_edits(path)
+    if not isinstance(rows, list):
+        raise KelocateError(f"{option} {str(path)!r} must hold a list of edits")
     out = []
     for i, row in enumerate(rows):
         fields = ("prompt", "subject", "target_new")
@@ -40,6 +45,26 @@ def read_training_edits(path: Path, option: str = "--data"):
             raise KelocateError(f"{option} {str(path)!r} record {i}: neighbours must be [prompt, answer] pairs")
         out.append(TrainingEdit(request, tuple(row.get("unrelated") or ()), tuple(tuple(n) for n in neighbours)))
     return out
+
+
+KNOWEDIT_KEYS = {"locality", "portability", "rephrase_prompt", "requested_rewrite", "labels", "ent"}
+
+
+def is_knowedit(rows) -> bool:
+    """A KnowEdit task file (or ROME's CounterFact) rather than kelocate's plain edit list."""
+    if isinstance(rows, dict):
+        return bool({"K_F", "K_R", "success"} & set(rows))
+    return isinstance(rows, list) and any(isinstance(r, dict) and KNOWEDIT_KEYS & set(r) for r in rows[:20])
+
+
+def knowedit_training_edits(path: Path):
+    """Training edits from a KnowEdit / CounterFact file: each case's request (its rephrase as paraphrase)
+    with its locality probes as the neighbours that must not change."""
+    from kelocate.edit.training import TrainingEdit
+    from kelocate.studies.runner import load_cases, request_of
+
+    return [TrainingEdit(request_of(case), (), tuple((p.prompt, p.ground_truth) for probes in case.locality.values()
+                                                     for p in probes)) for case in load_cases(str(path), "")]
 
 
 def training_edits(model, data: Path | None, n_edits: int, draws: int = 1):
