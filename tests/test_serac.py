@@ -197,3 +197,17 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_
     """Killed at step 6 (checkpoint at 4, in the classifier phase): the rerun crosses into the counterfactual one."""
     log = assert_resumes_like_a_straight_run(train, tiny_model_dir, tmp_path, edits, mini, "serac.json")
     assert {r["phase"] for r in log} == {"scope", "counterfactual"}
+
+
+def test_the_train_command_trains_from_a_file_and_resumes(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "edits.jsonl"
+    data.write_text("".join(json.dumps({**e.request.to_json(), "unrelated": list(e.unrelated),
+                                        "neighbours": [list(n) for n in e.neighbours]}) + "\n" for e in edits()))
+    argv = ["train", "serac", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "s"),
+            "--classifier-steps", "3", "--cf-steps", "2", "--save-every", "2"]
+    assert main(argv) == 0
+    assert "SERAC: 6 training edits, 5 steps" in " ".join(capsys.readouterr().out.split())
+    assert json.loads((tmp_path / "s" / "serac.json").read_text())["trained_steps"] == 5
+    assert main(argv) == 0  # finished: rerunning has nothing left to train
+    assert main([*argv[:-4], "--classifier-steps", "0", "--cf-steps", "0"]) == 2
+    assert "nothing to train" in capsys.readouterr().err

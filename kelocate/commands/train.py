@@ -99,18 +99,15 @@ def register(app: typer.Typer) -> None:
         """Train a MEND hypernetwork; killed, it resumes from its last checkpoint when rerun."""
         from kelocate.commands.progress import progress
         from kelocate.commands.stats import parse_layers
-        from kelocate.edit.config import resolve
-        from kelocate.edit.mend import MENDConfig, train
+        from kelocate.edit.mend import profile_config, train
 
         if data is not None:
             read_training_edits(data)  # a bad file fails before the model loads
         model = load(model_name)
         examples = training_edits(model, data, n_edits)
-        hp = resolve("mend", model)
-        chosen = parse_layers(layers) if layers else list(range(model.n_layers - 3, model.n_layers))
-        config = MENDConfig(layers=chosen or list(range(model.n_layers)), rank=hp["rank"], lr_init=hp["lr_init"],
-                            c_edit=hp["c_edit"], lr=hp["train_lr"], steps=steps or hp["train_steps"],
-                            batch_size=batch_size or hp["train_batch_size"], save_every=save_every)
+        chosen = parse_layers(layers) if layers else []  # None: 'all'; []: the profile's default (last three)
+        config = profile_config(model, list(range(model.n_layers)) if chosen is None else chosen, steps=steps,
+                                batch_size=batch_size, save_every=save_every)
         with progress("training MEND", config.steps) as advance:
             summary = train(model, examples, out, config,
                             progress=lambda step, total, row: advance(step, f"loss {row['loss']:.4f}"))
@@ -130,20 +127,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train SERAC's scope classifier, then its counterfactual model; killed, it resumes when rerun."""
         from kelocate.commands.progress import progress
-        from kelocate.edit.config import resolve
-        from kelocate.edit.serac import SERACConfig, train
+        from kelocate.edit.serac import profile_config, train
 
         if data is not None:
             read_training_edits(data)
         model = load(model_name)
         examples = training_edits(model, data, n_edits, draws)
-        hp = resolve("serac", model)
-        config = SERACConfig(
-            scope_layers=hp["scope_layers"], cf_layers=hp["cf_layers"], scope_dim=hp["scope_dim"],
-            threshold=hp["threshold"], classifier_steps=hp["classifier_steps"] if classifier_steps is None
-            else classifier_steps, cf_steps=hp["cf_steps"] if cf_steps is None else cf_steps,
-            classifier_lr=hp["classifier_lr"], cf_lr=hp["cf_lr"], batch_size=hp["batch_size"],
-            scope_batch_size=hp["scope_batch_size"], other_weight=hp["other_weight"], save_every=save_every)
+        config = profile_config(model, classifier_steps=classifier_steps, cf_steps=cf_steps, save_every=save_every)
         if config.steps == 0:
             raise KelocateError("nothing to train: --classifier-steps and --cf-steps are both 0")
         with progress("training SERAC", config.steps) as advance:

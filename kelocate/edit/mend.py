@@ -62,6 +62,21 @@ class MENDConfig:
     notes: list[str] = field(default_factory=list)
 
 
+def profile_config(model, layers: Sequence[int] | None = None, **overrides: Any) -> MENDConfig:
+    """Training settings from the model's profile ([mend] train_* keys); `layers` default: the last three;
+    keyword overrides that are None are ignored."""
+    from kelocate.edit.config import resolve
+
+    hp = resolve("mend", model)
+    config = MENDConfig(layers=list(layers) if layers else list(range(max(0, model.n_layers - 3), model.n_layers)),
+                        rank=hp["rank"], lr_init=hp["lr_init"], c_edit=hp["c_edit"], lr=hp["train_lr"],
+                        steps=hp["train_steps"], batch_size=hp["train_batch_size"])
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    return config
+
+
 class Normaliser(nn.Module):
     """Running mean and variance of a feature vector (updated while training, fixed when editing)."""
 

@@ -80,6 +80,24 @@ class SERACConfig:
         return self.classifier_steps + self.cf_steps
 
 
+def profile_config(model, **overrides: Any) -> SERACConfig:
+    """Training settings from the model's profile ([serac]); keyword overrides that are None are ignored."""
+    from kelocate.edit.config import resolve
+
+    hp = resolve("serac", model)
+    fields = set(SERACConfig.__dataclass_fields__)
+    config = SERACConfig(**{k: v for k, v in hp.items() if k in fields})
+    # profile layers counted from the end (generic: the last 4, the last 8th) keep to the model's depth
+    for key in ("scope_layers", "cf_layers"):
+        kept = sorted({layer % model.n_layers for layer in getattr(config, key) if -model.n_layers <= layer
+                       < model.n_layers})
+        setattr(config, key, kept or [model.n_layers - 1])
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    return config
+
+
 # ---------------------------------------------------------------------- the scope classifier
 def front_length(model) -> int:
     """How many special tokens the default encoding puts before a text (BOS), never part of the input."""
@@ -414,9 +432,10 @@ def counterfactual_rows(model, examples: Sequence[TrainingEdit], separator: str)
 def train(model, examples: Sequence[TrainingEdit], out_dir: str | Path, config: SERACConfig,
           progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train (or resume) SERAC's scope classifier, then its counterfactual model, into `out_dir`."""
-    if len(examples) < max(2, config.batch_size):
-        raise KelocateError(f"SERAC training needs at least {max(2, config.batch_size)} edits (the batch size), "
-                            f"got {len(examples)}")
+    if len(examples) < 2:
+        raise KelocateError(f"SERAC training needs at least 2 edits (each is the others' negative), got "
+                            f"{len(examples)}")
+    config.batch_size = min(config.batch_size, len(examples))  # a small file trains on all of it each step
     config.scope_layers = [model.check_layer(layer) for layer in config.scope_layers]
     config.cf_layers = [model.check_layer(layer) for layer in config.cf_layers]
     config.fingerprint, config.d_model = model.fingerprint, model.d_model

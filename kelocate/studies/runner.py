@@ -246,30 +246,22 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
     if model.source.get("family") != "organism":
         raise KelocateError(f"{method} needs a trained checkpoint for this model: set [editors.{method}] trained = "
                             f"\"DIR\" (see `kelocate train {method}`)")
-    from kelocate.edit.config import resolve
     from kelocate.organism import world_file
     from kelocate.organism.world import load_world
     from kelocate.studies.edit_eval import organism_training_edits
 
     out = folder / "trained" / method
     marker = out / ("mend.json" if method == "mend" else "serac.json")
-    hp = resolve(method, model)
     world = load_world(world_file(model.path))
     if method == "mend":
-        from kelocate.edit.mend import MENDConfig, train
+        from kelocate.edit.mend import profile_config, train
 
-        config = MENDConfig(layers=list(range(model.n_layers - 3, model.n_layers)), rank=hp["rank"],
-                            lr_init=hp["lr_init"], c_edit=hp["c_edit"], lr=hp["train_lr"], steps=hp["train_steps"],
-                            batch_size=hp["train_batch_size"])
+        config = profile_config(model)
         examples = organism_training_edits(model, world)
     else:
-        from kelocate.edit.serac import SERACConfig, train
+        from kelocate.edit.serac import profile_config, train
 
-        config = SERACConfig(scope_layers=hp["scope_layers"], cf_layers=hp["cf_layers"], scope_dim=hp["scope_dim"],
-                             threshold=hp["threshold"], classifier_steps=hp["classifier_steps"],
-                             cf_steps=hp["cf_steps"], classifier_lr=hp["classifier_lr"], cf_lr=hp["cf_lr"],
-                             batch_size=hp["batch_size"], scope_batch_size=hp["scope_batch_size"],
-                             other_weight=hp["other_weight"])
+        config = profile_config(model)
         examples = organism_training_edits(model, world, draws=8)
     if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == config.steps:
         return out
