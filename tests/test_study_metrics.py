@@ -79,3 +79,19 @@ def test_fluency_sentiment_and_generation_by_hand():
     assert sentiment("I love it, it is great", LEXICON) == "positive"
     assert sentiment("I hate it", LEXICON) == "negative" and sentiment("it is a band", LEXICON) == "neutral"
     assert says(" the answer is  Paris Team.", ["paris team"]) and not says("Paris", ["Rome", ""])
+
+
+def test_perplexity_equals_a_token_by_token_loop(tiny_model):
+    from kelocate.studies.general import GeneralSet, general_ability, perplexity
+
+    texts = ["SMAP was created in Japan", "the river is located in Berlin"]
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = tiny_model.encode(text).ids.tolist()
+        for t in range(1, len(ids)):
+            logits = tiny_model.logits(__import__("torch").tensor(ids[:t]))[0, -1].double()
+            nll -= float(logits.log_softmax(-1)[ids[t]])
+            count += 1
+    assert perplexity(tiny_model, texts) == pytest.approx(math.exp(nll / count), rel=1e-4)
+    got = general_ability(tiny_model, GeneralSet((("SMAP was created in", "Japan"),), tuple(texts)))
+    assert set(got) == {"general_recall", "general_perplexity"} and 0 <= got["general_recall"] <= 1

@@ -110,6 +110,8 @@ def test_report_writes_the_table(tmp_path, one_thread, capsys):
     ('[study]\ndata = "real"\ntasks = ["ZsRE"]', "no file for task ZsRE"),
     ('[study]\nfiles = {ZsRE = "missing.json"}', "does not exist"),
     ("[study\n", "not valid TOML"),
+    ('[study]\ngeneral = true', "set mode"),
+    ('[study]\nmode = "sequential"\ngeneral = true\ngeneral_text = "none.txt"', "general_text file"),
 ])
 def test_bad_configs_are_one_line(tmp_path, capsys, text, message):
     config = tmp_path / "bad.toml"

@@ -30,6 +30,7 @@ from kelocate.studies.runner import (
     ResultsStore,
     StudyConfig,
     Unit,
+    general_set,
     load_cases,
     make_editor,
     run_unit,
@@ -51,6 +52,7 @@ class StudyWorker:
         self.folder = Path(folder)
         self.cases: dict[str, list] = {}
         self.befores: dict[str, list] = {}
+        self.generals: dict[str, Any] = {}
         self.editors: dict[tuple[str, str], Any] = {}
         self.model = self._load()
 
@@ -70,13 +72,14 @@ class StudyWorker:
             cases = self.cases[unit.task]
             if unit.task not in self.befores:
                 self.befores[unit.task] = baseline(self.model, cases[: self.config.cases], self.settings)
+                self.generals[unit.task] = general_set(self.config, self.model, cases[: self.config.cases])
             key = (unit.method, unit.task)
             if key not in self.editors:
                 self.editors[key] = make_editor(unit.method, self.config, cases[: self.config.cases], self.model,
                                                 self.folder, lambda text: None)
             start = time.perf_counter()
             row = run_unit(self.model, self.editors[key], unit, cases, self.befores[unit.task], self.settings,
-                           self.config.curve)
+                           self.config.curve, self.generals[unit.task])
             return row, time.perf_counter() - start
         except BaseException:
             # an edit may have stopped half-way: the next unit gets the model as loaded (baselines stay valid,

@@ -64,9 +64,38 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     paths = {"markdown": folder / "table4.md", "csv": folder / "table4.csv"}
     write_text(paths["markdown"], markdown(table))
     write_text(paths["csv"], buffer.getvalue())
+    general = general_table(rows)
+    if general:
+        paths["general"] = folder / "table5.md"
+        write_text(paths["general"], general)
     for path in draw_curves(rows, folder):
         paths[path.name] = path
     return paths
+
+
+def general_table(rows: Sequence[dict]) -> str:
+    """The Table 5 analog (Markdown; empty without sequential rows measuring it): general ability before the
+    edits and after each curve point, averaged over the units of a (method, task)."""
+    groups: dict[tuple[str, str], dict[int, dict[str, list[float]]]] = {}
+    for row in rows:
+        if row["status"] != "ok" or "general_before" not in row:
+            continue
+        points = groups.setdefault((row["method"], row["task"]), {})
+        for edits, values in [(0, row["general_before"]), *[(p["edits"], p) for p in row.get("curve", [])]]:
+            for column in ("general_recall", "general_perplexity"):
+                if values.get(column) is not None:
+                    points.setdefault(edits, {}).setdefault(column, []).append(values[column])
+    if not groups:
+        return ""
+    lines = ["| method | task | edits | recall of unrelated facts | perplexity of held-out text |",
+             "|---|---|---|---|---|"]
+    for (method, task), points in groups.items():
+        for edits in sorted(points):
+            cols = points[edits]
+            cells = [f"{sum(v) / len(v):.3f}" if (v := cols.get(c)) else "-"
+                     for c in ("general_recall", "general_perplexity")]
+            lines.append(f"| {method} | {task} | {edits} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def curves(rows: Sequence[dict]) -> dict[str, dict[str, dict[int, dict[str, float]]]]:

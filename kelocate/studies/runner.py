@@ -56,6 +56,9 @@ class StudyConfig:
     generation: bool = True
     fluency: bool = True
     curve: list[int] = field(default_factory=lambda: [1, 10, 100, 500])  # sequential: score after k edits
+    general: bool = False  # sequential: general ability before the edits and at every curve point
+    general_facts: str | None = None  # other models: JSONL {prompt, answer} of facts to recall
+    general_text: str | None = None  # other models: held-out text, one passage per line
     editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
 
 
@@ -97,6 +100,15 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
         if missing:
             raise KelocateError(f"no file for task {missing[0]}: give [study] files = {{{missing[0]} = \"path\"}} "
                                 "or data = \"organism\"")
+    if config.general and config.mode != "sequential":
+        raise KelocateError("general = true measures general ability after sequential edits; set mode = "
+                            "\"sequential\"")
+    for key in ("general_facts", "general_text"):
+        if getattr(config, key) is not None:
+            path = (base / getattr(config, key)).resolve()
+            if not path.is_file():
+                raise KelocateError(f"{key} file {str(path)!r} does not exist; fix [study] {key}")
+            setattr(config, key, str(path))
     for path in config.files.values():
         if not Path(path).is_file():
             raise KelocateError(f"task file {path!r} does not exist; fix [study] files")
@@ -281,12 +293,32 @@ def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) 
     return point
 
 
+def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
+    """What general ability is measured on (None when the study does not measure it): the organism's own
+    facts of subjects no case edits and their held-out statements, or the config's files."""
+    if not config.general:
+        return None
+    from kelocate.studies.general import load_general_set, organism_general_set
+
+    if config.general_facts or config.general_text:
+        return load_general_set(config.general_facts, config.general_text)
+    if model.source.get("family") != "organism":
+        raise KelocateError("general = true needs general_facts and/or general_text files for this model")
+    from kelocate.organism import world_file
+    from kelocate.organism.world import load_world
+
+    return organism_general_set(model, load_world(world_file(model.path)), {c.subject for c in cases},
+                                seed=config.seed)
+
+
 def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Sequence[Baseline],
-             settings: MetricSettings, curve: Sequence[int] = ()) -> dict[str, Any]:
+             settings: MetricSettings, curve: Sequence[int] = (), general=None) -> dict[str, Any]:
     """Edit, score and revert one unit; a failure is recorded with its error, never dropped. In sequential
-    mode the row also holds the curve: the scores after each of the `curve` edit counts."""
+    mode the row also holds the curve: the scores after each of the `curve` edit counts, with general
+    ability (`general`, a GeneralSet) there and before the first edit."""
     from kelocate import pipeline
     from kelocate.edit.record import revert_all
+    from kelocate.studies.general import general_ability
 
     row: dict[str, Any] = {"unit": unit.key, "method": unit.method, "task": unit.task, "mode": unit.mode,
                            "cases": [list(cases[i].source) for i in unit.cases]}
@@ -298,11 +330,15 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Sequ
             records.append(pipeline.edit(model, chosen, requests))
         else:
             edited = [cases[i] for i in unit.cases]
+            if unit.mode == "sequential" and general is not None:
+                row["general_before"] = general_ability(model, general)
             for k, request in enumerate(requests, 1):
                 records.append(pipeline.edit(model, chosen, request))
                 if unit.mode == "sequential" and (k in curve or k == len(requests)):
-                    row.setdefault("curve", []).append(curve_point(model, edited[:k], [befores[i] for i in
-                                                                                     unit.cases[:k]]))
+                    point = curve_point(model, edited[:k], [befores[i] for i in unit.cases[:k]])
+                    if general is not None:
+                        point |= general_ability(model, general)
+                    row.setdefault("curve", []).append(point)
         row["scores"] = [score_case(model, cases[i], befores[i], settings, organism) for i in unit.cases]
         row["status"] = "ok"
     except KelocateError as exc:
@@ -359,6 +395,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
                               workers=workers, finished=len(done), total=len(units))
         return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
     befores: dict[str, list[Baseline]] = {}
+    generals: dict[str, Any] = {}
     failed, finished = 0, len(done)
     for method in dict.fromkeys(u.method for u in todo):
         editors: dict[str, Any] = {}
@@ -367,10 +404,12 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
             cases = loaded[unit.task]
             if unit.task not in befores:
                 befores[unit.task] = baseline(model, cases[: config.cases], settings)
+                generals[unit.task] = general_set(config, model, cases[: config.cases])
             if unit.task not in editors:
                 editors[unit.task] = make_editor(method, config, cases[: config.cases], model, folder, log)
             start = time.perf_counter()
-            row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings, config.curve)
+            row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings, config.curve,
+                           generals[unit.task])
             store.append(row, time.perf_counter() - start)
             failed += row["status"] != "ok"
             finished, count = finished + 1, count + 1
