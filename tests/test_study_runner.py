@@ -132,13 +132,14 @@ def test_a_folder_of_another_study_is_refused(tmp_path, one_thread):
     assert Path(tmp_path / "run" / RESULTS).read_text().count("\n") == 1
 
 
-@pytest.mark.parametrize("name", ["organism_knowedit", "organism_smoke", "smollm2_knowedit", "organism_sequential"])
+@pytest.mark.parametrize("name", ["organism_knowedit", "organism_smoke", "smollm2_knowedit", "organism_sequential",
+                                  "organism_cross_domain"])
 def test_the_shipped_study_configs_load(name):
     path = Path(__file__).resolve().parents[1] / "studies" / f"{name}.toml"
     if name.startswith("smollm2") and not (path.parents[2] / "shared" / "data").is_dir():
         pytest.skip("the shared real data folder (../shared/data) is absent")
     config = load_config(path)
-    assert name == "organism_sequential" or config.tasks == ["WikiData_recent", "ZsRE", "WikiBio",
+    assert name in ("organism_sequential", "organism_cross_domain") or config.tasks == ["WikiData_recent", "ZsRE", "WikiBio",
                                                              "WikiData_counterfact", "ConvSent", "Sanitation"]
     assert name != "organism_knowedit" or len(config.methods) == 11
 
@@ -154,3 +155,20 @@ def test_sequential_units_record_curves_and_the_report_draws_them(tmp_path, one_
 
     paths = write_report([row], tmp_path / "report")
     assert paths["sequential_ZsRE.png"].stat().st_size > 0 and paths["sequential_ZsRE.pdf"].is_file()
+
+
+def test_cross_domain_mend_is_trained_on_each_task_and_reported(tmp_path, one_thread):
+    config = tmp_path / "cross.toml"
+    config.write_text('[study]\nmethods = ["mend"]\ntasks = ["ZsRE", "WikiData_counterfact"]\ncases = 2\n'
+                      'train_on = ["ZsRE", "WikiData_counterfact"]\ngeneration = false\nfluency = false\n'
+                      '[editors.mend.train]\nsteps = 4\nbatch_size = 2\n')
+    summary = run_study(load_config(config), tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / RESULTS).read_text().splitlines()]
+    assert summary["failed"] == 0 and {r["method"] for r in rows} == {"mend@ZsRE", "mend@WikiData_counterfact"}
+    for task in ("ZsRE", "WikiData_counterfact"):
+        trained = json.loads((tmp_path / "run" / "trained" / f"mend@{task}" / "mend.json").read_text())
+        assert trained["trained_steps"] == 4
+    from kelocate.studies.report import write_report
+
+    table6 = write_report(rows, tmp_path / "report")["cross_domain"].read_text()
+    assert "| mend (ZsRE) |" in table6 and "| mend (WikiData_counterfact) |" in table6

@@ -201,8 +201,11 @@ def _with_trained(config: StudyConfig, todo: Sequence[Unit], model, folder: Path
     """The config with every MEND/SERAC editor's `trained` folder set, training here what the study trains."""
     editors = {method: dict(values) for method, values in config.editors.items()}
     for method in dict.fromkeys(u.method for u in todo):
-        if method in ("mend", "serac") and editors.get(method, {}).get("trained") is None:
-            editors.setdefault(method, {})["trained"] = str(train_for_study(method, model, folder, log))
+        base = method.partition("@")[0]
+        if base in ("mend", "serac") and editors.get(method, {}).get("trained") is None:
+            overrides = editors.get(base, {}).get("train", {})
+            editors.setdefault(method, {})["trained"] = str(train_for_study(method, model, folder, log, config,
+                                                                            overrides))
     return dataclasses.replace(config, editors=editors)
 
 

@@ -64,6 +64,10 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     paths = {"markdown": folder / "table4.md", "csv": folder / "table4.csv"}
     write_text(paths["markdown"], markdown(table))
     write_text(paths["csv"], buffer.getvalue())
+    cross = cross_domain_table(table)
+    if cross:
+        paths["cross_domain"] = folder / "table6.md"
+        write_text(paths["cross_domain"], cross)
     general = general_table(rows)
     if general:
         paths["general"] = folder / "table5.md"
@@ -134,3 +138,22 @@ def draw_curves(rows: Sequence[dict], out: str | Path) -> list[Path]:
         fig.tight_layout()
         written += save_figure(fig, Path(out) / f"sequential_{task}", ("png", "pdf"))
     return written
+
+
+def cross_domain_table(table: Sequence[dict]) -> str:
+    """The Table 6 analog (Markdown; empty without 'mend@TASK'-style methods): each trained editor, by the
+    task it was trained on (rows), on every task it edited (columns): edit success / locality."""
+    cells = {(r["method"], r["task"]): r for r in table if "@" in r["method"]}
+    if not cells:
+        return ""
+    methods = list(dict.fromkeys(m for m, _ in cells))
+    tasks = list(dict.fromkeys(t for _, t in cells))
+    lines = ["| editor (trained on) | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for method in methods:
+        base, _, trained_on = method.partition("@")
+        row = []
+        for task in tasks:
+            r = cells.get((method, task))
+            row.append("-" if r is None else f"{_cell(r['edit_tf'])} / {_cell(r['locality_tf'])}")
+        lines.append(f"| {base} ({trained_on}) | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\n(cells: edit_tf / locality_tf, teacher-forced)\n"

@@ -56,6 +56,8 @@ class StudyConfig:
     generation: bool = True
     fluency: bool = True
     curve: list[int] = field(default_factory=lambda: [1, 10, 100, 500])  # sequential: score after k edits
+    train_on: list[str] = field(default_factory=list)  # MEND/SERAC trained on each task's train split
+    train_files: dict[str, str] = field(default_factory=dict)  # task -> train file (other models than the organism)
     general: bool = False  # sequential: general ability before the edits and at every curve point
     general_facts: str | None = None  # other models: JSONL {prompt, answer} of facts to recall
     general_text: str | None = None  # other models: held-out text, one passage per line
@@ -85,10 +87,14 @@ def load_config(path: str | Path) -> StudyConfig:
 
 def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
     """Canonical names, and one line of error for anything that cannot run."""
-    bad = [m for m in config.methods if m not in METHODS and m != "ike"]
+    bad = [m for m in config.methods if m not in METHODS and m != "ike"]  # 'mend@TASK' comes from train_on
     if bad:
         raise KelocateError(f"unknown method {bad[0]!r} in the study; use some of {', '.join(METHODS)}, ike")
     config.tasks = [normalize_task(t) for t in config.tasks]
+    config.train_on = [normalize_task(t) for t in config.train_on]
+    config.train_files = {normalize_task(t): str((base / f).resolve()) for t, f in config.train_files.items()}
+    if config.data != "organism" and any(t not in config.train_files for t in config.train_on):
+        raise KelocateError("train_on needs train_files = {TASK = \"path\"} for a model other than the organism")
     if config.mode not in MODES:
         raise KelocateError(f"unknown mode {config.mode!r}; use single, batch or sequential")
     if config.cases < 1 or config.n < 1:
@@ -135,10 +141,22 @@ class Unit:
         return f"{self.method}|{self.task}|{self.mode}|{','.join(map(str, self.cases))}"
 
 
+def study_methods(config: StudyConfig) -> list[str]:
+    """The methods as units name them: with `train_on`, MEND and SERAC once per training task ('mend@ZsRE':
+    trained on ZsRE's train split, the cross-domain comparison)."""
+    out = []
+    for method in config.methods:
+        if method in ("mend", "serac") and config.train_on:
+            out += [f"{method}@{task}" for task in config.train_on]
+        else:
+            out.append(method)
+    return out
+
+
 def plan(config: StudyConfig, counts: dict[str, int]) -> list[Unit]:
     """Every unit of the study, methods outermost (each method's model state is set up once)."""
     out = []
-    for method in config.methods:
+    for method in study_methods(config):
         for task in config.tasks:
             n = min(config.cases, counts[task])
             size = 1 if config.mode == "single" else config.n
@@ -191,18 +209,9 @@ def task_files(config: StudyConfig, model) -> dict[str, str]:
     """The file of every task: the config's, or the organism's export (written once into the cache)."""
     if config.data != "organism":
         return {t: config.files[t] for t in config.tasks}
-    folder = organism_knowedit_dir(model)
-    manifest = json.loads((folder / "manifest.json").read_text())
     out = {}
     for task in config.tasks:
-        if task in config.files:
-            out[task] = config.files[task]
-            continue
-        entry = manifest["files"].get(f"{task}/{config.split}")
-        if entry is None:
-            raise KelocateError(f"the organism export has no {task} {config.split} split; use split = \"test\" or "
-                                "\"train\"")
-        out[task] = str(folder / entry["path"])
+        out[task] = config.files[task] if task in config.files else organism_split_file(model, task, config.split)
     return out
 
 
@@ -239,47 +248,73 @@ def request_of(case: EditCase) -> EditRequest:
 # ---------------------------------------------------------------------- running
 def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase], model, folder: Path,
                 log: Callable[[str], None]):
-    """The editor of a method with the study's settings (trained checkpoints, IKE's pool)."""
+    """The editor of a method with the study's settings (trained checkpoints, IKE's pool); 'mend@TASK' is
+    MEND trained on TASK's train split."""
     from kelocate.edit import editor
 
-    settings = dict(config.editors.get(method, {}))
+    base, _, train_task = method.partition("@")
+    settings = dict(config.editors.get(base, {}))
     trained = settings.pop("trained", None)
-    if method in ("mend", "serac"):
+    if train_task:  # only a checkpoint trained on that task will do (the Ray driver names it so)
+        trained = config.editors.get(method, {}).get("trained")
+    overrides = settings.pop("train", {})
+    if base in ("mend", "serac"):
         if trained is None:
-            trained = str(train_for_study(method, model, folder, log))
-        settings["hypernet" if method == "mend" else "checkpoint"] = trained
-    if method == "ike":
+            trained = str(train_for_study(method, model, folder, log, config, overrides))
+        settings["hypernet" if base == "mend" else "checkpoint"] = trained
+    if base == "ike":
         settings["pool"] = [request_of(c) for c in cases]
-    return editor(method, **settings)
+    return editor(base, **settings)
 
 
-def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]) -> Path:
-    """Train MEND or SERAC on the organism's training edits into the study folder (resumes if killed)."""
-    if model.source.get("family") != "organism":
-        raise KelocateError(f"{method} needs a trained checkpoint for this model: set [editors.{method}] trained = "
-                            f"\"DIR\" (see `kelocate train {method}`)")
-    from kelocate.organism import world_file
-    from kelocate.organism.world import load_world
-    from kelocate.studies.edit_eval import organism_training_edits
+def training_edits_of(cases: Sequence[EditCase]):
+    """Training edits from loaded cases: each request, with its locality probes as neighbours."""
+    from kelocate.edit.training import TrainingEdit
 
-    out = folder / "trained" / method
-    marker = out / ("mend.json" if method == "mend" else "serac.json")
-    world = load_world(world_file(model.path))
-    if method == "mend":
+    return [TrainingEdit(request_of(c), (), tuple((p.prompt, p.ground_truth) for probes in c.locality.values()
+                                                  for p in probes)) for c in cases]
+
+
+def train_for_study(method: str, model, folder: Path, log: Callable[[str], None], config: StudyConfig | None = None,
+                    overrides: dict[str, Any] | None = None) -> Path:
+    """Train MEND or SERAC into the study folder (resumes if killed): on the organism's training edits, or,
+    for 'mend@TASK', on that task's train split; `overrides` are training settings ([editors.mend.train])."""
+    base, _, train_task = method.partition("@")
+    if train_task:
+        path = (config.train_files.get(train_task) if config is not None else None) or \
+            organism_split_file(model, train_task, "train")
+        examples = training_edits_of(load_cases(path, train_task))
+    elif model.source.get("family") != "organism":
+        raise KelocateError(f"{base} needs a trained checkpoint for this model: set [editors.{base}] trained = "
+                            f"\"DIR\" (see `kelocate train {base}`)")
+    else:
+        from kelocate.organism import world_file
+        from kelocate.organism.world import load_world
+        from kelocate.studies.edit_eval import organism_training_edits
+
+        world = load_world(world_file(model.path))
+        examples = organism_training_edits(model, world, draws=8 if base == "serac" else 1)
+    if base == "mend":
         from kelocate.edit.mend import profile_config, train
-
-        config = profile_config(model)
-        examples = organism_training_edits(model, world)
     else:
         from kelocate.edit.serac import profile_config, train
-
-        config = profile_config(model)
-        examples = organism_training_edits(model, world, draws=8)
-    if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == config.steps:
+    settings = profile_config(model, **(overrides or {}))
+    out = folder / "trained" / method
+    marker = out / f"{base}.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == settings.steps:
         return out
-    log(f"training {method} for the study into {out} (resumable) ...")
-    train(model, examples, out, config)
+    log(f"training {base} for the study into {out} ({len(examples)} edits; resumable) ...")
+    train(model, examples, out, settings)
     return out
+
+
+def organism_split_file(model, task: str, split: str) -> str:
+    """The organism export's file of one task and split."""
+    folder = organism_knowedit_dir(model)
+    entry = json.loads((folder / "manifest.json").read_text())["files"].get(f"{task}/{split}")
+    if entry is None:
+        raise KelocateError(f"the organism export has no {task} {split} split; use split = \"test\" or \"train\"")
+    return str(folder / entry["path"])
 
 
 def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) -> dict[str, Any]:
