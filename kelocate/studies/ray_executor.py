@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from kelocate.errors import KelocateError
-from kelocate.studies.metrics import MetricSettings, baseline
+from kelocate.studies.metrics import MetricSettings
 from kelocate.studies.runner import (
     ResultsStore,
     StudyConfig,
     Unit,
-    general_set,
     load_cases,
     make_editor,
     run_unit,
+    selected_cases,
+    task_state,
     train_for_study,
 )
 
@@ -71,11 +72,12 @@ class StudyWorker:
                 self.cases[unit.task] = load_cases(self.files[unit.task], unit.task)
             cases = self.cases[unit.task]
             if unit.task not in self.befores:
-                self.befores[unit.task] = baseline(self.model, cases[: self.config.cases], self.settings)
-                self.generals[unit.task] = general_set(self.config, self.model, cases[: self.config.cases])
+                self.befores[unit.task], self.generals[unit.task] = task_state(self.config, self.model, cases,
+                                                                               self.settings)
             key = (unit.method, unit.task)
             if key not in self.editors:
-                self.editors[key] = make_editor(unit.method, self.config, cases[: self.config.cases], self.model,
+                self.editors[key] = make_editor(unit.method, self.config,
+                                                list(selected_cases(self.config, cases).values()), self.model,
                                                 self.folder, lambda text: None)
             start = time.perf_counter()
             row = run_unit(self.model, self.editors[key], unit, cases, self.befores[unit.task], self.settings,

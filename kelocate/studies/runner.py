@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,15 +154,37 @@ def study_methods(config: StudyConfig) -> list[str]:
     return out
 
 
+def selected(config: StudyConfig, count: int) -> list[int]:
+    """The cases a task contributes: all of them, or a seeded sample of `cases` (in file order). A sample,
+    not the first ones: exported files group records (the organism's put those with portability probes
+    after the others)."""
+    if config.cases >= count:
+        return list(range(count))
+    return sorted(random.Random(config.seed).sample(range(count), config.cases))
+
+
+def selected_cases(config: StudyConfig, cases: Sequence[EditCase]) -> dict[int, EditCase]:
+    """The selected cases by their index in the task's file."""
+    return {i: cases[i] for i in selected(config, len(cases))}
+
+
 def plan(config: StudyConfig, counts: dict[str, int]) -> list[Unit]:
     """Every unit of the study, methods outermost (each method's model state is set up once)."""
     out = []
     for method in study_methods(config):
         for task in config.tasks:
-            n = min(config.cases, counts[task])
+            chosen = selected(config, counts[task])
             size = 1 if config.mode == "single" else config.n
-            out += [Unit(method, task, tuple(range(lo, min(lo + size, n))), config.mode) for lo in range(0, n, size)]
+            out += [Unit(method, task, tuple(chosen[lo:lo + size]), config.mode) for lo in range(0, len(chosen), size)]
     return out
+
+
+def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: MetricSettings):
+    """What every unit of a task compares with, taken once on the unedited model: the baseline of each
+    selected case (by index) and the general-ability set (or None)."""
+    chosen = selected_cases(config, cases)
+    befores = dict(zip(chosen, baseline(model, list(chosen.values()), settings), strict=True))
+    return befores, general_set(config, model, list(chosen.values()))
 
 
 # ---------------------------------------------------------------------- the results file
@@ -346,7 +369,7 @@ def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
                                 seed=config.seed)
 
 
-def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Sequence[Baseline],
+def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapping[int, Baseline],
              settings: MetricSettings, curve: Sequence[int] = (), general=None) -> dict[str, Any]:
     """Edit, score and revert one unit; a failure is recorded with its error, never dropped. In sequential
     mode the row also holds the curve: the scores after each of the `curve` edit counts, with general
@@ -429,7 +452,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
         failed = run_with_ray(config, todo, files, store, settings, progress, model=model, folder=folder, log=log,
                               workers=workers, finished=len(done), total=len(units))
         return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
-    befores: dict[str, list[Baseline]] = {}
+    befores: dict[str, dict[int, Baseline]] = {}
     generals: dict[str, Any] = {}
     failed, finished = 0, len(done)
     for method in dict.fromkeys(u.method for u in todo):
@@ -438,10 +461,10 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
         for unit in [u for u in todo if u.method == method]:
             cases = loaded[unit.task]
             if unit.task not in befores:
-                befores[unit.task] = baseline(model, cases[: config.cases], settings)
-                generals[unit.task] = general_set(config, model, cases[: config.cases])
+                befores[unit.task], generals[unit.task] = task_state(config, model, cases, settings)
             if unit.task not in editors:
-                editors[unit.task] = make_editor(method, config, cases[: config.cases], model, folder, log)
+                editors[unit.task] = make_editor(method, config, list(selected_cases(config, cases).values()),
+                                                 model, folder, log)
             start = time.perf_counter()
             row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings, config.curve,
                            generals[unit.task])
