@@ -220,20 +220,30 @@ def run_klob_study(model, locator, data: KlobData, similarity: str = "jaccard",
     return result
 
 
-def organism_klob_dir(model) -> Path:
-    """The organism's KLoB export (KLoB-c/-r/-u.jsonl), written once into kelocate's cache folder.
-
-    The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
-    """
-    from kelocate.atomic import CACHE_FIX, atomic_dir, cache_dir
+def organism_export_dir(model, kind: str, otherwise: str) -> tuple[Path, Path]:
+    """The organism's world file and the cache folder of its `kind` export, keyed on the world file's size
+    and modification time (a rebuilt organism is re-exported); a model that is not the organism is one
+    line of error ending in `otherwise`."""
+    from kelocate.atomic import cache_dir
     from kelocate.organism import world_file
 
     world = world_file(model.path)
     if world is None:
         raise KelocateError(f"model {model.name!r} is not the organism (no world.json beside it), so there "
-                            "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl and KLoB-r.jsonl")
+                            f"{otherwise}")
     stat = world.stat()
-    dest = cache_dir("klob") / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
+    return world, cache_dir(kind) / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def organism_klob_dir(model) -> Path:
+    """The organism's KLoB export (KLoB-c/-r/-u.jsonl), written once into kelocate's cache folder.
+
+    The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
+    """
+    from kelocate.atomic import CACHE_FIX, atomic_dir
+
+    world, dest = organism_export_dir(model, "klob", "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl "
+                                                     "and KLoB-r.jsonl")
     if find_klob_file(dest, "c") and find_klob_file(dest, "r"):
         return dest
     try:

@@ -240,15 +240,10 @@ def task_files(config: StudyConfig, model) -> dict[str, str]:
 
 def organism_knowedit_dir(model) -> Path:
     """The organism's KnowEdit export, written once into kelocate's cache (keyed on its world file)."""
-    from kelocate.atomic import cache_dir
-    from kelocate.organism import world_file
+    from kelocate.studies.klob_study import organism_export_dir
 
-    world = world_file(model.path)
-    if world is None:
-        raise KelocateError(f"model {model.name!r} is not the organism, so there are no built-in KnowEdit files; "
-                            "set data and files in the study config")
-    stat = world.stat()
-    dest = cache_dir("knowedit") / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
+    world, dest = organism_export_dir(model, "knowedit", "are no built-in KnowEdit files; set data and files in "
+                                                         "the study config")
     if not (dest / "manifest.json").is_file():
         from kelocate.organism.export import export
         from kelocate.organism.world import load_world
