@@ -207,15 +207,15 @@ class Router:
         self._prefixes: list[list[int]] = []
 
     def set_memory(self, requests: Sequence[EditRequest]) -> None:
-        """Replace the memory (edits embedded once, here)."""
-        self.memory = list(requests)
-        self._prefixes = [fact_prefix(self.model, r, self.config.separator) for r in self.memory]
-        if not self.memory:
-            self._vectors = torch.zeros(0, self.config.scope_dim, device=self.model.device)
-            return
-        feats = text_features(self.model, [fact_text(r) for r in self.memory], self.config.scope_layers)
-        with torch.no_grad():
-            self._vectors = self.scope.embed(torch.stack([f[-1] for f in feats]))
+        """Replace the memory (edits embedded once, here; nothing changes if embedding fails)."""
+        requests = list(requests)
+        prefixes = [fact_prefix(self.model, r, self.config.separator) for r in requests]
+        vectors = torch.zeros(0, self.config.scope_dim, device=self.model.device)
+        if requests:
+            feats = text_features(self.model, [fact_text(r) for r in requests], self.config.scope_layers)
+            with torch.no_grad():
+                vectors = self.scope.embed(torch.stack([f[-1] for f in feats]))
+        self.memory, self._prefixes, self._vectors = requests, prefixes, vectors
 
     @torch.no_grad()
     def scope_logits(self, states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
