@@ -29,7 +29,9 @@ def read_training_edits(path: Path, option: str = "--data"):
     except json.JSONDecodeError as exc:
         raise KelocateError(f"{option} {str(path)!r} is not valid JSON ({exc}); fix the file") from None
     if is_knowedit(rows):
-        return knowedit_training_edits(path)
+        from kelocate.studies.runner import load_cases, training_edits_of
+
+        return training_edits_of(load_cases(str(path), ""))
     if not isinstance(rows, list):
         raise KelocateError(f"{option} {str(path)!r} must hold a list of edits")
     out = []
@@ -57,20 +59,8 @@ def is_knowedit(rows) -> bool:
     return isinstance(rows, list) and any(isinstance(r, dict) and KNOWEDIT_KEYS & set(r) for r in rows[:20])
 
 
-def knowedit_training_edits(path: Path):
-    """Training edits from a KnowEdit / CounterFact file: each case's request (its rephrase as paraphrase)
-    with its locality probes as the neighbours that must not change."""
-    from kelocate.edit.training import TrainingEdit
-    from kelocate.studies.runner import load_cases, request_of
-
-    return [TrainingEdit(request_of(case), (), tuple((p.prompt, p.ground_truth) for probes in case.locality.values()
-                                                     for p in probes)) for case in load_cases(str(path), "")]
-
-
-def training_edits(model, data: Path | None, n_edits: int, draws: int = 1):
-    """The edits to train on: --data, or the organism's own training edits (never its evaluation cases)."""
-    if data is not None:
-        return read_training_edits(data)
+def organism_edits(model, n_edits: int, draws: int = 1):
+    """The organism's own training edits (never its evaluation cases); other models need --data."""
     if model.source.get("family") != "organism":
         raise KelocateError("only the organism has built-in training edits; pass --data FILE for this model")
     from kelocate.organism import world_file
@@ -101,10 +91,9 @@ def register(app: typer.Typer) -> None:
         from kelocate.commands.stats import parse_layers
         from kelocate.edit.mend import profile_config, train
 
-        if data is not None:
-            read_training_edits(data)  # a bad file fails before the model loads
+        examples = read_training_edits(data) if data is not None else None  # a bad file fails before loading
         model = load(model_name)
-        examples = training_edits(model, data, n_edits)
+        examples = examples if examples is not None else organism_edits(model, n_edits)
         chosen = parse_layers(layers) if layers else []  # None: 'all'; []: the profile's default (last three)
         config = profile_config(model, list(range(model.n_layers)) if chosen is None else chosen, steps=steps,
                                 batch_size=batch_size, save_every=save_every)
@@ -129,10 +118,9 @@ def register(app: typer.Typer) -> None:
         from kelocate.commands.progress import progress
         from kelocate.edit.serac import profile_config, train
 
-        if data is not None:
-            read_training_edits(data)
+        examples = read_training_edits(data) if data is not None else None
         model = load(model_name)
-        examples = training_edits(model, data, n_edits, draws)
+        examples = examples if examples is not None else organism_edits(model, n_edits, draws)
         config = profile_config(model, classifier_steps=classifier_steps, cf_steps=cf_steps, save_every=save_every)
         if config.steps == 0:
             raise KelocateError("nothing to train: --classifier-steps and --cf-steps are both 0")

@@ -62,16 +62,13 @@ def demonstration(request: EditRequest) -> str:
 def embed(model, texts: Sequence[str]) -> torch.Tensor:
     """Unit-norm mean of the last layer's hidden states over each text's tokens: [len(texts), d_model]."""
     hook = site("hidden", model.n_layers - 1)
-    saved, model.context = model.context, ""  # demonstrations are compared as plain text
-    try:
-        out = []
+    out = []
+    with model.without_context():  # demonstrations are compared as plain text
         for lo in range(0, len(texts), 32):
             cache = cache_activations(model, list(texts[lo:lo + 32]), [hook])
             mask = cache.mask.to(cache[hook].dtype)[..., None]
             mean = (cache[hook] * mask).sum(1) / mask.sum(1)
             out.append(torch.nn.functional.normalize(mean.float(), dim=-1))
-    finally:
-        model.context = saved
     return torch.cat(out)
 
 

@@ -10,7 +10,8 @@ and the edit is dW = -lr_l * sum_t delta~_t u~_t^T (lr_l learned per layer). g s
 
 Training (`train`) follows the paper: for a batch of edits, compute dW from the factors, run the edited
 model (W + dW applied through hooks, so gradients reach g), and minimise
-    c_edit * NLL(target | prompt and paraphrases) + KL(base || edited) on unrelated prompts.
+    c_edit * NLL(target | prompt and paraphrases) + KL(base || edited) on unrelated prompts (every position)
+    and on the edits' neighbours (the positions that predict their answers).
 Checkpoints (hypernetwork, optimiser, step, random state, loss log) are written atomically every
 `save_every` steps; rerunning `train` with the same folder resumes from the last one.
 """
@@ -32,7 +33,7 @@ from torch import nn
 from kelocate.edit.base import Editor
 from kelocate.edit.ft import answer_batch, masked_target_loss, prompt_target_batch
 from kelocate.edit.request import EditRequest
-from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row
+from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row, with_overrides
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 from kelocate.model.scoring import grad_on
@@ -71,10 +72,7 @@ def profile_config(model, layers: Sequence[int] | None = None, **overrides: Any)
     config = MENDConfig(layers=list(layers) if layers else list(range(max(0, model.n_layers - 3), model.n_layers)),
                         rank=hp["rank"], lr_init=hp["lr_init"], c_edit=hp["c_edit"], lr=hp["train_lr"],
                         steps=hp["train_steps"], batch_size=hp["train_batch_size"])
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config, key, value)
-    return config
+    return with_overrides(config, overrides)
 
 
 class Normaliser(nn.Module):

@@ -42,7 +42,7 @@ from kelocate.edit.base import Editor
 from kelocate.edit.ft import id_batch, masked_target_loss
 from kelocate.edit.ice import fact_text
 from kelocate.edit.request import EditRequest
-from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row
+from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row, with_overrides
 from kelocate.errors import KelocateError
 from kelocate.model import tokens
 from kelocate.model.sites import site
@@ -92,10 +92,7 @@ def profile_config(model, **overrides: Any) -> SERACConfig:
         kept = sorted({layer % model.n_layers for layer in getattr(config, key) if -model.n_layers <= layer
                        < model.n_layers})
         setattr(config, key, kept or [model.n_layers - 1])
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config, key, value)
-    return config
+    return with_overrides(config, overrides)
 
 
 # ---------------------------------------------------------------------- the scope classifier
@@ -133,16 +130,13 @@ def forward_with_states(model, ids: torch.Tensor, mask: torch.Tensor,
 
 def text_features(model, texts: Sequence[str], layers: Sequence[int]) -> list[torch.Tensor]:
     """Per text: its prefix-mean features at every position [pos, F] (encoded without in-context text)."""
-    saved, model.context = model.context, ""
-    try:
-        out = []
+    out = []
+    with model.without_context():
         for lo in range(0, len(texts), 64):
             ids, mask = model.batch_ids(list(texts[lo:lo + 64]))
             _, states = forward_with_states(model, ids, mask, layers)
             feats = prefix_means(states, mask, front_length(model))
             out += [feats[i, : int(mask[i].sum())] for i in range(len(ids))]
-    finally:
-        model.context = saved
     return out
 
 
@@ -416,16 +410,13 @@ def classifier_step(scope: ScopeClassifier, data: ScopeData, chosen: Sequence[in
 def counterfactual_rows(model, examples: Sequence[TrainingEdit], separator: str) -> list[list[tuple]]:
     """Per training edit: (fact prefix + input ids, answer ids) rows: in-scope inputs answered with the new
     target, the subject's other facts with their own answers."""
-    saved, model.context = model.context, ""
-    try:
-        out = []
+    out = []
+    with model.without_context():
         for ex in examples:
             r = ex.request
             prefix = fact_prefix(model, r, separator)
             pairs = [(p, r.target_new) for p in (r.prompt, *r.paraphrases)] + list(ex.neighbours)
             out.append([(prefix + input_ids(model, p), list(model.answer_ids(p, a))) for p, a in pairs])
-    finally:
-        model.context = saved
     return out
 
 

@@ -77,6 +77,14 @@ class Checkpoints:
         torch.set_rng_state(state["torch_rng"])
 
 
+def with_overrides(config, overrides: Mapping[str, Any]):
+    """`config` with every override that is not None set on it (command-line options left out are None)."""
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    return config
+
+
 def loss_row(step: int, losses: Mapping[str, torch.Tensor | float], **extra: Any) -> dict[str, Any]:
     """One line of the loss log."""
     return {"step": step, **extra, **{k: round(float(v.detach() if isinstance(v, torch.Tensor) else v), 6)

@@ -7,7 +7,8 @@ e.g. `down_proj.weight` is seen by both at once. The helpers here are thin: toke
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,15 @@ class HookedModel:
     def encode(self, text: str, special: bool = True) -> Encoded:
         """Token ids of `text` as the tokenizer encodes it by default (`special=False`: no BOS or others)."""
         return tokens.encode(self.tokenizer, self.in_context(text), special)
+
+    @contextlib.contextmanager
+    def without_context(self) -> Iterator[None]:
+        """Inside the block the model reads texts as they are (no in-context text); restored afterwards."""
+        saved, self.context = self.context, ""
+        try:
+            yield
+        finally:
+            self.context = saved
 
     def in_context(self, text: str) -> str:
         """`text` as the model reads it: after the in-context text, when one is set (`context`)."""

@@ -24,7 +24,7 @@ import platform
 import random
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,15 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
     """Train MEND or SERAC into the study folder (resumes if killed): on the organism's training edits, or,
     for 'mend@TASK', on that task's train split; `overrides` are training settings ([editors.mend.train])."""
     base, _, train_task = method.partition("@")
+    if base == "mend":
+        from kelocate.edit.mend import profile_config, train
+    else:
+        from kelocate.edit.serac import profile_config, train
+    settings = profile_config(model, **(overrides or {}))
+    out = folder / "trained" / method
+    marker = out / f"{base}.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == settings.steps:
+        return out  # finished earlier: its (slow to build) training data is not needed
     if train_task:
         path = (config.train_files.get(train_task) if config is not None else None) or \
             organism_split_file(model, train_task, "train")
@@ -312,15 +321,6 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
 
         world = load_world(world_file(model.path))
         examples = organism_training_edits(model, world, draws=8 if base == "serac" else 1)
-    if base == "mend":
-        from kelocate.edit.mend import profile_config, train
-    else:
-        from kelocate.edit.serac import profile_config, train
-    settings = profile_config(model, **(overrides or {}))
-    out = folder / "trained" / method
-    marker = out / f"{base}.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == settings.steps:
-        return out
     log(f"training {base} for the study into {out} ({len(examples)} edits; resumable) ...")
     train(model, examples, out, settings)
     return out
@@ -491,6 +491,3 @@ def read_results(path: str | Path) -> list[dict]:
         raise KelocateError(f"no {RESULTS} in {str(path)!r}; pass the --out folder of `kelocate study run`")
     return store.rows()
 
-
-def unit_keys(rows: Iterable[dict]) -> list[str]:
-    return [row["unit"] for row in rows]
