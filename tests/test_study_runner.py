@@ -17,7 +17,8 @@ import torch
 
 from kelocate.cli import main
 from kelocate.errors import KelocateError
-from kelocate.studies.runner import RESULTS, StudyConfig, check_config, load_config, run_study
+from kelocate.studies.knowedit import EditCase, Probe
+from kelocate.studies.runner import RESULTS, StudyConfig, check_config, load_config, run_study, same_config, selected
 
 CONFIG = """
 [study]
@@ -111,6 +112,7 @@ def test_report_writes_the_table(tmp_path, one_thread, capsys):
     ('[study]\nfiles = {ZsRE = "missing.json"}', "does not exist"),
     ("[study\n", "not valid TOML"),
     ('[study]\ngeneral = true', "set mode"),
+    ('[study]\nrequire = ["answers"]', "cannot require 'answers'"),
     ('[study]\nmode = "sequential"\ngeneral = true\ngeneral_text = "none.txt"', "general_text file"),
 ])
 def test_bad_configs_are_one_line(tmp_path, capsys, text, message):
@@ -123,6 +125,37 @@ def test_bad_configs_are_one_line(tmp_path, capsys, text, message):
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_required_fields_narrow_the_seeded_sample():
+    probe = (Probe(prompt="Who?", answers=("x",)),)
+    cases = [EditCase(task="ZsRE", subject="s", prompt=f"s {i}", target_new="t",
+                      portability={"Reasoning": probe} if i % 3 == 0 else {}) for i in range(30)]
+    plain = StudyConfig(cases=4, seed=7)
+    assert selected(plain, cases) == sorted(random.Random(7).sample(range(30), 4))  # what earlier runs chose
+    wanted = StudyConfig(cases=4, seed=7, require=["portability"])
+    chosen = selected(wanted, cases)
+    assert len(chosen) == 4 and all(i % 3 == 0 for i in chosen) and chosen == selected(wanted, cases)
+    assert selected(StudyConfig(cases=50, require=["portability"]), cases) == list(range(0, 30, 3))
+
+
+def test_a_task_without_a_required_field_is_one_line_and_writes_nothing(tmp_path, capsys, one_thread):
+    config = tmp_path / "ported.toml"
+    config.write_text('[study]\nmethods = ["ice"]\ntasks = ["ZsRE", "ConvSent"]\nrequire = ["portability"]')
+    assert main(["study", "run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ConvSent has no case with portability" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes():
+    from dataclasses import asdict
+
+    resolved = asdict(StudyConfig(methods=["ice"]))
+    saved = {key: value for key, value in resolved.items() if key != "require"}
+    assert same_config(saved, resolved)
+    assert not same_config(saved, asdict(StudyConfig(methods=["ice"], require=["portability"])))
+    assert not same_config({**saved, "cases": 3}, resolved)
+
+
 def test_a_folder_of_another_study_is_refused(tmp_path, one_thread):
     config = check_config(StudyConfig(methods=["ice"], tasks=["ZsRE"], cases=1, generation=False, fluency=False))
     run_study(config, tmp_path / "run")
@@ -133,21 +166,23 @@ def test_a_folder_of_another_study_is_refused(tmp_path, one_thread):
 
 
 @pytest.mark.parametrize("name", ["organism_knowedit", "organism_smoke", "smollm2_knowedit", "organism_sequential",
-                                  "organism_cross_domain"])
+                                  "organism_cross_domain", "organism_portability"])
 def test_the_shipped_study_configs_load(name):
     path = Path(__file__).resolve().parents[1] / "studies" / f"{name}.toml"
     if name.startswith("smollm2") and not (path.parents[2] / "shared" / "data").is_dir():
         pytest.skip("the shared real data folder (../shared/data) is absent")
     config = load_config(path)
     six = ["WikiData_recent", "ZsRE", "WikiBio", "WikiData_counterfact", "ConvSent", "Sanitation"]
-    assert name in ("organism_sequential", "organism_cross_domain") or config.tasks == six
-    assert name != "organism_knowedit" or len(config.methods) == 11
+    assert name in ("organism_sequential", "organism_cross_domain", "organism_portability") or config.tasks == six
+    assert name not in ("organism_knowedit", "organism_portability") or len(config.methods) == 11
 
 
 def test_sequential_units_record_curves_and_the_report_draws_them(tmp_path, one_thread):
     config = check_config(StudyConfig(methods=["ft-m"], tasks=["ZsRE"], cases=3, mode="sequential", n=3,
                                       curve=[1, 2], generation=False, fluency=False))
-    run_study(config, tmp_path / "run")
+    details = []
+    run_study(config, tmp_path / "run", progress=lambda done, total, detail: details.append((done, detail)))
+    assert details[:3] == [(0, f"ft-m on ZsRE: edit {k}/3") for k in (1, 2, 3)] and details[-1][0] == 1
     (row,) = [json.loads(line) for line in (tmp_path / "run" / RESULTS).read_text().splitlines()]
     assert row["status"] == "ok" and [p["edits"] for p in row["curve"]] == [1, 2, 3] and len(row["scores"]) == 3
     assert row["curve"][0]["edit_tf"] == 1.0  # FT-M reaches its first edit

@@ -22,11 +22,12 @@ def progress(label: str, total: int, every_items: int | None = None, every_secon
     if err_console.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                        console=err_console, transient=True)
         with bar:
             task = bar.add_task(label, total=total)
-            yield lambda done, detail="": bar.update(task, completed=done)
+            yield lambda done, detail="": bar.update(task, completed=done,
+                                                     description=f"{label} ({detail})" if detail else label)
         return
     step = every_items or max(1, total // 10)
     start = last_time = time.monotonic()

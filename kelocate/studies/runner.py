@@ -35,6 +35,7 @@ from kelocate.errors import KelocateError
 from kelocate.studies.knowedit import FORMATS, TASKS, EditCase, load_knowedit, normalize_task
 from kelocate.studies.metrics import Baseline, MetricSettings, baseline, score_case, teacher_forced_many
 
+REQUIRABLE = ("ground_truth", "rephrase", "portability", "locality")
 METHODS = ("kn", "rome", "memit", "pmet", "alphaedit", "mend", "ft-l", "ft-m", "serac", "ice", "adalora")
 MODES = ("single", "batch", "sequential")
 RESULTS, TIMINGS, STUDY = "results.jsonl", "timings.jsonl", "study.json"
@@ -51,6 +52,7 @@ class StudyConfig:
     split: str = "test"
     files: dict[str, str] = field(default_factory=dict)
     cases: int = 10
+    require: list[str] = field(default_factory=list)  # only cases that have these fields, e.g. ["portability"]
     seed: int = 0
     mode: str = "single"
     n: int = 1
@@ -96,6 +98,9 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
     config.train_files = {normalize_task(t): str((base / f).resolve()) for t, f in config.train_files.items()}
     if config.data != "organism" and any(t not in config.train_files for t in config.train_on):
         raise KelocateError("train_on needs train_files = {TASK = \"path\"} for a model other than the organism")
+    bad = [f for f in config.require if f not in REQUIRABLE]
+    if bad:
+        raise KelocateError(f"cannot require {bad[0]!r} of a case; use some of {', '.join(REQUIRABLE)}")
     if config.mode not in MODES:
         raise KelocateError(f"unknown mode {config.mode!r}; use single, batch or sequential")
     if config.cases < 1 or config.n < 1:
@@ -154,28 +159,36 @@ def study_methods(config: StudyConfig) -> list[str]:
     return out
 
 
-def selected(config: StudyConfig, count: int) -> list[int]:
-    """The cases a task contributes: all of them, or a seeded sample of `cases` (in file order). A sample,
-    not the first ones: exported files group records (the organism's put those with portability probes
-    after the others)."""
-    if config.cases >= count:
-        return list(range(count))
-    return sorted(random.Random(config.seed).sample(range(count), config.cases))
+def selected(config: StudyConfig, cases: Sequence[EditCase]) -> list[int]:
+    """The cases a task contributes (indices into its file): those with every `require`d field, all of them
+    or a seeded sample of `cases` (in file order). A sample, not the first ones: exported files group records
+    (the organism's put those with portability probes after the others)."""
+    eligible = [i for i, case in enumerate(cases) if all(getattr(case, name) for name in config.require)]
+    if config.cases >= len(eligible):
+        return eligible
+    return sorted(random.Random(config.seed).sample(eligible, config.cases))
 
 
 def selected_cases(config: StudyConfig, cases: Sequence[EditCase]) -> dict[int, EditCase]:
     """The selected cases by their index in the task's file."""
-    return {i: cases[i] for i in selected(config, len(cases))}
+    return {i: cases[i] for i in selected(config, cases)}
 
 
-def plan(config: StudyConfig, counts: dict[str, int]) -> list[Unit]:
-    """Every unit of the study, methods outermost (each method's model state is set up once)."""
+def plan(config: StudyConfig, loaded: Mapping[str, Sequence[EditCase]]) -> list[Unit]:
+    """Every unit of the study, methods outermost (each method's model state is set up once). A task left
+    with no case (none has the `require`d fields) is one line of error."""
+    chosen = {task: selected(config, loaded[task]) for task in config.tasks}
+    empty = [task for task, indices in chosen.items() if not indices]
+    if empty:
+        wanted = f" with {' and '.join(config.require)}" if config.require else ""
+        raise KelocateError(f"task {empty[0]} has no case{wanted}; drop it from [study] tasks "
+                            "(or the requirement)")
+    size = 1 if config.mode == "single" else config.n
     out = []
     for method in study_methods(config):
         for task in config.tasks:
-            chosen = selected(config, counts[task])
-            size = 1 if config.mode == "single" else config.n
-            out += [Unit(method, task, tuple(chosen[lo:lo + size]), config.mode) for lo in range(0, len(chosen), size)]
+            out += [Unit(method, task, tuple(chosen[task][lo:lo + size]), config.mode)
+                    for lo in range(0, len(chosen[task]), size)]
     return out
 
 
@@ -365,10 +378,12 @@ def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
 
 
 def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapping[int, Baseline],
-             settings: MetricSettings, curve: Sequence[int] = (), general=None) -> dict[str, Any]:
+             settings: MetricSettings, curve: Sequence[int] = (), general=None,
+             edited_one: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
     """Edit, score and revert one unit; a failure is recorded with its error, never dropped. In sequential
     mode the row also holds the curve: the scores after each of the `curve` edit counts, with general
-    ability (`general`, a GeneralSet) there and before the first edit."""
+    ability (`general`, a GeneralSet) there and before the first edit; `edited_one(k, n)` is called after
+    each of its edits (a 470-edit unit runs for minutes)."""
     from kelocate import pipeline
     from kelocate.edit.record import revert_all
     from kelocate.studies.general import general_ability
@@ -387,6 +402,7 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
                 row["general_before"] = general_ability(model, general)
             for k, request in enumerate(requests, 1):
                 records.append(pipeline.edit(model, chosen, request))
+                edited_one(k, len(requests))
                 if unit.mode == "sequential" and (k in curve or k == len(requests)):
                     point = curve_point(model, edited[:k], [befores[i] for i in unit.cases[:k]])
                     if general is not None:
@@ -416,6 +432,23 @@ def environment(model) -> dict[str, Any]:
             "fingerprint": model.fingerprint, "threads": __import__("torch").get_num_threads()}
 
 
+def same_config(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> bool:
+    """Whether a saved study config is this one; a setting added to kelocate after the run was saved counts
+    as its default (an upgrade does not orphan a half-finished study)."""
+    defaults = asdict(StudyConfig())
+    return set(saved) <= set(resolved) and all(saved.get(key, defaults[key]) == value
+                                               for key, value in resolved.items())
+
+
+def edit_progress(progress: Callable[[int, int, str], None] | None, finished: int, total: int,
+                  unit: Unit) -> Callable[[int, int], None]:
+    """Progress within a unit of several edits: the detail says which edit it is at."""
+    def edited_one(k: int, n: int) -> None:
+        if progress is not None and n > 1:
+            progress(finished, total, f"{unit.method} on {unit.task}: edit {k}/{n}")
+    return edited_one
+
+
 def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int, str], None] | None = None,
               log: Callable[[str], None] = lambda text: None, executor: str = "serial",
               workers: int = 2) -> dict[str, Any]:
@@ -424,19 +457,19 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     from kelocate.loading import load_model
 
     folder = Path(out)
-    with os_errors(folder):
-        folder.mkdir(parents=True, exist_ok=True)
     resolved = asdict(config)
     study_file = folder / STUDY
-    if study_file.is_file() and json.loads(study_file.read_text()).get("config") != resolved:
+    if study_file.is_file() and not same_config(json.loads(study_file.read_text()).get("config", {}), resolved):
         raise KelocateError(f"{folder} holds a study run with another config; pass another --out (or the same "
                             "config to resume it)")
     model = load_model(config.model)
-    if not study_file.is_file():
-        write_text(study_file, json.dumps({"config": resolved, "environment": environment(model)}, indent=2))
     files = task_files(config, model)
     loaded = {task: load_cases(files[task], task) for task in config.tasks}
-    units = plan(config, {t: len(c) for t, c in loaded.items()})
+    units = plan(config, loaded)
+    with os_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    if not study_file.is_file():
+        write_text(study_file, json.dumps({"config": resolved, "environment": environment(model)}, indent=2))
     store = ResultsStore(folder)
     done = {row["unit"] for row in store.rows()}
     todo = [u for u in units if u.key not in done]
@@ -462,7 +495,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
                                                  model, folder, log)
             start = time.perf_counter()
             row = run_unit(model, editors[unit.task], unit, cases, befores[unit.task], settings, config.curve,
-                           generals[unit.task])
+                           generals[unit.task], edit_progress(progress, finished, len(units), unit))
             store.append(row, time.perf_counter() - start)
             failed += row["status"] != "ok"
             finished, count = finished + 1, count + 1
