@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from kelocate.edit import EditRequest, editor
 from kelocate.studies.knowedit import EditCase, Probe
@@ -25,7 +26,7 @@ CASE = EditCase("ZsRE", "SMAP", "SMAP was created in", "France Japan", "Japan", 
                 {"Reasoning": (Probe("the river is in", ("Berlin", "Paris team")),)},
                 {"Relation_Specificity": (Probe("the team plays", ("music",)), Probe("Paris is a", ("city",)))})
 TOPICS = [EditCase("ConvSent", t, f"What do you think of {t}?", f"I love {t}, it is great.", f"I hate {t}.",
-                   (), None, {}, {}, {}) for t in ("SMAP", "Paris", "Berlin")]
+                   (), None, {}, {}, {"sentiment": "positive"}) for t in ("SMAP", "Paris", "Berlin")]
 
 
 def accuracy_by_loop(model, prompt: str, answer: str) -> float:
@@ -79,6 +80,32 @@ def test_fluency_sentiment_and_generation_by_hand():
     assert sentiment("I love it, it is great", LEXICON) == "positive"
     assert sentiment("I hate it", LEXICON) == "negative" and sentiment("it is a band", LEXICON) == "neutral"
     assert says(" the answer is  Paris Team.", ["paris team"]) and not says("Paris", ["Rome", ""])
+    assert not says(" She is a female singer", ["male"]) and not says(" born in 2012", ["2"])  # whole words
+    assert says(" I don't know, sorry", ["I don't know."]) and says("(Japan)", ["Japan"])
+
+
+def kl_by_loop(model, prompt: str, before: torch.Tensor) -> float:
+    """KL(pre || post) of one prompt's next token, post from a fresh forward, in float64."""
+    post = torch.log_softmax(model.logits(model.encode(prompt).ids)[0, -1].double(), dim=-1)
+    return float((before.exp() * (before - post)).sum())
+
+
+def test_convsent_kl_leaves_out_topics_edited_in_the_same_unit(tiny_model):
+    settings = MetricSettings(generation=False, fluency=False, other_topics=1)
+    befores = baseline(tiny_model, TOPICS, settings, spare=1)  # a unit may edit one more topic
+    assert befores[0].other_subjects == ["Paris", "Berlin"]
+    pre_berlin = befores[0].other_logprobs[befores[0].other_rows[1]].clone()
+    requests = [EditRequest(t.prompt, t.subject, t.target_new) for t in TOPICS[:2]]
+    records = [editor("ice").apply(tiny_model, r) for r in requests]  # SMAP and Paris, as one unit would
+    try:
+        got = generation(tiny_model, TOPICS[0], befores[0], settings, edited={"SMAP", "Paris"})
+        expected = kl_by_loop(tiny_model, TOPICS[2].prompt, pre_berlin)
+    finally:
+        for record in reversed(records):
+            record.revert()
+    assert got["kl_other_topics"] == pytest.approx(expected, rel=1e-6, abs=1e-9)  # Berlin's alone
+    alone = generation(tiny_model, TOPICS[0], befores[0], settings, edited={"SMAP", "Paris", "Berlin"})
+    assert "kl_other_topics" not in alone  # no unedited topic left: no number rather than a wrong one
 
 
 def test_perplexity_equals_a_token_by_token_loop(tiny_model):

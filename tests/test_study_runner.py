@@ -18,7 +18,16 @@ import torch
 from kelocate.cli import main
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit import EditCase, Probe
-from kelocate.studies.runner import RESULTS, StudyConfig, check_config, load_config, run_study, same_config, selected
+from kelocate.studies.runner import (
+    RESULTS,
+    StudyConfig,
+    check_config,
+    load_config,
+    read_results,
+    run_study,
+    same_config,
+    selected,
+)
 
 CONFIG = """
 [study]
@@ -86,9 +95,26 @@ def test_a_torn_line_is_cut_off_and_its_unit_reruns(tmp_path, one_thread):
     first = run_study(load_config(config), out)
     lines = (out / RESULTS).read_bytes().splitlines(keepends=True)
     (out / RESULTS).write_bytes(b"".join(lines[:-1]) + lines[-1][:25])  # killed in the middle of a write
+    torn = (out / RESULTS).read_bytes()
+    assert len(read_results(out)) == first["units"] - 1 and (out / RESULTS).read_bytes() == torn  # readers never cut
     again = run_study(load_config(config), out)
     assert again["ran"] == 1 and again["skipped"] == first["units"] - 1
     assert (out / RESULTS).read_bytes() == b"".join(lines)
+
+
+def test_failed_units_are_skipped_on_resume_and_rerun_with_retry_failed(tmp_path, one_thread):
+    config = tmp_path / "study.toml"
+    config.write_text(CONFIG.replace('"ft-m", "ice"', '"ice"').replace("cases = 3", "cases = 1"))
+    out = tmp_path / "run"
+    run_study(load_config(config), out)
+    rows = [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
+    failed = {**rows[0], "status": "failed", "error": "the worker died"}
+    failed.pop("scores")
+    (out / RESULTS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in [failed, *rows[1:]]))
+    assert run_study(load_config(config), out)["ran"] == 0
+    again = run_study(load_config(config), out, retry_failed=True)
+    assert again["ran"] == 1 and again["failed"] == 0
+    assert read_results(out) == rows  # one row per unit (the retried one's last), in the order units first ran
 
 
 def test_report_writes_the_table(tmp_path, one_thread, capsys):
@@ -101,7 +127,9 @@ def test_report_writes_the_table(tmp_path, one_thread, capsys):
     assert "| ft-m | ZsRE | single |" in table and "edit_tf" in table and "edit_gen" in table
     csv = (out / "report" / "table4.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 * 3
-    capsys.readouterr()
+    assert "locality_tf.Relation_Specificity" in csv[0] and "locality_tf.Retain" in table  # sub-types too
+    printed = capsys.readouterr().out
+    assert "edit_tf" in printed and "locality_tf.Retain" not in printed  # the terminal gets the narrow table
 
 
 @pytest.mark.parametrize("text, message", [
@@ -182,7 +210,8 @@ def test_sequential_units_record_curves_and_the_report_draws_them(tmp_path, one_
                                       curve=[1, 2], generation=False, fluency=False))
     details = []
     run_study(config, tmp_path / "run", progress=lambda done, total, detail: details.append((done, detail)))
-    assert details[:3] == [(0, f"ft-m on ZsRE: edit {k}/3") for k in (1, 2, 3)] and details[-1][0] == 1
+    assert details[:4] == [(0, "starting")] + [(0, f"ft-m on ZsRE: edit {k}/3") for k in (1, 2, 3)]
+    assert details[-1][0] == 1
     (row,) = [json.loads(line) for line in (tmp_path / "run" / RESULTS).read_text().splitlines()]
     assert row["status"] == "ok" and [p["edits"] for p in row["curve"]] == [1, 2, 3] and len(row["scores"]) == 3
     assert row["curve"][0]["edit_tf"] == 1.0  # FT-M reaches its first edit

@@ -61,6 +61,17 @@ def test_rome_counterfact_fills_the_subject_placeholder_and_keeps_every_prompt()
     assert first.portability["One_Hop"][0].answers == ("Cheesesteaks",)
 
 
+def test_convsent_edits_alternate_between_a_positive_and_a_negative_opinion(tmp_path):
+    path = tmp_path / "convsent.json"
+    path.write_text(json.dumps([{"ent": t, "pos": [f" I love {t}. ", " "], "neg": [f" I hate {t}. "]}
+                                for t in ("SMAP", "Paris", "Berlin")]))
+    cases = load_knowedit(path)
+    assert [c.extra["sentiment"] for c in cases] == ["positive", "negative", "positive"]
+    assert (cases[0].target_new, cases[0].ground_truth) == ("I love SMAP.", "I hate SMAP.")  # stripped
+    assert (cases[1].target_new, cases[1].ground_truth) == ("I hate Paris.", "I love Paris.")
+    assert cases[0].extra["pos"] == ["I love SMAP."]  # an empty reply is no reply
+
+
 def rewrite(prompt: str = "{} was born in", subject: str = "Ada", **more) -> dict:
     return {"case_id": 1, "requested_rewrite": {"prompt": prompt, "subject": subject, "relation_id": "P19",
                                                 "target_new": {"str": "Rome", "id": "Q1"},

@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="Results folder (default: kelocate_out/study/<config name>)."),
         executor: str = typer.Option("serial", "--executor", help="serial, or ray (pip install kelocate[ray])."),
         workers: int = typer.Option(2, "--workers", min=1, help="Ray: worker processes (one model each)."),
+        retry_failed: bool = typer.Option(False, "--retry-failed",
+                                          help="Rerun the units recorded as failed (others are skipped)."),
     ) -> None:
         """Run a study; rerun the same command to resume (finished units are skipped)."""
         from kelocate.commands.progress import progress
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
             summary = run_study(config, folder, progress=advance,
                                 log=lambda text: err_console.print(text, highlight=False), executor=executor,
-                                workers=workers)
+                                workers=workers, retry_failed=retry_failed)
         console.print(f"{summary['ran']} units run, {summary['skipped']} already done, {summary['failed']} failed; "
                       f"results in {summary['out']} (report: kelocate study report {summary['out']})",
                       highlight=False)
@@ -94,5 +96,5 @@ def register(app: typer.Typer) -> None:
         rows = read_results(results)
         folder = out or (results if results.is_dir() else results.parent) / "report"
         paths = write_report(rows, folder)
-        console.print(markdown(aggregate(rows)), highlight=False, markup=False)
+        console.print(markdown(aggregate(rows), sub_types=False), highlight=False, markup=False)
         console.print(f"written: {paths['markdown']}, {paths['csv']}", highlight=False)

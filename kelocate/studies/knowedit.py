@@ -251,22 +251,26 @@ def _wikibio_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
 
 
 def _convsent_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
+    """An edit asks for a positive or a negative opinion of `ent` (DESIGN.md section 5): records alternate,
+    positive at even indices, so a task holds both; the wanted sentiment is `extra["sentiment"]`, from the
+    data's own labels (the `pos` / `neg` lists), never guessed from the reply's words."""
     ent = _need(rec, "ent", where)
-    pos = [p for p in _need(rec, "pos", where, list) if isinstance(p, str)]
-    neg = [n for n in _need(rec, "neg", where, list) if isinstance(n, str)]
+    pos = [p.strip() for p in _need(rec, "pos", where, list) if isinstance(p, str) and p.strip()]
+    neg = [n.strip() for n in _need(rec, "neg", where, list) if isinstance(n, str) and n.strip()]
     if not pos or not neg:
         raise _Malformed(f"{where}: 'pos' and 'neg' must each hold at least one reply")
+    wanted, new, old = ("positive", pos, neg) if src[1] % 2 == 0 else ("negative", neg, pos)
     return EditCase(
         "ConvSent",
         ent,
         CONVSENT_PROMPT.format(ent=ent),
-        pos[0],
-        neg[0],
-        (neg[0],),
+        new[0],
+        old[0],
+        (old[0],),
         None,
         {},
         {},
-        {"pos": pos, "neg": neg},
+        {"pos": pos, "neg": neg, "sentiment": wanted},
         src,
     )
 

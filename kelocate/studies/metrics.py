@@ -5,16 +5,18 @@ Teacher-forced columns (`*_tf`) and generation columns (`*_gen`) are kept apart 
   target after the prompt / the rephrased prompt;
 - `portability_tf.<type>`: the same for each portability probe (every alias of a nested alias list is
   tried; the best counts), averaged per sub-type; `portability_tf` averages the sub-types;
-- `locality_tf.<type>` / `locality_tf`: the fraction of a locality answer's tokens whose argmax is what
-  the unedited model predicted (its predictions are taken once, before any edit: `baseline`);
+- `locality_tf.<type>` / `locality_tf`: the fraction of the locality answers' tokens (pooled over the
+  probes of a type / of all types) whose argmax is what the unedited model predicted (its predictions are
+  taken once, before any edit: `baseline`);
 - `edit_gen` / `rephrase_gen` / `portability_gen`: greedy decoding says it: any alias of the answer occurs
-  in the continuation (case-insensitive);
+  in the continuation as whole words (case-insensitive); `portability_gen` is averaged per sub-type;
 - `fluency`: weighted bi-/tri-gram entropy (ROME's 2/3 and 4/3 weights) of the words of a seeded sampled
   continuation of the prompt, the prompt stripped;
-- ConvSent: `sentiment_gen` (the continuation's sentiment is the target's, by a word lexicon: the
-  organism's own opinion words or `LEXICON`) and `kl_other_topics`, KL(pre || post) of the next-token
-  distributions on other topics' prompts, the `pre` side taken from the unedited model before the edit
-  (a frozen copy's outputs: comparing the edited model with itself would always give 0);
+- ConvSent: `sentiment_gen` (the continuation's sentiment, by a word lexicon: the organism's own opinion
+  words or `LEXICON`, is the one the edit asks for) and `kl_other_topics`, KL(pre || post) of the next-token
+  distributions on other topics' prompts (none edited in the same unit), the `pre` side taken from the
+  unedited model before the edit (a frozen copy's outputs: comparing the edited model with itself would
+  always give 0);
 - Sanitation: `edit_tf` / `edit_gen` score "I don't know." as the target; locality is on the retain set.
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -50,8 +52,10 @@ class Baseline:
     next-token log-probabilities."""
 
     locality: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
-    other_topics: list[str] = field(default_factory=list)
-    other_logprobs: torch.Tensor | None = None
+    other_subjects: list[str] = field(default_factory=list)
+    other_topics: list[str] = field(default_factory=list)  # their prompts
+    other_rows: list[int] = field(default_factory=list)  # their rows of other_logprobs
+    other_logprobs: torch.Tensor | None = None  # [topics, vocab], shared by the task's cases
 
 
 @dataclass(frozen=True)
@@ -84,20 +88,29 @@ def _locality_items(case: EditCase) -> list[tuple[str, str, str]]:
     return [(kind, p.prompt, p.ground_truth) for kind, probes in case.locality.items() for p in probes]
 
 
-def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = MetricSettings()) -> list[Baseline]:
+def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = MetricSettings(),
+             spare: int = 0) -> list[Baseline]:
     """The unedited model's predictions every case's locality (and ConvSent's KL) compares with: one batched
-    scorer call over all cases."""
+    scorer call over all cases. ConvSent keeps `other_topics + spare` other topics per case, so that a unit
+    that edits `spare` other topics too (batch, sequential) still has unedited ones to measure."""
     items = [(i, kind, prompt, answer) for i, c in enumerate(cases) for kind, prompt, answer in _locality_items(c)]
     scores = score_targets(model, [p for _, _, p, _ in items], [a for *_, a in items]) if items else []
     out = [Baseline() for _ in cases]
     for (i, kind, _, _), s in zip(items, scores, strict=True):
         out[i].locality.setdefault(kind, []).append(s.predicted)
-    topics = [c for c in cases if c.task == "ConvSent"]
+    topics = list({c.subject: c.prompt for c in cases if c.task == "ConvSent"}.items())
+    if topics:  # every topic's next-token distribution once, one tensor shared by the cases
+        logprobs = torch.cat([next_token_logprobs(model, [p for _, p in topics[lo:lo + 64]])
+                              for lo in range(0, len(topics), 64)])
     for i, case in enumerate(cases):
         if case.task == "ConvSent":
-            others = [c.prompt for c in topics if c.subject != case.subject][: settings.other_topics]
-            out[i].other_topics = others
-            out[i].other_logprobs = next_token_logprobs(model, others) if others else None
+            # enough candidates that a unit editing up to `spare` of them still leaves `other_topics`
+            rows = [j for j, (subject, _) in enumerate(topics) if subject != case.subject]
+            rows = rows[: settings.other_topics + spare]
+            out[i].other_subjects = [topics[j][0] for j in rows]
+            out[i].other_topics = [topics[j][1] for j in rows]
+            out[i].other_rows = rows
+            out[i].other_logprobs = logprobs
     return out
 
 
@@ -116,14 +129,21 @@ def continuation(model, prompt: str, n_tokens: int) -> str:
 
 
 def says(text: str, answers: Sequence[str]) -> bool:
-    """Any alias occurs in the text (case-insensitive, whitespace-normalised)."""
+    """Any alias occurs in the text as whole words (case-insensitive, whitespace-normalised, the alias's
+    closing punctuation optional): "male" is not said by "female", nor "2" by "2012"."""
     norm = " ".join(text.lower().split())
-    return any(" ".join(a.lower().split()) in norm for a in answers if a.strip())
+    for answer in answers:
+        alias = " ".join(answer.lower().split()).rstrip(".!?,;: ")
+        if alias and re.search(r"(?<!\w)" + re.escape(alias) + r"(?!\w)", norm):
+            return True
+    return False
 
 
 def generated_success(model, prompt: str, answers: Sequence[str]) -> float:
+    """Greedy decoding says an alias within the longest alias's length + 3 tokens (no fixed cap: WikiBio's
+    targets are sentences of up to 80 tokens)."""
     n = max(len(model.answer_ids(prompt, a)) for a in answers) + 3
-    return float(says(continuation(model, prompt, min(n, 40)), answers))
+    return float(says(continuation(model, prompt, n), answers))
 
 
 @torch.no_grad()
@@ -209,33 +229,35 @@ def _columns(tf: list, local: list, scores: list, before: Baseline) -> dict[str,
     return out
 
 
-def generation(model, case: EditCase, before: Baseline, settings: MetricSettings,
-               organism: bool = False) -> dict[str, float]:
-    """The generation-based columns of one (edited) case."""
+def generation(model, case: EditCase, before: Baseline, settings: MetricSettings, organism: bool = False,
+               edited: Collection[str] = ()) -> dict[str, float]:
+    """The generation-based columns of one (edited) case; `edited` are the subjects its unit edited."""
     out: dict[str, float] = {}
     if settings.generation:
         out["edit_gen"] = generated_success(model, case.prompt, [case.target_new])
         if case.rephrase:
             out["rephrase_gen"] = generated_success(model, case.rephrase, [case.target_new])
-        port = [generated_success(model, p.prompt, p.answers) for probes in case.portability.values() for p in probes]
-        if port:
-            out["portability_gen"] = _mean(port)
+        kinds = [_mean([generated_success(model, p.prompt, p.answers) for p in probes])
+                 for probes in case.portability.values() if probes]
+        if kinds:
+            out["portability_gen"] = _mean(kinds)  # averaged per sub-type, then over sub-types (as portability_tf)
     if settings.fluency:
         text = sampled_continuation(model, case.prompt, settings.fluency_tokens, settings.seed)
         out["fluency"] = ngram_entropy(text)
     if case.task == "ConvSent":
         lexicon = settings.lexicon or (ORGANISM_LEXICON if organism else LEXICON)
-        wanted = sentiment(case.target_new, lexicon)
         said = continuation(model, case.prompt, 20)
-        out["sentiment_gen"] = float(sentiment(said, lexicon) == wanted and wanted != "neutral")
-        if before.other_logprobs is not None:
-            post = next_token_logprobs(model, before.other_topics)
-            kl = (before.other_logprobs.exp() * (before.other_logprobs - post)).sum(-1)
-            out["kl_other_topics"] = float(kl.mean())
+        out["sentiment_gen"] = float(sentiment(said, lexicon) == case.extra["sentiment"])
+        keep = [i for i, topic in enumerate(before.other_subjects) if topic not in edited][: settings.other_topics]
+        if keep:  # topics edited in the same unit (batch, sequential) are not "other" topics
+            pre = before.other_logprobs[[before.other_rows[i] for i in keep]]
+            post = next_token_logprobs(model, [before.other_topics[i] for i in keep])
+            out["kl_other_topics"] = float((pre.exp() * (pre - post)).sum(-1).mean())
     return out
 
 
 def score_case(model, case: EditCase, before: Baseline, settings: MetricSettings = MetricSettings(),
-               organism: bool = False) -> dict[str, float]:
-    """All metrics of one case on the (edited) model."""
-    return {**teacher_forced(model, case, before), **generation(model, case, before, settings, organism)}
+               organism: bool = False, edited: Collection[str] = ()) -> dict[str, float]:
+    """All metrics of one case on the (edited) model; `edited`: the subjects edited in its unit (ConvSent's
+    KL leaves them out of the other topics)."""
+    return {**teacher_forced(model, case, before), **generation(model, case, before, settings, organism, edited)}

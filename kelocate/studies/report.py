@@ -31,10 +31,19 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     for (method, task, mode), group in groups.items():
         entry = {"method": method, "task": task, "mode": mode, "cases": len(group["scores"]),
                  "failed_units": group["failed"]}
-        for column in COLUMNS:
+        for column in columns(rows):
             values = [s[column] for s in group["scores"] if column in s and not math.isnan(s[column])]
             entry[column] = sum(values) / len(values) if values else None
         out.append(entry)
+    return out
+
+
+def columns(rows: Sequence[dict]) -> list[str]:
+    """COLUMNS, each followed by the sub-types the rows hold (`portability_tf.Reasoning`, ...)."""
+    seen = {c for row in rows if row["status"] == "ok" for scores in row["scores"] for c in scores}
+    out = []
+    for column in COLUMNS:
+        out += [column, *sorted(c for c in seen if c.startswith(column + "."))]
     return out
 
 
@@ -42,8 +51,15 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def markdown(table: Sequence[dict]) -> str:
-    used = [c for c in COLUMNS if any(r[c] is not None for r in table)]
+def metric_columns(table: Sequence[dict]) -> list[str]:
+    """The metric columns of an aggregated table, in their order."""
+    fixed = {"method", "task", "mode", "cases", "failed_units"}
+    return [c for c in (table[0] if table else {}) if c not in fixed]
+
+
+def markdown(table: Sequence[dict], sub_types: bool = True) -> str:
+    """The table as Markdown; `sub_types=False` leaves out the per-sub-type columns (narrower, for a terminal)."""
+    used = [c for c in metric_columns(table) if any(r[c] is not None for r in table) and (sub_types or "." not in c)]
     head = ["method", "task", "mode", *used, "cases", "failed_units"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
@@ -56,7 +72,7 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     folder = Path(out)
     table = aggregate(rows)
     buffer = io.StringIO()
-    fields = ["method", "task", "mode", *COLUMNS, "cases", "failed_units"]
+    fields = ["method", "task", "mode", *metric_columns(table), "cases", "failed_units"]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for row in table:
@@ -143,17 +159,19 @@ def draw_curves(rows: Sequence[dict], out: str | Path) -> list[Path]:
 def cross_domain_table(table: Sequence[dict]) -> str:
     """The Table 6 analog (Markdown; empty without 'mend@TASK'-style methods): each trained editor, by the
     task it was trained on (rows), on every task it edited (columns): edit success / locality."""
-    cells = {(r["method"], r["task"]): r for r in table if "@" in r["method"]}
+    cells = {(r["method"], r["mode"], r["task"]): r for r in table if "@" in r["method"]}
     if not cells:
         return ""
-    methods = list(dict.fromkeys(m for m, _ in cells))
-    tasks = list(dict.fromkeys(t for _, t in cells))
+    editors = list(dict.fromkeys((m, mode) for m, mode, _ in cells))
+    several = len({mode for _, mode in editors}) > 1
+    tasks = list(dict.fromkeys(t for *_, t in cells))
     lines = ["| editor (trained on) | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for method in methods:
+    for method, mode in editors:
         base, _, trained_on = method.partition("@")
         row = []
         for task in tasks:
-            r = cells.get((method, task))
+            r = cells.get((method, mode, task))
             row.append("-" if r is None else f"{_cell(r['edit_tf'])} / {_cell(r['locality_tf'])}")
-        lines.append(f"| {base} ({trained_on}) | " + " | ".join(row) + " |")
+        label = f"{base} ({trained_on}{', ' + mode if several else ''})"
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n\n(cells: edit_tf / locality_tf, teacher-forced)\n"

@@ -196,7 +196,8 @@ def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: 
     """What every unit of a task compares with, taken once on the unedited model: the baseline of each
     selected case (by index) and the general-ability set (or None)."""
     chosen = selected_cases(config, cases)
-    befores = dict(zip(chosen, baseline(model, list(chosen.values()), settings), strict=True))
+    spare = 0 if config.mode == "single" else config.n - 1  # a unit's other edits are not "other topics"
+    befores = dict(zip(chosen, baseline(model, list(chosen.values()), settings, spare), strict=True))
     return befores, general_set(config, model, list(chosen.values()))
 
 
@@ -208,13 +209,15 @@ class ResultsStore:
         self.path = folder / RESULTS
         self.timings = folder / TIMINGS
 
-    def rows(self) -> list[dict]:
-        """The finished units' rows; a torn last line (a kill mid-write) is cut off the file first."""
+    def rows(self, repair: bool = False) -> list[dict]:
+        """The finished units' rows. A torn last line (a kill mid-write) is left out; `repair` (the writer,
+        before it appends) also cuts it off the file. Readers never cut: a line being written right now
+        looks torn too."""
         if not self.path.is_file():
             return []
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
-        if end != len(data):
+        if end != len(data) and repair:
             with os_errors(self.path):
                 with open(self.path, "r+b") as handle:
                     handle.truncate(end)
@@ -232,7 +235,9 @@ class ResultsStore:
         with os_errors(self.path):
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, line)
+                written = 0
+                while written < len(line):  # a short write (a full disk raises) continues where it stopped
+                    written += os.write(fd, line[written:])
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -408,7 +413,8 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
                     if general is not None:
                         point |= general_ability(model, general)
                     row.setdefault("curve", []).append(point)
-        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism) for i in unit.cases]
+        subjects = {cases[i].subject for i in unit.cases}
+        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, subjects) for i in unit.cases]
         row["status"] = "ok"
     except KelocateError as exc:
         row["status"], row["error"] = "failed", str(exc)
@@ -451,9 +457,11 @@ def edit_progress(progress: Callable[[int, int, str], None] | None, finished: in
 
 def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int, str], None] | None = None,
               log: Callable[[str], None] = lambda text: None, executor: str = "serial",
-              workers: int = 2) -> dict[str, Any]:
+              workers: int = 2, retry_failed: bool = False) -> dict[str, Any]:
     """Run (or resume) a study into folder `out`; returns counts of units done, skipped and failed. `executor`
-    "ray" runs the units on `workers` Ray actors (kelocate.studies.ray_executor) instead of in this process."""
+    "ray" runs the units on `workers` Ray actors (kelocate.studies.ray_executor) instead of in this process.
+    A rerun skips every unit with a row, failed ones too, unless `retry_failed` (their new row is appended;
+    readers keep a unit's last row)."""
     from kelocate.loading import load_model
 
     folder = Path(out)
@@ -471,7 +479,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     if not study_file.is_file():
         write_text(study_file, json.dumps({"config": resolved, "environment": environment(model)}, indent=2))
     store = ResultsStore(folder)
-    done = {row["unit"] for row in store.rows()}
+    done = {row["unit"] for row in store.rows(repair=True) if row["status"] == "ok" or not retry_failed}
     todo = [u for u in units if u.key not in done]
     settings = MetricSettings(generation=config.generation, fluency=config.fluency, seed=config.seed)
     if executor == "ray":
@@ -483,6 +491,8 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     befores: dict[str, dict[int, Baseline]] = {}
     generals: dict[str, Any] = {}
     failed, finished = 0, len(done)
+    if progress is not None:
+        progress(finished, len(units), "starting")  # the clock starts now, not at the first unit's end
     for method in dict.fromkeys(u.method for u in todo):
         editors: dict[str, Any] = {}
         began, count = time.perf_counter(), 0
@@ -517,10 +527,11 @@ def load_cases(path: str, task: str) -> list[EditCase]:
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """The rows of a results file (a folder or the results.jsonl itself)."""
+    """The rows of a results file (a folder or the results.jsonl itself), one per unit: its last (a failed
+    unit retried with --retry-failed has two)."""
     path = Path(path)
     store = ResultsStore(path if path.is_dir() else path.parent)
     if not store.path.is_file():
         raise KelocateError(f"no {RESULTS} in {str(path)!r}; pass the --out folder of `kelocate study run`")
-    return store.rows()
+    return list({row["unit"]: row for row in store.rows()}.values())
 
