@@ -50,6 +50,37 @@ def test_teacher_forced_columns_equal_a_token_by_token_loop(tiny_model):
     assert got["locality_tf"] == 1.0 and got["locality_tf.Relation_Specificity"] == 1.0  # nothing was edited
 
 
+def predicted_by_loop(model, prompt: str, answer: str) -> list[int]:
+    """The argmax at each answer position, teacher-forced, one forward per token."""
+    ids, out = model.encode(prompt).ids.tolist(), []
+    for token in model.answer_ids(prompt, answer):
+        out.append(int(model.logits(torch.tensor(ids))[0, -1].argmax()))
+        ids.append(token)
+    return out
+
+
+def test_locality_leaves_out_probes_that_the_unit_edits_on_purpose(tiny_model):
+    from kelocate.studies.metrics import edited_prompts
+
+    other = EditCase("ZsRE", "SMAP", "the team plays", "chess", "music")  # edits CASE's first locality probe
+    before = baseline(tiny_model, [CASE])[0]
+    probes = CASE.locality["Relation_Specificity"]
+    reference = [predicted_by_loop(tiny_model, p.prompt, p.ground_truth) for p in probes]
+    record = editor("ice").apply(tiny_model, EditRequest(CASE.prompt, "SMAP", CASE.target_new))
+    try:
+        got = teacher_forced(tiny_model, CASE, before, edited_prompts([CASE, other]))
+        after = [predicted_by_loop(tiny_model, p.prompt, p.ground_truth) for p in probes]
+        every = teacher_forced(tiny_model, CASE, before)
+    finally:
+        record.revert()
+    same = [sum(a == b for a, b in zip(x, y, strict=True)) for x, y in zip(after, reference, strict=True)]
+    assert got["locality_tf"] == pytest.approx(same[1] / len(reference[1]), abs=1e-12)  # the second probe only
+    assert every["locality_tf"] == pytest.approx(sum(same) / sum(map(len, reference)), abs=1e-12)  # both, pooled
+    alone = EditCase("ZsRE", "SMAP", "x", "y", locality={"Relation_Specificity": (Probe("the team plays", ("m",)),)})
+    assert "locality_tf" not in teacher_forced(tiny_model, alone, baseline(tiny_model, [alone])[0],
+                                               edited_prompts([other]))
+
+
 def test_many_cases_in_one_batch_equal_each_case_alone(tiny_model):
     cases = [CASE, *TOPICS]
     befores = baseline(tiny_model, cases)

@@ -7,7 +7,8 @@ Teacher-forced columns (`*_tf`) and generation columns (`*_gen`) are kept apart 
   tried; the best counts), averaged per sub-type; `portability_tf` averages the sub-types;
 - `locality_tf.<type>` / `locality_tf`: the fraction of the locality answers' tokens (pooled over the
   probes of a type / of all types) whose argmax is what the unedited model predicted (its predictions are
-  taken once, before any edit: `baseline`);
+  taken once, before any edit: `baseline`); in a unit of several edits, probes asking a prompt one of
+  them edits are left out (they are meant to change);
 - `edit_gen` / `rephrase_gen` / `portability_gen`: greedy decoding says it: any alias of the answer occurs
   in the continuation as whole words (case-insensitive); `portability_gen` is averaged per sub-type;
 - `fluency`: weighted bi-/tri-gram entropy (ROME's 2/3 and 4/3 weights) of the words of a seeded sampled
@@ -83,9 +84,21 @@ def _tf_items(case: EditCase) -> list[tuple[str, int, str, str]]:
     return items
 
 
-def _locality_items(case: EditCase) -> list[tuple[str, str, str]]:
-    """(type, prompt, canonical answer) of every locality probe."""
-    return [(kind, p.prompt, p.ground_truth) for kind, probes in case.locality.items() for p in probes]
+def _locality_items(case: EditCase, edited: Collection[str] = ()) -> list[tuple[str, int, str, str]]:
+    """(type, probe number, prompt, canonical answer) of every locality probe, except those asking a prompt in
+    `edited` (a unit of several edits may edit a probe's fact on purpose: the organism's and KnowEdit's
+    files hold several edits of one subject, each the others' locality probe)."""
+    return [(kind, n, p.prompt, p.ground_truth) for kind, probes in case.locality.items()
+            for n, p in enumerate(probes) if _plain(p.prompt) not in edited]
+
+
+def _plain(prompt: str) -> str:
+    return " ".join(prompt.split())
+
+
+def edited_prompts(cases: Sequence[EditCase]) -> frozenset[str]:
+    """The prompts (and rephrasings) that a unit's edits write, whitespace-normalised."""
+    return frozenset(_plain(p) for c in cases for p in (c.prompt, c.rephrase) if p)
 
 
 def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = MetricSettings(),
@@ -93,11 +106,11 @@ def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = Metric
     """The unedited model's predictions every case's locality (and ConvSent's KL) compares with: one batched
     scorer call over all cases. ConvSent keeps `other_topics + spare` other topics per case, so that a unit
     that edits `spare` other topics too (batch, sequential) still has unedited ones to measure."""
-    items = [(i, kind, prompt, answer) for i, c in enumerate(cases) for kind, prompt, answer in _locality_items(c)]
+    items = [(i, kind, prompt, answer) for i, c in enumerate(cases) for kind, _, prompt, answer in _locality_items(c)]
     scores = score_targets(model, [p for _, _, p, _ in items], [a for *_, a in items]) if items else []
     out = [Baseline() for _ in cases]
     for (i, kind, _, _), s in zip(items, scores, strict=True):
-        out[i].locality.setdefault(kind, []).append(s.predicted)
+        out[i].locality.setdefault(kind, []).append(s.predicted)  # in probe order: probe n is entry n
     topics = list({c.subject: c.prompt for c in cases if c.task == "ConvSent"}.items())
     if topics:  # every topic's next-token distribution once, one tensor shared by the cases
         logprobs = torch.cat([next_token_logprobs(model, [p for _, p in topics[lo:lo + 64]])
@@ -189,17 +202,18 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def teacher_forced(model, case: EditCase, before: Baseline) -> dict[str, float]:
-    """Every teacher-forced column of one (edited) case."""
-    return teacher_forced_many(model, [case], [before])[0]
+def teacher_forced(model, case: EditCase, before: Baseline, edited: Collection[str] = ()) -> dict[str, float]:
+    """Every teacher-forced column of one (edited) case; locality leaves out probes asking an `edited` prompt."""
+    return teacher_forced_many(model, [case], [before], edited=edited)[0]
 
 
-def teacher_forced_many(model, cases: Sequence[EditCase], befores: Sequence[Baseline],
-                        batch_size: int = 64) -> list[dict[str, float]]:
-    """Every teacher-forced column of many cases on the same model state, in one batched scorer call."""
-    items = [(i, _tf_items(c), _locality_items(c)) for i, c in enumerate(cases)]
-    prompts = [p for _, tf, local in items for p in [x[2] for x in tf] + [x[1] for x in local]]
-    answers = [a for _, tf, local in items for a in [x[3] for x in tf] + [x[2] for x in local]]
+def teacher_forced_many(model, cases: Sequence[EditCase], befores: Sequence[Baseline], batch_size: int = 64,
+                        edited: Collection[str] = ()) -> list[dict[str, float]]:
+    """Every teacher-forced column of many cases on the same model state, in one batched scorer call;
+    `edited` (`edited_prompts` of the unit) are left out of locality."""
+    items = [(i, _tf_items(c), _locality_items(c, edited)) for i, c in enumerate(cases)]
+    prompts = [p for _, tf, local in items for p in [x[2] for x in tf] + [x[2] for x in local]]
+    answers = [a for _, tf, local in items for a in [x[3] for x in tf] + [x[3] for x in local]]
     scores = iter(score_targets(model, prompts, answers, batch_size) if prompts else [])
     return [_columns(tf, local, [next(scores) for _ in range(len(tf) + len(local))], befores[i])
             for i, tf, local in items]
@@ -216,13 +230,12 @@ def _columns(tf: list, local: list, scores: list, before: Baseline) -> dict[str,
     if kinds:
         out["portability_tf"] = _mean([out[c] for c in kinds])
     same: dict[str, list[int]] = {}
-    for (kind, _, _), s in zip(local, scores[len(tf):], strict=True):
-        hits = same.setdefault(kind, [0, 0, 0])  # same tokens, tokens, probes seen
-        ref = before.locality[kind][hits[2]]
+    for (kind, n, _, _), s in zip(local, scores[len(tf):], strict=True):
+        hits = same.setdefault(kind, [0, 0])  # same tokens, tokens
+        ref = before.locality[kind][n]
         hits[0] += sum(a == b for a, b in zip(s.predicted, ref, strict=True))
         hits[1] += len(ref)
-        hits[2] += 1
-    for kind, (hit, total, _) in same.items():
+    for kind, (hit, total) in same.items():
         out[f"locality_tf.{kind}"] = hit / total if total else float("nan")
     if same:
         out["locality_tf"] = sum(h[0] for h in same.values()) / max(1, sum(h[1] for h in same.values()))
@@ -257,7 +270,8 @@ def generation(model, case: EditCase, before: Baseline, settings: MetricSettings
 
 
 def score_case(model, case: EditCase, before: Baseline, settings: MetricSettings = MetricSettings(),
-               organism: bool = False, edited: Collection[str] = ()) -> dict[str, float]:
-    """All metrics of one case on the (edited) model; `edited`: the subjects edited in its unit (ConvSent's
-    KL leaves them out of the other topics)."""
-    return {**teacher_forced(model, case, before), **generation(model, case, before, settings, organism, edited)}
+               organism: bool = False, unit: Sequence[EditCase] = ()) -> dict[str, float]:
+    """All metrics of one case on the (edited) model. `unit`: the cases edited with it (batch, sequential):
+    locality leaves out the probes they edit on purpose, ConvSent's KL their topics."""
+    return {**teacher_forced(model, case, before, edited_prompts(unit)),
+            **generation(model, case, before, settings, organism, {c.subject for c in unit})}

@@ -33,7 +33,14 @@ from kelocate.atomic import os_errors, write_text
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit import FORMATS, TASKS, EditCase, load_knowedit, normalize_task
-from kelocate.studies.metrics import Baseline, MetricSettings, baseline, score_case, teacher_forced_many
+from kelocate.studies.metrics import (
+    Baseline,
+    MetricSettings,
+    baseline,
+    edited_prompts,
+    score_case,
+    teacher_forced_many,
+)
 
 REQUIRABLE = ("ground_truth", "rephrase", "portability", "locality")
 METHODS = ("kn", "rome", "memit", "pmet", "alphaedit", "mend", "ft-l", "ft-m", "serac", "ice", "adalora")
@@ -355,8 +362,9 @@ def organism_split_file(model, task: str, split: str) -> str:
 
 def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) -> dict[str, Any]:
     """After k sequential edits: the mean teacher-forced columns over the k cases edited so far (do the
-    early edits still hold, and their neighbours?)."""
-    scores = teacher_forced_many(model, edited, befores)
+    early edits still hold, and their neighbours? Neighbours that one of the k edits changes on purpose are
+    left out)."""
+    scores = teacher_forced_many(model, edited, befores, edited=edited_prompts(edited))
     point: dict[str, Any] = {"edits": len(edited)}
     for column in ("edit_tf", "rephrase_tf", "portability_tf", "locality_tf"):
         values = [s[column] for s in scores if column in s]
@@ -413,8 +421,8 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
                     if general is not None:
                         point |= general_ability(model, general)
                     row.setdefault("curve", []).append(point)
-        subjects = {cases[i].subject for i in unit.cases}
-        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, subjects) for i in unit.cases]
+        together = [cases[i] for i in unit.cases]
+        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, together) for i in unit.cases]
         row["status"] = "ok"
     except KelocateError as exc:
         row["status"], row["error"] = "failed", str(exc)
