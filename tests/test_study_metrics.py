@@ -4,6 +4,7 @@ unchanged model, ConvSent's KL against the pre-edit outputs, and the n-gram entr
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -137,6 +138,20 @@ def test_convsent_kl_leaves_out_topics_edited_in_the_same_unit(tiny_model):
     assert got["kl_other_topics"] == pytest.approx(expected, rel=1e-6, abs=1e-9)  # Berlin's alone
     alone = generation(tiny_model, TOPICS[0], befores[0], settings, edited={"SMAP", "Paris", "Berlin"})
     assert "kl_other_topics" not in alone  # no unedited topic left: no number rather than a wrong one
+
+
+def test_convsent_edits_ask_for_the_opposite_of_the_opinion_the_model_holds(tiny_model, monkeypatch):
+    from kelocate.studies import metrics
+
+    replies = {"SMAP": "I love it, great", "Paris": "I hate it", "Berlin": "it is a band"}
+    monkeypatch.setattr(metrics, "continuation", lambda model, prompt, n: replies[prompt.split()[-1][:-1]])
+    out = metrics.against_held_opinions(tiny_model, TOPICS, [0, 1, 2], LEXICON)
+    smap, paris, berlin = out
+    assert smap.extra["sentiment"] == "negative" and smap.extra["held"] == "positive"  # it loves SMAP: flipped
+    assert (smap.target_new, smap.ground_truth) == (TOPICS[0].ground_truth, TOPICS[0].target_new)
+    assert paris == replace(TOPICS[1], extra={"sentiment": "positive", "held": "negative"})  # already asks a change
+    assert berlin.extra == {"sentiment": "positive", "held": "neutral"}  # neutral: the file's direction
+    assert out is not TOPICS and TOPICS[0].extra == {"sentiment": "positive"}  # the loaded cases stay as read
 
 
 def test_perplexity_equals_a_token_by_token_loop(tiny_model):

@@ -14,7 +14,8 @@ Teacher-forced columns (`*_tf`) and generation columns (`*_gen`) are kept apart 
 - `fluency`: weighted bi-/tri-gram entropy (ROME's 2/3 and 4/3 weights) of the words of a seeded sampled
   continuation of the prompt, the prompt stripped;
 - ConvSent: `sentiment_gen` (the continuation's sentiment, by a word lexicon: the organism's own opinion
-  words or `LEXICON`, is the one the edit asks for) and `kl_other_topics`, KL(pre || post) of the next-token
+  words or `LEXICON`, is the one the edit asks for; `against_held_opinions` makes each edit ask for the
+  opposite of the unedited model's reply) and `kl_other_topics`, KL(pre || post) of the next-token
   distributions on other topics' prompts (none edited in the same unit), the `pre` side taken from the
   unedited model before the edit (a frozen copy's outputs: comparing the edited model with itself would
   always give 0);
@@ -27,7 +28,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -190,6 +191,33 @@ def ngram_entropy(text: str) -> float:
     return total / 2
 
 
+OPINION_TOKENS = 20  # the reply a ConvSent opinion is read from
+
+
+def lexicon_for(settings: MetricSettings, organism: bool) -> dict:
+    """The settings' lexicon, else the organism's own opinion words on the organism, else LEXICON."""
+    return settings.lexicon or (ORGANISM_LEXICON if organism else LEXICON)
+
+
+def against_held_opinions(model, cases: Sequence[EditCase], indices: Sequence[int], lexicon: dict) -> list[EditCase]:
+    """ConvSent edits that ask the model to change its mind: a selected case whose unedited reply has a
+    sentiment asks for the other one (target and ground truth swapped, `extra["held"]` records the reply's);
+    a neutral reply keeps the file's direction. Otherwise an edit asking for the opinion the model already
+    holds would count as a success with nothing edited."""
+    out = list(cases)
+    for i in indices:
+        case = cases[i]
+        held = sentiment(continuation(model, case.prompt, OPINION_TOKENS), lexicon)
+        extra = {**case.extra, "held": held}
+        if held != "neutral" and held == case.extra["sentiment"]:
+            wanted = "negative" if held == "positive" else "positive"
+            out[i] = replace(case, target_new=case.ground_truth, ground_truth=case.target_new,
+                             ground_truth_aliases=(case.target_new,), extra={**extra, "sentiment": wanted})
+        else:
+            out[i] = replace(case, extra=extra)
+    return out
+
+
 def sentiment(text: str, lexicon: dict) -> str:
     """'positive', 'negative' or 'neutral' by counting lexicon words."""
     words = re.findall(r"[a-z']+", text.lower())
@@ -258,9 +286,8 @@ def generation(model, case: EditCase, before: Baseline, settings: MetricSettings
         text = sampled_continuation(model, case.prompt, settings.fluency_tokens, settings.seed)
         out["fluency"] = ngram_entropy(text)
     if case.task == "ConvSent":
-        lexicon = settings.lexicon or (ORGANISM_LEXICON if organism else LEXICON)
-        said = continuation(model, case.prompt, 20)
-        out["sentiment_gen"] = float(sentiment(said, lexicon) == case.extra["sentiment"])
+        said = continuation(model, case.prompt, OPINION_TOKENS)
+        out["sentiment_gen"] = float(sentiment(said, lexicon_for(settings, organism)) == case.extra["sentiment"])
         keep = [i for i, topic in enumerate(before.other_subjects) if topic not in edited][: settings.other_topics]
         if keep:  # topics edited in the same unit (batch, sequential) are not "other" topics
             pre = before.other_logprobs[[before.other_rows[i] for i in keep]]

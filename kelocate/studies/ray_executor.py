@@ -34,6 +34,7 @@ from kelocate.studies.runner import (
     make_editor,
     run_unit,
     selected_cases,
+    study_cases,
     task_state,
     train_for_study,
 )
@@ -69,7 +70,7 @@ class StudyWorker:
         """The unit's row (as `run_unit` makes it) and the seconds its edit and scoring took."""
         try:
             if unit.task not in self.cases:
-                self.cases[unit.task] = load_cases(self.files[unit.task], unit.task)
+                self.cases[unit.task] = study_cases(self.config, self.model, self.files[unit.task], unit.task)
             cases = self.cases[unit.task]
             if unit.task not in self.befores:
                 self.befores[unit.task], self.generals[unit.task] = task_state(self.config, self.model, cases,

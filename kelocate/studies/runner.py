@@ -480,7 +480,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
                             "config to resume it)")
     model = load_model(config.model)
     files = task_files(config, model)
-    loaded = {task: load_cases(files[task], task) for task in config.tasks}
+    loaded = {task: study_cases(config, model, files[task], task) for task in config.tasks}
     units = plan(config, loaded)
     with os_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -521,6 +521,19 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
                 rate = count / (time.perf_counter() - began)
                 progress(finished, len(units), f"{method}: {rate * 60:.1f} units/min")
     return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
+
+
+def study_cases(config: StudyConfig, model, path: str, task: str) -> list[EditCase]:
+    """A task's cases as the study edits them: ConvSent's selected edits ask the model for the opposite of
+    the opinion it holds (`against_held_opinions`; greedy, so every Ray worker derives the same)."""
+    cases = load_cases(path, task)
+    if task == "ConvSent":
+        from kelocate.studies.metrics import against_held_opinions, lexicon_for
+
+        organism = model.source.get("family") == "organism"
+        lexicon = lexicon_for(MetricSettings(seed=config.seed), organism)
+        cases = against_held_opinions(model, cases, selected(config, cases), lexicon)
+    return cases
 
 
 def load_cases(path: str, task: str) -> list[EditCase]:
