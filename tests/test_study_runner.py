@@ -236,3 +236,13 @@ def test_cross_domain_mend_is_trained_on_each_task_and_reported(tmp_path, one_th
 
     table6 = write_report(rows, tmp_path / "report")["cross_domain"].read_text()
     assert "| mend (ZsRE) |" in table6 and "| mend (WikiData_counterfact) |" in table6
+
+
+def test_the_table_follows_the_study_order_whatever_order_rows_were_written():
+    from kelocate.studies.report import aggregate
+
+    written = [("ice", "ZsRE"), ("rome", "ConvSent"), ("rome", "ZsRE"), ("mend@ZsRE", "ZsRE"), ("mend", "ZsRE")]
+    rows = [{"method": m, "task": t, "mode": "single", "status": "ok", "scores": [{"edit_tf": 1.0}]}
+            for m, t in written]
+    assert [(r["method"], r["task"]) for r in aggregate(rows)] == [
+        ("rome", "ZsRE"), ("rome", "ConvSent"), ("mend", "ZsRE"), ("mend@ZsRE", "ZsRE"), ("ice", "ZsRE")]

@@ -28,7 +28,7 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
         else:
             group["failed"] += 1
     out = []
-    for (method, task, mode), group in groups.items():
+    for (method, task, mode), group in sorted(groups.items(), key=lambda item: _order(*item[0])):
         entry = {"method": method, "task": task, "mode": mode, "cases": len(group["scores"]),
                  "failed_units": group["failed"]}
         for column in columns(rows):
@@ -36,6 +36,16 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
             entry[column] = sum(values) / len(values) if values else None
         out.append(entry)
     return out
+
+
+def _order(method: str, task: str, mode: str) -> tuple:
+    """The study's own order (its method and task lists), whatever order a resumed run wrote rows in."""
+    from kelocate.studies.knowedit import TASKS
+    from kelocate.studies.runner import METHODS
+
+    base, _, trained_on = method.partition("@")
+    rank = METHODS.index(base) if base in METHODS else len(METHODS)
+    return (rank, base, trained_on, TASKS.index(task) if task in TASKS else len(TASKS), task, mode)
 
 
 def columns(rows: Sequence[dict]) -> list[str]:
