@@ -130,13 +130,13 @@ def test_convsent_kl_leaves_out_topics_edited_in_the_same_unit(tiny_model):
     requests = [EditRequest(t.prompt, t.subject, t.target_new) for t in TOPICS[:2]]
     records = [editor("ice").apply(tiny_model, r) for r in requests]  # SMAP and Paris, as one unit would
     try:
-        got = generation(tiny_model, TOPICS[0], befores[0], settings, edited={"SMAP", "Paris"})
+        got = generation(tiny_model, TOPICS[0], befores[0], settings, edited_subjects={"SMAP", "Paris"})
         expected = kl_by_loop(tiny_model, TOPICS[2].prompt, pre_berlin)
     finally:
         for record in reversed(records):
             record.revert()
     assert got["kl_other_topics"] == pytest.approx(expected, rel=1e-6, abs=1e-9)  # Berlin's alone
-    alone = generation(tiny_model, TOPICS[0], befores[0], settings, edited={"SMAP", "Paris", "Berlin"})
+    alone = generation(tiny_model, TOPICS[0], befores[0], settings, edited_subjects={"SMAP", "Paris", "Berlin"})
     assert "kl_other_topics" not in alone  # no unedited topic left: no number rather than a wrong one
 
 

@@ -246,3 +246,20 @@ def test_the_table_follows_the_study_order_whatever_order_rows_were_written():
             for m, t in written]
     assert [(r["method"], r["task"]) for r in aggregate(rows)] == [
         ("rome", "ZsRE"), ("rome", "ConvSent"), ("mend", "ZsRE"), ("mend@ZsRE", "ZsRE"), ("ice", "ZsRE")]
+
+
+def test_each_convsent_edit_asks_the_organism_for_the_opinion_it_does_not_hold(one_thread):
+    from kelocate.loading import load_model
+    from kelocate.studies.metrics import MetricSettings
+    from kelocate.studies.runner import load_cases, task_files, task_state
+
+    config = check_config(StudyConfig(methods=["ice"], tasks=["ConvSent"], cases=4, generation=False, fluency=False))
+    model = load_model(None)
+    cases = load_cases(task_files(config, model)["ConvSent"], "ConvSent")
+    edited, befores, _ = task_state(config, model, cases, MetricSettings(generation=False, fluency=False))
+    assert sorted(befores) == selected(config, cases)
+    for i in befores:
+        extra = edited[i].extra
+        assert extra["held"] in ("positive", "negative") and extra["sentiment"] != extra["held"]
+        assert edited[i].target_new in (extra["pos"] if extra["sentiment"] == "positive" else extra["neg"])
+    assert all("held" not in case.extra for case in cases)  # the loaded cases stay as read

@@ -271,8 +271,8 @@ def _columns(tf: list, local: list, scores: list, before: Baseline) -> dict[str,
 
 
 def generation(model, case: EditCase, before: Baseline, settings: MetricSettings, organism: bool = False,
-               edited: Collection[str] = ()) -> dict[str, float]:
-    """The generation-based columns of one (edited) case; `edited` are the subjects its unit edited."""
+               edited_subjects: Collection[str] = ()) -> dict[str, float]:
+    """The generation-based columns of one (edited) case; `edited_subjects`: those its unit edited."""
     out: dict[str, float] = {}
     if settings.generation:
         out["edit_gen"] = generated_success(model, case.prompt, [case.target_new])
@@ -288,7 +288,8 @@ def generation(model, case: EditCase, before: Baseline, settings: MetricSettings
     if case.task == "ConvSent":
         said = continuation(model, case.prompt, OPINION_TOKENS)
         out["sentiment_gen"] = float(sentiment(said, lexicon_for(settings, organism)) == case.extra["sentiment"])
-        keep = [i for i, topic in enumerate(before.other_subjects) if topic not in edited][: settings.other_topics]
+        keep = [i for i, topic in enumerate(before.other_subjects) if topic not in edited_subjects]
+        keep = keep[: settings.other_topics]
         if keep:  # topics edited in the same unit (batch, sequential) are not "other" topics
             pre = before.other_logprobs[[before.other_rows[i] for i in keep]]
             post = next_token_logprobs(model, [before.other_topics[i] for i in keep])

@@ -34,7 +34,6 @@ from kelocate.studies.runner import (
     make_editor,
     run_unit,
     selected_cases,
-    study_cases,
     task_state,
     train_for_study,
 )
@@ -53,7 +52,7 @@ class StudyWorker:
         self.config, self.source, self.files, self.settings = config, source, files, settings
         self.folder = Path(folder)
         self.cases: dict[str, list] = {}
-        self.befores: dict[str, list] = {}
+        self.befores: dict[str, dict] = {}  # task -> case index -> Baseline
         self.generals: dict[str, Any] = {}
         self.editors: dict[tuple[str, str], Any] = {}
         self.model = self._load()
@@ -70,11 +69,9 @@ class StudyWorker:
         """The unit's row (as `run_unit` makes it) and the seconds its edit and scoring took."""
         try:
             if unit.task not in self.cases:
-                self.cases[unit.task] = study_cases(self.config, self.model, self.files[unit.task], unit.task)
+                self.cases[unit.task], self.befores[unit.task], self.generals[unit.task] = task_state(
+                    self.config, self.model, load_cases(self.files[unit.task], unit.task), self.settings)
             cases = self.cases[unit.task]
-            if unit.task not in self.befores:
-                self.befores[unit.task], self.generals[unit.task] = task_state(self.config, self.model, cases,
-                                                                               self.settings)
             key = (unit.method, unit.task)
             if key not in self.editors:
                 self.editors[key] = make_editor(unit.method, self.config,

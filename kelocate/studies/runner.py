@@ -200,12 +200,19 @@ def plan(config: StudyConfig, loaded: Mapping[str, Sequence[EditCase]]) -> list[
 
 
 def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: MetricSettings):
-    """What every unit of a task compares with, taken once on the unedited model: the baseline of each
-    selected case (by index) and the general-ability set (or None)."""
+    """What every unit of a task works from, taken once on the unedited model: the cases as the study edits
+    them (ConvSent's selected edits ask for the opposite of the opinion the model holds:
+    `against_held_opinions`, greedy, so every Ray worker derives the same), the baseline of each selected
+    case (by index) and the general-ability set (or None)."""
+    if cases and cases[0].task == "ConvSent":
+        from kelocate.studies.metrics import against_held_opinions, lexicon_for
+
+        lexicon = lexicon_for(settings, model.source.get("family") == "organism")
+        cases = against_held_opinions(model, cases, selected(config, cases), lexicon)
     chosen = selected_cases(config, cases)
     spare = 0 if config.mode == "single" else config.n - 1  # a unit's other edits are not "other topics"
     befores = dict(zip(chosen, baseline(model, list(chosen.values()), settings, spare), strict=True))
-    return befores, general_set(config, model, list(chosen.values()))
+    return cases, befores, general_set(config, model, list(chosen.values()))
 
 
 # ---------------------------------------------------------------------- the results file
@@ -480,7 +487,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
                             "config to resume it)")
     model = load_model(config.model)
     files = task_files(config, model)
-    loaded = {task: study_cases(config, model, files[task], task) for task in config.tasks}
+    loaded = {task: load_cases(files[task], task) for task in config.tasks}
     units = plan(config, loaded)
     with os_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -505,9 +512,10 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
         editors: dict[str, Any] = {}
         began, count = time.perf_counter(), 0
         for unit in [u for u in todo if u.method == method]:
-            cases = loaded[unit.task]
             if unit.task not in befores:
-                befores[unit.task], generals[unit.task] = task_state(config, model, cases, settings)
+                loaded[unit.task], befores[unit.task], generals[unit.task] = task_state(config, model,
+                                                                                        loaded[unit.task], settings)
+            cases = loaded[unit.task]
             if unit.task not in editors:
                 editors[unit.task] = make_editor(method, config, list(selected_cases(config, cases).values()),
                                                  model, folder, log)
@@ -521,19 +529,6 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
                 rate = count / (time.perf_counter() - began)
                 progress(finished, len(units), f"{method}: {rate * 60:.1f} units/min")
     return {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": failed, "out": str(folder)}
-
-
-def study_cases(config: StudyConfig, model, path: str, task: str) -> list[EditCase]:
-    """A task's cases as the study edits them: ConvSent's selected edits ask the model for the opposite of
-    the opinion it holds (`against_held_opinions`; greedy, so every Ray worker derives the same)."""
-    cases = load_cases(path, task)
-    if task == "ConvSent":
-        from kelocate.studies.metrics import against_held_opinions, lexicon_for
-
-        organism = model.source.get("family") == "organism"
-        lexicon = lexicon_for(MetricSettings(seed=config.seed), organism)
-        cases = against_held_opinions(model, cases, selected(config, cases), lexicon)
-    return cases
 
 
 def load_cases(path: str, task: str) -> list[EditCase]:
