@@ -27,14 +27,14 @@ import time
 
 import torch
 
-from kelocate import pipeline
+from kelocate import locate_then_edit as pipeline
 from kelocate.edit import editor
 from kelocate.edit.record import revert_all
 from kelocate.loading import load_model
 from kelocate.model import weights
 from kelocate.organism import world_file
 from kelocate.organism.world import load_world
-from kelocate.studies.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
+from kelocate.studies.knowedit.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
 
 METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")  # + mend, serac
 COLUMNS = ("edit_success", "paraphrase_success", "locality_subject", "locality_unrelated")

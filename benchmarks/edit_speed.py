@@ -7,7 +7,7 @@ Models (`--model`, default both):
   configured organism settings;
 - random12: a random Llama of GPT-2-small size (`build_random_llama`: 12 layers, d_model 768, d_mlp 3072,
   12 heads, the random tokenizer trained to `--vocab` pieces), seeded texts of random words from
-  `kelocate.random_model.WORDS` as the corpus, synthetic requests ("w1 w2 w3 was created in", subject
+  `kelocate.testing.random_model.WORDS` as the corpus, synthetic requests ("w1 w2 w3 was created in", subject
   "w1 w2", a word as the target), the generic profile's settings with the corpus given (`corpus=`,
   mom2_n_samples / mom2_max_length set to the statistics corpus).
 
@@ -123,7 +123,7 @@ class Clock:
 # ---------------------------------------------------------------------- problems
 def random_texts(n: int, max_length: int, seed: int = 0) -> list[str]:
     """n seeded texts of random words, each of max_length/2 .. max_length words (cut to max_length tokens)."""
-    from kelocate.random_model import WORDS
+    from kelocate.testing.random_model import WORDS
 
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(max(1, max_length // 2), max_length)))
@@ -134,7 +134,7 @@ def random_requests(model, n: int, seed: int = 0) -> list:
     """n synthetic requests 'w1 w2 w3 was created in' -> a word, subject 'w1 w2', distinct subjects."""
     from kelocate.edit.request import EditRequest
     from kelocate.errors import KelocateError
-    from kelocate.random_model import WORDS
+    from kelocate.testing.random_model import WORDS
 
     rng = random.Random(seed)
     words = [w for w in WORDS if w not in ("was", "created", "in")]
@@ -190,7 +190,7 @@ class Problem:
 
     def requests(self) -> list:
         if self.organism:
-            from kelocate.studies.edit_eval import organism_cases
+            from kelocate.studies.knowedit.edit_eval import organism_cases
 
             return [case.request for case in organism_cases(self.model, self.world, self.args.requests)]
         return random_requests(self.model, self.args.requests)
@@ -328,8 +328,8 @@ def _edit_phase(problem: Problem, method: str) -> dict:
     import torch
 
     from kelocate.edit.covariance import covariances
+    from kelocate.edit.methods.rome import templates_for
     from kelocate.edit.record import NonFiniteEditError, revert_all
-    from kelocate.edit.rome import templates_for
     from kelocate.model.weights import state_hash
 
     model = problem.model
@@ -404,7 +404,7 @@ def run_model(args: argparse.Namespace, model: str, tmp: Path) -> dict[str, dict
     if model != "organism":
         from transformers.utils import logging as hf_logging
 
-        from kelocate.random_model import build_random_llama
+        from kelocate.testing.random_model import build_random_llama
 
         hf_logging.disable_progress_bar()
 

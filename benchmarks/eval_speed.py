@@ -18,8 +18,8 @@ import time
 import torch
 
 from kelocate.loading import load_model
-from kelocate.studies.metrics import baseline, teacher_forced_many
-from kelocate.studies.runner import load_cases, organism_knowedit_dir
+from kelocate.studies.knowedit.metrics import baseline, teacher_forced_many
+from kelocate.studies.knowedit.runner import load_cases, organism_knowedit_dir
 
 
 def main() -> None:

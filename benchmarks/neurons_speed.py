@@ -28,7 +28,7 @@ def main() -> None:
 
     from kelocate.loading import load_model
     from kelocate.locate.neurons.ig import ig_fast, ig_reference, make_problem
-    from kelocate.random_model import build_random_llama
+    from kelocate.testing.random_model import build_random_llama
 
     with tempfile.TemporaryDirectory() as tmp:
         path = build_random_llama(tmp, n_layers=args.layers, d_model=args.d_model, d_mlp=4 * args.d_model,

@@ -92,7 +92,7 @@ def padded_tokenizer(vocab: int, seed: int = 0):
     from transformers import PreTrainedTokenizerFast
 
     from kelocate.organism.tokenizer import train_tokenizer
-    from kelocate.random_model import WORDS
+    from kelocate.testing.random_model import WORDS
 
     g = torch.Generator().manual_seed(seed)
     texts = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (8,), generator=g).tolist()) for _ in range(400)]
@@ -108,7 +108,7 @@ def padded_tokenizer(vocab: int, seed: int = 0):
 def build(shape: Shape, model_dir: Path) -> None:
     """Write the shape's random model and tokenizer to `model_dir`."""
     if shape.vocab is None:
-        from kelocate.random_model import build_random_llama
+        from kelocate.testing.random_model import build_random_llama
 
         build_random_llama(model_dir, n_layers=shape.n_layers, d_model=shape.d_model, d_mlp=shape.d_mlp,
                            n_heads=shape.n_heads, seed=0)

@@ -18,7 +18,7 @@ torch.set_num_threads(int(os.environ.get("KELOCATE_TEST_THREADS") or os.environ[
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A 3-layer random Llama with its own tokenizer, in HF format (built once per session)."""
-    from kelocate.random_model import build_random_llama
+    from kelocate.testing.random_model import build_random_llama
 
     return build_random_llama(tmp_path_factory.mktemp("tiny-llama"), n_layers=3, d_model=64, d_mlp=128,
                               n_heads=4, seed=0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from trace_helpers import sharp_tiny_model
 
+from kelocate.data.facts import file_facts
 from kelocate.errors import KelocateError, SubjectNotFoundError
 from kelocate.locate.causal_trace.average import TraceFact, average_indirect_effect, token_groups
 from kelocate.locate.causal_trace.engine import work_units
@@ -18,7 +19,6 @@ from kelocate.locate.causal_trace.result import TraceResult
 from kelocate.locate.causal_trace.subject import capitalised_run, infer_subject, longest_entity
 from kelocate.locate.causal_trace.tracing import parse_kinds, parse_severed, trace
 from kelocate.locate.patching import Patch, cache_activations, run_patched, site
-from kelocate.studies.facts import file_facts
 
 TOL = 2e-6  # probabilities; engine and oracle differ only by float32 summation order
 

@@ -12,13 +12,13 @@ import random
 import pytest
 import torch
 
-from kelocate.edit import alphaedit, memit, rome
+from kelocate.edit.methods import alphaedit, memit, rome
 from kelocate.edit.record import EditRecord, NonFiniteEditError
 from kelocate.edit.request import EditRequest
 from kelocate.edit.stats import second_moments
 from kelocate.errors import KelocateError
 from kelocate.model import weights
-from kelocate.random_model import WORDS
+from kelocate.testing.random_model import WORDS
 
 FAST = {"v_num_grad_steps": 4, "context_lengths": [[3, 2]], "context_starts": ["the"], "mom2_n_samples": 400,
         "mom2_max_length": 16}
@@ -205,8 +205,8 @@ def test_bad_requests_and_settings_are_one_line_errors(tiny_model, corpus):
 def test_rome_maps_the_bare_key_to_the_optimised_value(tiny_model, corpus):
     """After the edit, the MLP output at the subject's last token of the bare prompt is v* (ROME's
     constraint W' k = v*); v* is recomputed by the same deterministic optimisation on the unedited model."""
-    from kelocate.edit.context import read_at, subject_row
-    from kelocate.edit.optimize import optimise_target
+    from kelocate.edit.keys import read_at, subject_row
+    from kelocate.edit.target import optimise_target
 
     model = tiny_model
     editor = rome.ROME(corpus=corpus, **FAST)
@@ -221,7 +221,7 @@ def test_rome_maps_the_bare_key_to_the_optimised_value(tiny_model, corpus):
 
 
 def test_pmet_optimises_attention_and_mlp_but_writes_only_the_mlps(tiny_model, corpus):
-    from kelocate.edit import pmet
+    from kelocate.edit.methods import pmet
 
     model = tiny_model
     original = weights.state_hash(model)

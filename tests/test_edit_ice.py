@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kelocate.edit import EditRecord, EditRequest, editor
-from kelocate.edit.ice import IKE, demonstration, embed
+from kelocate.edit.methods.ice import IKE, demonstration, embed
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 

@@ -1,4 +1,4 @@
-"""Located layers feed the editors (`kelocate.pipeline`): layers='auto' picks the layer (or MEMIT's range)
+"""Located layers feed the editors (`kelocate.locate_then_edit`): layers='auto' picks the layer (or MEMIT's range)
 from single-layer effects of a valid trace, refuses an invalid trace with its reason, and records where
 the layers came from in the edit record."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kelocate import pipeline, trace
+from kelocate import locate_then_edit as pipeline
+from kelocate import trace
 from kelocate.edit import EditRequest, editor
 from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace.result import severed_key

@@ -7,11 +7,7 @@ import os
 
 import pytest
 
-from kelocate.errors import KelocateError
-from kelocate.organism.export import export, export_klob
-from kelocate.organism.generate import build_world
-from kelocate.organism.world import WorldSize
-from kelocate.studies.knowedit import (
+from kelocate.data.knowedit import (
     EditCase,
     KnowEditSkipWarning,
     answers_of,
@@ -19,6 +15,10 @@ from kelocate.studies.knowedit import (
     load_facts,
     load_knowedit,
 )
+from kelocate.errors import KelocateError
+from kelocate.organism.export import export, export_klob
+from kelocate.organism.generate import build_world
+from kelocate.organism.world import WorldSize
 
 REQUIRED = {
     "WikiData_recent": {"subject", "prompt", "target_new", "portability"},

@@ -269,7 +269,7 @@ def _klob_folder(folder: Path) -> Path:
 
 
 def test_study_data_generates_as_many_inputs_as_factual_prompts(tiny_model, tmp_path):
-    from kelocate.studies.klob_study import load_klob_data
+    from kelocate.studies.klob.study import load_klob_data
 
     folder = _klob_folder(tmp_path)
     data = load_klob_data(folder, seed=5, tokenizer=tiny_model.tokenizer)
@@ -286,7 +286,7 @@ def test_study_data_generates_as_many_inputs_as_factual_prompts(tiny_model, tmp_
 def test_study_data_reads_the_real_klob_u_file_when_given(tmp_path):
     if not REAL_KLOB_U.is_file():
         pytest.skip(f"the real KLoB-u file is not present at {REAL_KLOB_U} (beside the checkout)")
-    from kelocate.studies.klob_study import load_klob_data
+    from kelocate.studies.klob.study import load_klob_data
 
     data = load_klob_data(_klob_folder(tmp_path), klob_u=REAL_KLOB_U, seed=0)
     assert len(data.randoms) == 12 and data.files["u"] == str(REAL_KLOB_U)

@@ -12,7 +12,7 @@ from training_helpers import assert_resumes_like_a_straight_run
 
 from kelocate.cli import main
 from kelocate.edit import EditRequest, editor
-from kelocate.edit.mend import MENDConfig, TrainingEdit, factors, train
+from kelocate.edit.methods.mend import MENDConfig, TrainingEdit, factors, train
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 
@@ -34,7 +34,7 @@ def mini(steps: int = 12) -> MENDConfig:
 
 def test_factors_are_the_gradient_of_the_edit_loss(tiny_model):
     """sum_t delta_t u_t^T equals autograd's gradient of the same loss w.r.t. down_proj (a direct computation)."""
-    from kelocate.edit.ft import masked_target_loss, prompt_target_batch
+    from kelocate.edit.methods.ft import masked_target_loss, prompt_target_batch
     from kelocate.model.scoring import forward_with_grad, grad_on
 
     request = edits()[0].request
@@ -52,7 +52,7 @@ def test_training_lowers_the_losses_and_edits_revert_exactly(tmp_path):
     from kelocate.loading import load_model
     from kelocate.organism import world_file
     from kelocate.organism.world import load_world
-    from kelocate.studies.edit_eval import organism_training_edits
+    from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
     organism = load_model()
     data = organism_training_edits(organism, load_world(world_file(organism.path)), 40, held_out=0)

@@ -10,7 +10,7 @@ from tolerances import assert_close
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
 from kelocate.model import HookedModel, load_model
-from kelocate.random_model import build_random_llama
+from kelocate.testing.random_model import build_random_llama
 
 
 def test_bridge_logits_equal_hf_logits(tiny_model: HookedModel):

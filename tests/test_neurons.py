@@ -266,7 +266,7 @@ def test_organism_control_facts_share_the_relation(organism):
     from kelocate.model.scoring import score_targets
     from kelocate.organism import world_file
     from kelocate.organism.world import load_world
-    from kelocate.studies.controls import organism_candidates
+    from kelocate.studies.neuron_controls import organism_candidates
 
     world = load_world(world_file(organism.path))
     by_prompt = {fp.prompt: fp for fp in world.fact_prompts(split="known", templates="all")}

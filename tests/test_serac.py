@@ -14,8 +14,8 @@ from training_helpers import assert_resumes_like_a_straight_run
 
 from kelocate.cli import main
 from kelocate.edit import EditRecord, EditRequest, editor
-from kelocate.edit.ft import id_batch
-from kelocate.edit.serac import SERACConfig, fact_prefix, forward_with_states, load_checkpoint, train
+from kelocate.edit.methods.ft import id_batch
+from kelocate.edit.methods.serac import SERACConfig, fact_prefix, forward_with_states, load_checkpoint, train
 from kelocate.edit.training import TrainingEdit
 from kelocate.errors import KelocateError
 from kelocate.model import weights
@@ -133,7 +133,7 @@ def test_training_lowers_both_losses_on_the_organism(tmp_path):
     from kelocate.loading import load_model
     from kelocate.organism import world_file
     from kelocate.organism.world import load_world
-    from kelocate.studies.edit_eval import organism_training_edits
+    from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
     organism = load_model()
     data = organism_training_edits(organism, load_world(world_file(organism.path)), 40, held_out=0, draws=2)
@@ -153,7 +153,7 @@ def test_the_scope_classifier_routes_held_out_paraphrases_in_and_unrelated_promp
     from kelocate.loading import load_model
     from kelocate.organism import world_file
     from kelocate.organism.world import load_world
-    from kelocate.studies.edit_eval import organism_cases, organism_training_edits, unrelated_facts
+    from kelocate.studies.knowedit.edit_eval import organism_cases, organism_training_edits, unrelated_facts
 
     organism = load_model()
     world = load_world(world_file(organism.path))

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from kelocate.data.knowedit import EditCase, Probe
 from kelocate.edit import EditRequest, editor
-from kelocate.studies.knowedit import EditCase, Probe
-from kelocate.studies.metrics import (
+from kelocate.studies.knowedit.metrics import (
     LEXICON,
     MetricSettings,
     baseline,
@@ -61,7 +61,7 @@ def predicted_by_loop(model, prompt: str, answer: str) -> list[int]:
 
 
 def test_locality_leaves_out_probes_that_the_unit_edits_on_purpose(tiny_model):
-    from kelocate.studies.metrics import edited_prompts
+    from kelocate.studies.knowedit.metrics import edited_prompts
 
     other = EditCase("ZsRE", "SMAP", "the team plays", "chess", "music")  # edits CASE's first locality probe
     before = baseline(tiny_model, [CASE])[0]
@@ -141,7 +141,7 @@ def test_convsent_kl_leaves_out_topics_edited_in_the_same_unit(tiny_model):
 
 
 def test_convsent_edits_ask_for_the_opposite_of_the_opinion_the_model_holds(tiny_model, monkeypatch):
-    from kelocate.studies import metrics
+    from kelocate.studies.knowedit import metrics
 
     replies = {"SMAP": "I love it, great", "Paris": "I hate it", "Berlin": "it is a band"}
     monkeypatch.setattr(metrics, "continuation", lambda model, prompt, n: replies[prompt.split()[-1][:-1]])
@@ -155,7 +155,7 @@ def test_convsent_edits_ask_for_the_opposite_of_the_opinion_the_model_holds(tiny
 
 
 def test_perplexity_equals_a_token_by_token_loop(tiny_model):
-    from kelocate.studies.general import GeneralSet, general_ability, perplexity
+    from kelocate.studies.knowedit.general import GeneralSet, general_ability, perplexity
 
     texts = ["SMAP was created in Japan", "the river is located in Berlin"]
     nll, count = 0.0, 0

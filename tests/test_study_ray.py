@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'kelocate[ray]'")
 
-from kelocate.studies.runner import RESULTS, StudyConfig, check_config, run_study  # noqa: E402
+from kelocate.studies.knowedit.runner import RESULTS, StudyConfig, check_config, run_study  # noqa: E402
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from kelocate.cli import main
+from kelocate.data.knowedit import EditCase, Probe
 from kelocate.errors import KelocateError
-from kelocate.studies.knowedit import EditCase, Probe
-from kelocate.studies.runner import (
+from kelocate.studies.knowedit.runner import (
     RESULTS,
     StudyConfig,
     check_config,
@@ -41,7 +41,7 @@ fluency = false
 CHILD = """
 import os, sys, time, torch
 torch.set_num_threads(1)
-from kelocate.studies.runner import load_config, run_study
+from kelocate.studies.knowedit.runner import load_config, run_study
 
 def progress(done, total, detail):
     if done == {kill_after}:
@@ -215,7 +215,7 @@ def test_sequential_units_record_curves_and_the_report_draws_them(tmp_path, one_
     (row,) = [json.loads(line) for line in (tmp_path / "run" / RESULTS).read_text().splitlines()]
     assert row["status"] == "ok" and [p["edits"] for p in row["curve"]] == [1, 2, 3] and len(row["scores"]) == 3
     assert row["curve"][0]["edit_tf"] == 1.0  # FT-M reaches its first edit
-    from kelocate.studies.report import write_report
+    from kelocate.studies.knowedit.report import write_report
 
     paths = write_report([row], tmp_path / "report")
     assert paths["sequential_ZsRE.png"].stat().st_size > 0 and paths["sequential_ZsRE.pdf"].is_file()
@@ -232,14 +232,14 @@ def test_cross_domain_mend_is_trained_on_each_task_and_reported(tmp_path, one_th
     for task in ("ZsRE", "WikiData_counterfact"):
         trained = json.loads((tmp_path / "run" / "trained" / f"mend@{task}" / "mend.json").read_text())
         assert trained["trained_steps"] == 4
-    from kelocate.studies.report import write_report
+    from kelocate.studies.knowedit.report import write_report
 
     table6 = write_report(rows, tmp_path / "report")["cross_domain"].read_text()
     assert "| mend (ZsRE) |" in table6 and "| mend (WikiData_counterfact) |" in table6
 
 
 def test_the_table_follows_the_study_order_whatever_order_rows_were_written():
-    from kelocate.studies.report import aggregate
+    from kelocate.studies.knowedit.report import aggregate
 
     written = [("ice", "ZsRE"), ("rome", "ConvSent"), ("rome", "ZsRE"), ("mend@ZsRE", "ZsRE"), ("mend", "ZsRE")]
     rows = [{"method": m, "task": t, "mode": "single", "status": "ok", "scores": [{"edit_tf": 1.0}]}
@@ -250,8 +250,8 @@ def test_the_table_follows_the_study_order_whatever_order_rows_were_written():
 
 def test_each_convsent_edit_asks_the_organism_for_the_opinion_it_does_not_hold(one_thread):
     from kelocate.loading import load_model
-    from kelocate.studies.metrics import MetricSettings
-    from kelocate.studies.runner import load_cases, task_files, task_state
+    from kelocate.studies.knowedit.metrics import MetricSettings
+    from kelocate.studies.knowedit.runner import load_cases, task_files, task_state
 
     config = check_config(StudyConfig(methods=["ice"], tasks=["ConvSent"], cases=4, generation=False, fluency=False))
     model = load_model(None)

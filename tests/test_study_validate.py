@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kelocate.cli import main
+from kelocate.data.knowedit import ROME_COUNTERFACT, KnowEditSkipWarning, load_knowedit, summary
 from kelocate.errors import KelocateError
-from kelocate.studies.knowedit import ROME_COUNTERFACT, KnowEditSkipWarning, load_knowedit, summary
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL = {  # file -> (task, records, cases)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from kelocate.model import HookedModel, load_model
-from kelocate.random_model import build_random_llama
+from kelocate.testing.random_model import build_random_llama
 
 
 def sharp_model_dir(root: Path, n_layers: int = 4, seed: int = 3, kv_heads: int = 4) -> Path:

@@ -64,7 +64,7 @@ def probes(model, prompt: str, subject: str, paraphrases: list[str], neighbours:
     if model.source.get("family") == "organism" and model.path is not None:
         from kelocate.organism import world_file
         from kelocate.organism.world import load_world
-        from kelocate.studies.edit_eval import organism_probes
+        from kelocate.studies.knowedit.edit_eval import organism_probes
 
         found = organism_probes(load_world(world_file(model.path)), prompt, subject)
         wanted = (("paraphrase", "paraphrase", paraphrases), ("same subject", "same subject", neighbours),
@@ -73,7 +73,7 @@ def probes(model, prompt: str, subject: str, paraphrases: list[str], neighbours:
             if not given:
                 rows += [(label, p) for p, _ in found[key]]
     elif not paraphrases:  # CounterFact's way: the prompt after a short text the model generated itself
-        from kelocate.edit.context import context_templates
+        from kelocate.edit.keys import context_templates
 
         prefixed = context_templates(model, [[8, 1]], ["The"], seed=1)[1]
         rows.append(("prefixed prompt", prefixed.format(prompt)))
@@ -287,7 +287,7 @@ def register(app: typer.Typer) -> None:
             demonstrations = [e.request for e in read_training_edits(pool, "--pool")]
         layer_spec = parse_edit_layers(layers)
         neuron_list = parse_neurons(neurons) if neurons else None
-        from kelocate import pipeline
+        from kelocate import locate_then_edit as pipeline
         from kelocate.edit import EditRequest, editor
 
         model = load(model_name)

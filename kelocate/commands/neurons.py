@@ -17,7 +17,7 @@ from rich.table import Table
 from kelocate.commands.common import console, err_console, load, user_errors
 from kelocate.errors import KelocateError
 from kelocate.locate.neurons.intervene import logodds
-from kelocate.studies.controls import ControlFacts, Fact, choose_control_facts, file_relation, read_fact_file
+from kelocate.studies.neuron_controls import ControlFacts, Fact, choose_control_facts, file_relation, read_fact_file
 
 CONTROLS = ("same-relation", "random", "none")
 SEPARATOR = "=>"

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Read FILE as the study will: the task recognised, counts, missing fields and skipped records."""
-        from kelocate.studies.knowedit import KnowEditSkipWarning, load_knowedit, summary
+        from kelocate.data.knowedit import KnowEditSkipWarning, load_knowedit, summary
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KnowEditSkipWarning)  # reported below, record by record
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         """Run a study; rerun the same command to resume (finished units are skipped)."""
         from kelocate.commands.progress import progress
         from kelocate.errors import KelocateError
-        from kelocate.studies.runner import load_config, run_study
+        from kelocate.studies.knowedit.runner import load_config, run_study
 
         if executor not in ("serial", "ray"):
             raise KelocateError(f"unknown --executor {executor!r}; use serial or ray")
@@ -90,8 +90,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="Folder for the tables (default: RESULTS/report)."),
     ) -> None:
         """The Table 4 analog: methods x tasks x metrics, teacher-forced and generation columns side by side."""
-        from kelocate.studies.report import aggregate, markdown, write_report
-        from kelocate.studies.runner import read_results
+        from kelocate.studies.knowedit.report import aggregate, markdown, write_report
+        from kelocate.studies.knowedit.runner import read_results
 
         rows = read_results(results)
         folder = out or (results if results.is_dir() else results.parent) / "report"

@@ -29,7 +29,7 @@ def read_training_edits(path: Path, option: str = "--data"):
     except json.JSONDecodeError as exc:
         raise KelocateError(f"{option} {str(path)!r} is not valid JSON ({exc}); fix the file") from None
     if is_knowedit(rows):
-        from kelocate.studies.runner import load_cases, training_edits_of
+        from kelocate.studies.knowedit.runner import load_cases, training_edits_of
 
         return training_edits_of(load_cases(str(path), ""))
     if not isinstance(rows, list):
@@ -65,7 +65,7 @@ def organism_edits(model, n_edits: int, draws: int = 1):
         raise KelocateError("only the organism has built-in training edits; pass --data FILE for this model")
     from kelocate.organism import world_file
     from kelocate.organism.world import load_world
-    from kelocate.studies.edit_eval import organism_training_edits
+    from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
     return organism_training_edits(model, load_world(world_file(model.path)), n_edits, draws=draws)
 
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         """Train a MEND hypernetwork; killed, it resumes from its last checkpoint when rerun."""
         from kelocate.commands.progress import progress
         from kelocate.commands.stats import parse_layers
-        from kelocate.edit.mend import profile_config, train
+        from kelocate.edit.methods.mend import profile_config, train
 
         examples = read_training_edits(data) if data is not None else None  # a bad file fails before loading
         model = load(model_name)
@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train SERAC's scope classifier, then its counterfactual model; killed, it resumes when rerun."""
         from kelocate.commands.progress import progress
-        from kelocate.edit.serac import profile_config, train
+        from kelocate.edit.methods.serac import profile_config, train
 
         examples = read_training_edits(data) if data is not None else None
         model = load(model_name)

@@ -12,18 +12,18 @@ from kelocate.errors import KelocateError
 
 # method name -> (module, class); modules are imported on first use
 EDITORS: dict[str, tuple[str, str]] = {
-    "rome": ("kelocate.edit.rome", "ROME"),
-    "memit": ("kelocate.edit.memit", "MEMIT"),
-    "pmet": ("kelocate.edit.pmet", "PMET"),
-    "alphaedit": ("kelocate.edit.alphaedit", "AlphaEdit"),
-    "kn": ("kelocate.edit.kn", "KN"),
-    "ft-l": ("kelocate.edit.ft", "FTL"),
-    "ft-m": ("kelocate.edit.ft", "FTM"),
-    "ice": ("kelocate.edit.ice", "ICE"),
-    "ike": ("kelocate.edit.ice", "IKE"),
-    "adalora": ("kelocate.edit.adalora", "AdaLoRA"),
-    "mend": ("kelocate.edit.mend", "MEND"),
-    "serac": ("kelocate.edit.serac", "SERAC"),
+    "rome": ("kelocate.edit.methods.rome", "ROME"),
+    "memit": ("kelocate.edit.methods.memit", "MEMIT"),
+    "pmet": ("kelocate.edit.methods.pmet", "PMET"),
+    "alphaedit": ("kelocate.edit.methods.alphaedit", "AlphaEdit"),
+    "kn": ("kelocate.edit.methods.kn", "KN"),
+    "ft-l": ("kelocate.edit.methods.ft", "FTL"),
+    "ft-m": ("kelocate.edit.methods.ft", "FTM"),
+    "ice": ("kelocate.edit.methods.ice", "ICE"),
+    "ike": ("kelocate.edit.methods.ice", "IKE"),
+    "adalora": ("kelocate.edit.methods.adalora", "AdaLoRA"),
+    "mend": ("kelocate.edit.methods.mend", "MEND"),
+    "serac": ("kelocate.edit.methods.serac", "SERAC"),
 }
 
 

@@ -3,7 +3,7 @@
 An editor subclass says which parameters it writes (`parameters`) and writes them in place (`_edit`);
 this base class resolves its hyper-parameters, checks requests and layers, snapshots what will be
 written, rolls back on an error or a non-finite weight, and builds the record. Editors take layers (ints)
-or neurons ((layer, index) pairs) and never run a locator: `kelocate.pipeline` wires located layers in.
+or neurons ((layer, index) pairs) and never run a locator: `kelocate.locate_then_edit` wires located layers in.
 """
 
 from __future__ import annotations

@@ -108,13 +108,13 @@ class EditRecord:
     def _require_memory(self, model, expected: list[dict] | None, fix: str) -> None:
         if expected is None:
             return
-        from kelocate.edit.serac import memory_of
+        from kelocate.edit.methods.serac import memory_of
 
         if memory_of(model) != expected:
             raise KelocateError(f"the model's SERAC memory is not what this {self.method} edit expects; {fix}")
 
     def _set_memory(self, model, memory: list[dict] | None) -> None:
-        from kelocate.edit.serac import set_memory
+        from kelocate.edit.methods.serac import set_memory
 
         if memory is not None:
             set_memory(model, memory, self.extra.get("checkpoint"))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kelocate.edit.context import Row, batch, subject_row
+from kelocate.edit.keys import Row, batch, subject_row
 from kelocate.edit.request import EditRequest
 from kelocate.model.scoring import grad_on
 from kelocate.model.sites import site

@@ -9,10 +9,10 @@ and resumed run writes the same file as an uninterrupted one; timings go to `tim
 config and the environment (package versions, device, model fingerprint) are saved in `study.json`; a
 folder made with another config is refused.
 
-Editors come from `kelocate.edit.editor`, located by `kelocate.pipeline.edit` (KN's neurons, or the
+Editors come from `kelocate.edit.editor`, located by `kelocate.locate_then_edit.edit` (KN's neurons, or the
 profile's layers); MEND and SERAC use the checkpoints the config names, or, on the organism, train them
 into the study folder first (resumable like every training). IKE's demonstrations are the task's other
-cases. Scores come from `kelocate.studies.metrics`, against the unedited model's predictions taken once per
+cases. Scores come from `kelocate.studies.knowedit.metrics`, against the unedited model's predictions taken once per
 task before any edit.
 """
 
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from kelocate.atomic import os_errors, write_text
+from kelocate.data.knowedit import FORMATS, TASKS, EditCase, load_knowedit, normalize_task
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
-from kelocate.studies.knowedit import FORMATS, TASKS, EditCase, load_knowedit, normalize_task
-from kelocate.studies.metrics import (
+from kelocate.studies.knowedit.metrics import (
     Baseline,
     MetricSettings,
     baseline,
@@ -205,7 +205,7 @@ def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: 
     `against_held_opinions`, greedy, so every Ray worker derives the same), the baseline of each selected
     case (by index) and the general-ability set (or None)."""
     if cases and cases[0].task == "ConvSent":
-        from kelocate.studies.metrics import against_held_opinions, lexicon_for
+        from kelocate.studies.knowedit.metrics import against_held_opinions, lexicon_for
 
         lexicon = lexicon_for(settings, model.source.get("family") == "organism")
         cases = against_held_opinions(model, cases, selected(config, cases), lexicon)
@@ -272,7 +272,7 @@ def task_files(config: StudyConfig, model) -> dict[str, str]:
 
 def organism_knowedit_dir(model) -> Path:
     """The organism's KnowEdit export, written once into kelocate's cache (keyed on its world file)."""
-    from kelocate.studies.klob_study import organism_export_dir
+    from kelocate.studies.klob.study import organism_export_dir
 
     world, dest = organism_export_dir(model, "knowedit", "are no built-in KnowEdit files; set data and files in "
                                                          "the study config")
@@ -331,9 +331,9 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
     for 'mend@TASK', on that task's train split; `overrides` are training settings ([editors.mend.train])."""
     base, _, train_task = method.partition("@")
     if base == "mend":
-        from kelocate.edit.mend import profile_config, train
+        from kelocate.edit.methods.mend import profile_config, train
     else:
-        from kelocate.edit.serac import profile_config, train
+        from kelocate.edit.methods.serac import profile_config, train
     settings = profile_config(model, **(overrides or {}))
     out = folder / "trained" / method
     marker = out / f"{base}.json"
@@ -349,7 +349,7 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
     else:
         from kelocate.organism import world_file
         from kelocate.organism.world import load_world
-        from kelocate.studies.edit_eval import organism_training_edits
+        from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
         world = load_world(world_file(model.path))
         examples = organism_training_edits(model, world, draws=8 if base == "serac" else 1)
@@ -384,7 +384,7 @@ def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
     facts of subjects no case edits and their held-out statements, or the config's files."""
     if not config.general:
         return None
-    from kelocate.studies.general import load_general_set, organism_general_set
+    from kelocate.studies.knowedit.general import load_general_set, organism_general_set
 
     if config.general_facts or config.general_text:
         return load_general_set(config.general_facts, config.general_text)
@@ -404,9 +404,9 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
     mode the row also holds the curve: the scores after each of the `curve` edit counts, with general
     ability (`general`, a GeneralSet) there and before the first edit; `edited_one(k, n)` is called after
     each of its edits (a 470-edit unit runs for minutes)."""
-    from kelocate import pipeline
+    from kelocate import locate_then_edit as pipeline
     from kelocate.edit.record import revert_all
-    from kelocate.studies.general import general_ability
+    from kelocate.studies.knowedit.general import general_ability
 
     row: dict[str, Any] = {"unit": unit.key, "method": unit.method, "task": unit.task, "mode": unit.mode,
                            "cases": [list(cases[i].source) for i in unit.cases]}
@@ -474,7 +474,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
               log: Callable[[str], None] = lambda text: None, executor: str = "serial",
               workers: int = 2, retry_failed: bool = False) -> dict[str, Any]:
     """Run (or resume) a study into folder `out`; returns counts of units done, skipped and failed. `executor`
-    "ray" runs the units on `workers` Ray actors (kelocate.studies.ray_executor) instead of in this process.
+    "ray" runs the units on `workers` Ray actors (kelocate.studies.knowedit.ray_executor) instead of in this process.
     A rerun skips every unit with a row, failed ones too, unless `retry_failed` (their new row is appended;
     readers keep a unit's last row)."""
     from kelocate.loading import load_model
@@ -498,7 +498,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     todo = [u for u in units if u.key not in done]
     settings = MetricSettings(generation=config.generation, fluency=config.fluency, seed=config.seed)
     if executor == "ray":
-        from kelocate.studies.ray_executor import run_with_ray
+        from kelocate.studies.knowedit.ray_executor import run_with_ray
 
         failed = run_with_ray(config, todo, files, store, settings, progress, model=model, folder=folder, log=log,
                               workers=workers, finished=len(done), total=len(units))
@@ -535,7 +535,7 @@ def load_cases(path: str, task: str) -> list[EditCase]:
     """A task file's cases (skipped records are reported by `kelocate study validate`)."""
     import warnings
 
-    from kelocate.studies.knowedit import KnowEditSkipWarning
+    from kelocate.data.knowedit import KnowEditSkipWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KnowEditSkipWarning)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from kelocate.edit.base import Editor
-from kelocate.edit.context import mean_keys, read_at, subject_row
 from kelocate.edit.covariance import covariance, covariances
-from kelocate.edit.optimize import optimise_target
+from kelocate.edit.keys import mean_keys, read_at, subject_row
+from kelocate.edit.methods.rome import templates_for
 from kelocate.edit.request import EditRequest
-from kelocate.edit.rome import templates_for
+from kelocate.edit.target import optimise_target
 from kelocate.model import weights
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from kelocate.edit.base import Editor
-from kelocate.edit.ft import answer_batch, masked_target_loss, prompt_target_batch
+from kelocate.edit.methods.ft import answer_batch, masked_target_loss, prompt_target_batch
 from kelocate.edit.request import EditRequest
 from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row, with_overrides
 from kelocate.errors import KelocateError

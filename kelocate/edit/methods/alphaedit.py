@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from kelocate.edit.context import mean_keys
 from kelocate.edit.covariance import covariance
-from kelocate.edit.memit import MEMIT
+from kelocate.edit.keys import mean_keys
+from kelocate.edit.methods.memit import MEMIT
+from kelocate.edit.methods.rome import templates_for
 from kelocate.edit.record import EditRecord
-from kelocate.edit.rome import templates_for
 
 
 def null_space_projection(cov: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from kelocate.edit.context import read_at, subject_row
-from kelocate.edit.memit import MEMIT
-from kelocate.edit.optimize import optimise_target
+from kelocate.edit.keys import read_at, subject_row
+from kelocate.edit.methods.memit import MEMIT
 from kelocate.edit.request import EditRequest
+from kelocate.edit.target import optimise_target
 
 
 class PMET(MEMIT):

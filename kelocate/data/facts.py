@@ -11,12 +11,12 @@ import random
 import warnings
 from pathlib import Path
 
+from kelocate.data.knowedit import load_knowedit
 from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace.average import TraceFact
 from kelocate.organism import world_file
 from kelocate.organism.world import load_world
 from kelocate.probes.klob import load_klob_c
-from kelocate.studies.knowedit import load_knowedit
 
 
 def organism_facts(model) -> list[TraceFact]:

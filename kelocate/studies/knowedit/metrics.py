@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from kelocate.data.knowedit import EditCase
 from kelocate.model.scoring import score_targets
-from kelocate.studies.knowedit import EditCase
 
 # A small sentiment lexicon (written for kelocate) for models without ground-truth opinion words.
 LEXICON = {

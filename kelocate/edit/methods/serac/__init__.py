@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from kelocate.edit.base import Editor
-from kelocate.edit.ft import id_batch, masked_target_loss
-from kelocate.edit.ice import fact_text
+from kelocate.edit.methods.ft import id_batch, masked_target_loss
+from kelocate.edit.methods.ice import fact_text
 from kelocate.edit.request import EditRequest
 from kelocate.edit.training import Checkpoints, TrainingEdit, loss_row, with_overrides
 from kelocate.errors import KelocateError

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from kelocate.edit.base import Editor
-from kelocate.edit.context import context_templates, mean_keys, read_at, subject_row
 from kelocate.edit.covariance import covariance
-from kelocate.edit.optimize import optimise_target
+from kelocate.edit.keys import context_templates, mean_keys, read_at, subject_row
 from kelocate.edit.request import EditRequest
+from kelocate.edit.target import optimise_target
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 

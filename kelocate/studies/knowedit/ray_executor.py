@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from kelocate.errors import KelocateError
-from kelocate.studies.metrics import MetricSettings
-from kelocate.studies.runner import (
+from kelocate.studies.knowedit.metrics import MetricSettings
+from kelocate.studies.knowedit.runner import (
     ResultsStore,
     StudyConfig,
     Unit,

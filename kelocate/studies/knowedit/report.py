@@ -40,8 +40,8 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
 
 def _order(method: str, task: str, mode: str) -> tuple:
     """The study's own order (its method and task lists), whatever order a resumed run wrote rows in."""
-    from kelocate.studies.knowedit import TASKS
-    from kelocate.studies.runner import METHODS
+    from kelocate.data.knowedit import TASKS
+    from kelocate.studies.knowedit.runner import METHODS
 
     base, _, trained_on = method.partition("@")
     rank = METHODS.index(base) if base in METHODS else len(METHODS)
@@ -145,7 +145,7 @@ def draw_curves(rows: Sequence[dict], out: str | Path) -> list[Path]:
     """One figure per task: edit success and locality against the number of sequential edits."""
     from matplotlib.figure import Figure
 
-    from kelocate.studies.figures import save_figure
+    from kelocate.plots.trace import save_figure
 
     written = []
     for task, methods in curves(rows).items():

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kelocate.data.facts import read_records
 from kelocate.errors import KelocateError
-from kelocate.studies.facts import read_records
 
 Fact = tuple[str, str]  # (prompt, answer)
 
