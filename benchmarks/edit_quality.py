@@ -1,12 +1,13 @@
 """Edit quality on the organism: 100 counterfactual edits of known facts per editor, batch and sequential.
 
-For each editor (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA, and MEND / SERAC given their
-trained checkpoints: `--hypernet DIR`, `--serac DIR`), every case is applied alone, scored and reverted
-(the state hash and the logits of a probe prompt must come back bit for bit after each): edit success on
-the prompt (teacher-forced token accuracy of the new target), paraphrase success (the fact's other
-templates), locality on the same subject's other facts and on 100 unrelated facts (fraction of answer
-tokens whose argmax is unchanged). KN's neurons come from the knowledge-neuron locator; `--auto N` also
-runs `layers='auto'` on the first N cases and reports where the causal tracer put the layers.
+For each editor of the registry (KN, ROME, MEMIT, PMET, AlphaEdit, FT-L, FT-M, ICE, AdaLoRA, and MEND /
+SERAC given their trained checkpoints: `--trained mend=DIR --trained serac=DIR`), every case is applied
+alone, scored and reverted (the state hash and the logits of a probe prompt must come back bit for bit
+after each): edit success on the prompt (teacher-forced token accuracy of the new target), paraphrase
+success (the fact's other templates), locality on the same subject's other facts and on 100 unrelated
+facts (fraction of answer tokens whose argmax is unchanged). KN's neurons come from the knowledge-neuron
+locator; `--auto N` also runs `layers='auto'` on the first N cases and reports where the causal tracer put
+the layers.
 
 `--batch` edits all cases in one MEMIT / AlphaEdit batch; `--sequential N` applies N edits one after the
 other with ROME, MEMIT and AlphaEdit (no revert in between) and records, every `--every` edits, the mean
@@ -14,7 +15,7 @@ success on the facts edited so far and the locality on the unrelated facts: the 
 curves, written as JSON (`--curves FILE`) for the study runner to draw.
 
     python benchmarks/edit_quality.py [--cases 100] [--methods rome,memit,...] [--auto 10] [--batch]
-                                      [--hypernet MEND_DIR] [--serac SERAC_DIR]
+                                      [--trained mend=MEND_DIR] [--trained serac=SERAC_DIR]
                                       [--sequential 500 --every 50 --curves curves.json]
 """
 
@@ -27,17 +28,36 @@ import time
 
 import torch
 
-from kelocate import locate_then_edit as pipeline
-from kelocate.edit import editor
+from kelocate.edit import editor, registry
 from kelocate.edit.record import revert_all
 from kelocate.loading import load_model
+from kelocate.locate_then_edit import locate_and_edit
 from kelocate.model import weights
 from kelocate.organism import world_file
+from kelocate.organism.datasets import knowedit_case, organism_cases, unrelated_facts
 from kelocate.organism.world import load_world
-from kelocate.studies.knowedit.edit_eval import baseline, organism_cases, score_case, success, unrelated_facts
+from kelocate.studies.knowedit.metrics import Baseline, teacher_forced
+from kelocate.studies.knowedit.metrics import baseline as unedited_predictions
 
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "adalora")  # + mend, serac
+# the registry's editors that need nothing but the model (in its order); trained ones join with --trained
+METHODS = tuple(name for name, m in registry.METHODS.items() if not m.needs)
 COLUMNS = ("edit_success", "paraphrase_success", "locality_subject", "locality_unrelated")
+# each column is one of the study's teacher-forced metrics of the edit as a KnowEdit case
+METRIC_OF = dict(zip(COLUMNS, ("edit_tf", "portability_tf.Paraphrase", "locality_tf.Subject",
+                               "locality_tf.Unrelated"), strict=True))
+
+
+def baseline(model, case, unrelated=()) -> Baseline:
+    """The unedited model's predictions on the case's locality probes (its subject's other facts, `unrelated`)."""
+    return unedited_predictions(model, [knowedit_case(case, unrelated)])[0]
+
+
+def score_case(model, case, unrelated=(), before: Baseline | None = None) -> dict[str, float]:
+    """Edit success on the prompt and on the paraphrases (nan without any), locality on the subject's other facts
+    and on `unrelated` (against `before`, the unedited predictions; without it, no locality)."""
+    scores = teacher_forced(model, knowedit_case(case, unrelated if before else (), before is not None),
+                            before or Baseline())
+    return {"paraphrase_success": float("nan")} | {k: scores[m] for k, m in METRIC_OF.items() if m in scores}
 
 
 def mean(rows: list[dict], key: str) -> float:
@@ -45,7 +65,7 @@ def mean(rows: list[dict], key: str) -> float:
     return round(statistics.mean(values), 4) if values else float("nan")
 
 
-SETTINGS: dict[str, dict] = {}  # per-method editor settings from the command line (e.g. MEND's hypernet)
+SETTINGS: dict[str, dict] = {}  # per-method editor settings from the command line (a trained checkpoint)
 
 
 def single_edits(model, method: str, cases, unrelated) -> dict:
@@ -55,7 +75,7 @@ def single_edits(model, method: str, cases, unrelated) -> dict:
     rows, start, exact = [], time.perf_counter(), True
     for case in cases:
         before = baseline(model, case, unrelated)
-        record = pipeline.edit(model, chosen, case.request)
+        record = locate_and_edit(model, chosen, case.request)
         rows.append(score_case(model, case, unrelated, before))
         record.revert()
         exact &= weights.state_hash(model) == original
@@ -70,11 +90,11 @@ def auto_layers(model, method: str, cases) -> dict:
     chosen, found, failed = editor(method), [], []
     for case in cases:
         try:
-            record = pipeline.edit(model, chosen, case.request, layers="auto")
+            record = locate_and_edit(model, chosen, case.request, layers="auto")
         except Exception as exc:  # an invalid trace is refused with its reason: count it
             failed.append(str(exc)[:120])
             continue
-        found.append((record.layers, success(model, [case.request.prompt], case.request.target_new)))
+        found.append((record.layers, score_case(model, case)["edit_success"]))
         record.revert()
     counts: dict[str, int] = {}
     for layers, _ in found:
@@ -105,8 +125,9 @@ def sequential(model, method: str, cases, unrelated, every: int) -> dict:
         records.append(chosen.apply(model, case.request))
         if i % every == 0 or i == len(cases):
             edited = cases[:i]
-            scores = [success(model, [c.request.prompt], c.request.target_new) for c in edited]
-            paraphrases = [success(model, c.paraphrases, c.request.target_new) for c in edited if c.paraphrases]
+            rows = [score_case(model, c) for c in edited]
+            scores = [row["edit_success"] for row in rows]
+            paraphrases = [row["paraphrase_success"] for row, c in zip(rows, edited, strict=True) if c.paraphrases]
             local = score_case(model, cases[0], unrelated, before_unrelated)["locality_unrelated"]
             curve.append({"edits": i, "edit_success": round(statistics.mean(scores), 4),
                           "paraphrase_success": round(statistics.mean(paraphrases), 4),
@@ -121,24 +142,23 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--unrelated", type=int, default=100)
     parser.add_argument("--methods", default=None, help="editors of the single-edit table, or none (default: all "
-                        "nine, plus mend and serac when their checkpoints are given)")
+                        "that need nothing, plus those given --trained, in the registry's order)")
     parser.add_argument("--auto", type=int, default=0, help="layers='auto' on the first N cases")
     parser.add_argument("--batch", action="store_true", help="MEMIT and AlphaEdit on all cases in one batch")
     parser.add_argument("--sequential", type=int, default=0, help="N sequential edits (ROME, MEMIT, AlphaEdit)")
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--curves", default=None, help="write the sequential curves (JSON) here")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--hypernet", default=None, help="MEND's trained hypernetwork (kelocate train mend --out)")
-    parser.add_argument("--serac", default=None, help="SERAC's trained checkpoint (kelocate train serac --out)")
+    parser.add_argument("--trained", action="append", default=[], metavar="METHOD=DIR",
+                        help="a trained checkpoint (kelocate train METHOD --out DIR), e.g. mend=DIR; repeat")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    default_methods = list(METHODS)
-    if args.hypernet:
-        SETTINGS["mend"] = {"hypernet": args.hypernet}
-        default_methods.append("mend")
-    if args.serac:
-        SETTINGS["serac"] = {"checkpoint": args.serac}
-        default_methods.append("serac")
+    for given in args.trained:
+        name, _, folder = given.partition("=")
+        if not folder or name not in registry.TRAINABLE:
+            parser.error(f"--trained {given!r}: write METHOD=DIR for one of {', '.join(registry.TRAINABLE)}")
+        SETTINGS[name] = {registry.TRAINED: folder}
+    default_methods = [name for name in registry.METHODS if name in METHODS or name in SETTINGS]
     model = load_model()
     world = load_world(world_file(model.path))
     n_cases = max(args.cases, args.sequential)

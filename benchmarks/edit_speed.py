@@ -190,7 +190,7 @@ class Problem:
 
     def requests(self) -> list:
         if self.organism:
-            from kelocate.studies.knowedit.edit_eval import organism_cases
+            from kelocate.organism.datasets import organism_cases
 
             return [case.request for case in organism_cases(self.model, self.world, self.args.requests)]
         return random_requests(self.model, self.args.requests)
@@ -328,7 +328,7 @@ def _edit_phase(problem: Problem, method: str) -> dict:
     import torch
 
     from kelocate.edit.covariance import covariances
-    from kelocate.edit.methods.rome import templates_for
+    from kelocate.edit.keys import templates_for
     from kelocate.edit.record import NonFiniteEditError, revert_all
     from kelocate.model.weights import state_hash
 

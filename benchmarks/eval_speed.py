@@ -18,8 +18,9 @@ import time
 import torch
 
 from kelocate.loading import load_model
+from kelocate.organism.datasets import organism_knowedit_dir
 from kelocate.studies.knowedit.metrics import baseline, teacher_forced_many
-from kelocate.studies.knowedit.runner import load_cases, organism_knowedit_dir
+from kelocate.studies.knowedit.plan import load_cases
 
 
 def main() -> None:

@@ -16,8 +16,7 @@ from kelocate.loading import load_model
 from kelocate.locate.causal_trace import TraceResult, trace
 from kelocate.locate.neurons import find_knowledge_neurons
 from kelocate.locate.patching import patch_sweep
-from kelocate.locate_then_edit import auto_layers
-from kelocate.locate_then_edit import edit as locate_and_edit
+from kelocate.locate_then_edit import auto_layers, locate_and_edit
 from kelocate.model import HookedModel
 from kelocate.model.scoring import score_targets
 from kelocate.model.sites import Patch, cache_activations, patching, run_patched, site

@@ -5,17 +5,26 @@ built under a temporary name and renamed (or its files moved) into place at the 
 error never leaves a half-written result behind (DESIGN.md sections 6 and 7). An OSError met while writing
 (cannot create the folder, permission denied, read-only file system, disk full) becomes a `WriteError`: a
 one-line `KelocateError` naming the path and the fix, which the CLI prints without a traceback.
+
+Disk caches (the noise scale of causal tracing, second-moment statistics, the organism's exported data
+sets) share one keying scheme: a key is a mapping of everything the entry depends on; `keyed_path` names the
+entry by a hash of the key's canonical JSON (`key_text`) under `cache_dir(kind)`, the entry stores the key
+itself, and its reader checks it (`same_key`), so a hash collision or a foreign file is a miss, never a
+wrong number.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from kelocate.errors import KelocateError
 
@@ -123,6 +132,55 @@ def cache_dir(*parts: str) -> Path:
     with os_errors(path, CACHE_FIX, "create folder"):
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ---------------------------------------------------------------------- keyed cache entries
+KEY_FILE = "key.json"  # the key of a cache entry that is a folder, written inside it
+
+
+def key_text(key: Mapping[str, Any]) -> str:
+    """The canonical text of a cache key: JSON with sorted keys and no spaces. It is what `keyed_path` hashes
+    and what an entry stores (inside the file, or as `KEY_FILE` in a folder) for its reader to compare.
+
+    Values must be JSON values (str, int, float, bool, None, lists, mappings): name a model by its
+    fingerprint, a file by its size and time, a dtype by its name. Anything else is a TypeError.
+    """
+    return json.dumps(dict(key), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def keyed_path(kind: str, key: Mapping[str, Any], suffix: str = "", label: str = "",
+               root: PathLike | None = None) -> Path:
+    """Where the cache entry of `kind` for `key` lives: ``<root>/[<label>-]<digest><suffix>``.
+
+    root: `cache_dir(kind)` unless given (a folder the user chose instead); digest: the first 24 hex digits of
+    the SHA-256 of `key_text(key)`, so every setting in the key is part of the name and a change in any of
+    them is a miss; suffix: '.json', '.safetensors', or '' for a folder; label: a readable prefix
+    ('layer003'). The folder is created; the entry is not. Write the entry atomically (`write_text`,
+    `atomic_path`, `atomic_dir`) with its key inside, and let the reader check it with `same_key`: a hash
+    names the entry, the stored key proves it.
+    """
+    digest = hashlib.sha256(key_text(key).encode()).hexdigest()[:24]
+    if root is None:
+        folder = cache_dir(kind)
+    else:
+        folder = Path(root)
+        with os_errors(folder, CACHE_FIX, "create folder"):
+            folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{label + '-' if label else ''}{digest}{suffix}"
+
+
+def same_key(stored: str | Mapping[str, Any] | None, key: Mapping[str, Any]) -> bool:
+    """Whether a key read back from a cache entry (its text, or the parsed mapping) is `key`.
+
+    Compared as JSON values, so a tuple written and a list read back agree; an unreadable key is no match.
+    """
+    if stored is None:
+        return False
+    try:
+        got = json.loads(stored) if isinstance(stored, str) else json.loads(key_text(stored))
+    except (TypeError, ValueError):
+        return False
+    return got == json.loads(key_text(key))
 
 
 def check_writable(folder: PathLike, fix: str = OUT_FIX) -> None:

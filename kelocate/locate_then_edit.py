@@ -1,4 +1,10 @@
-"""Locate, then edit: the wiring between the causal tracer and the editors (which never run a locator).
+"""Locate, then edit: where an editor writes, found by the locators, then the edit itself.
+
+Editors never run a locator (they take layers or neurons); this module, above both `locate/` and `edit/`,
+wires them: `locate_and_edit(model, editor, requests, layers="auto")` asks the editor what it needs
+located (`editor.locate`: nothing, knowledge neurons, one MLP layer or a range of layers), finds it, and
+applies the edit with where it came from recorded in the edit record. KN's neurons come from integrated
+gradients (`locate_neurons`); layers from causal tracing (`auto_layers`).
 
 `auto_layers` traces an edit request's prompt (or each of a data set's, averaging their effects), refuses
 a trace that failed its validity checks (with the reason), and picks layers from single-layer effects at
@@ -10,7 +16,7 @@ the chosen token:
   the same effect with the later MLPs severed (frozen at their corrupted values).
 
 It returns the layers and a summary of the trace (kind, token, effects, validity) that goes into the
-edit record as `layer_origin`. `edit` runs both steps: locate, then apply.
+edit record as `layer_origin`. `locate_and_edit` runs both steps: locate, then apply.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 from kelocate.edit.request import EditRequest, as_requests
 from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace import trace
-from kelocate.locate.causal_trace.result import severed_key
+from kelocate.locate.causal_trace.problem import severed_key
 from kelocate.locate.neurons import find_knowledge_neurons
 
 
@@ -114,10 +120,7 @@ def locate_neurons(model, request: EditRequest | dict, steps: int = 20,
     return [tuple(n) for n in found.neurons], origin
 
 
-EDIT_TOKEN_TO_TRACE_ROW = {"subject_last": "last_subject", "last": "last"}
-
-
-def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | dict],
+def locate_and_edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | dict],
          layers: str | int | Sequence[int] | None = None, token: str | int | None = None,
          samples: int = 10):
     """Apply `editor` to `requests`; layers='auto' locates them first (for a batch: effects averaged over
@@ -133,7 +136,7 @@ def edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | di
         return editor.apply(model, requests, layers=layers)
     hp = editor.hparams(model)
     if token is None:
-        token = EDIT_TOKEN_TO_TRACE_ROW.get(hp.get("token", "subject_last"), "last_subject")
+        token = hp.get("token", "last_subject")  # editors name their token as tracing names its rows
     n_layers = len(hp.get("layers") or [1]) if editor.locate == "range" else 1
     found, origin = auto_layers(model, requests, n_layers, token, samples)
     return editor.apply(model, requests, layers=found, layer_origin=origin)

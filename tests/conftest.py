@@ -1,8 +1,10 @@
-"""Shared fixtures: small thread counts and tiny random Llama models built by the tests themselves."""
+"""Shared fixtures: small thread counts, a cache folder of the test session's own, and tiny random Llama models
+built by the tests themselves."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +15,26 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("KELOCATE_TEST_THREADS") or os.environ["OMP_NUM_THREADS"]))
+
+
+def _fetched_models_dir() -> Path:
+    """Where `kelocate models fetch` put real models before the tests moved the cache (not created here)."""
+    if os.environ.get("KELOCATE_MODELS"):
+        return Path(os.environ["KELOCATE_MODELS"]).expanduser()
+    return Path(os.environ.get("KELOCATE_CACHE") or Path.home() / ".cache" / "kelocate").expanduser() / "models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test, and every fixture of any scope, caches in a folder of this test session, never in the
+    user's `~/.cache/kelocate` (noise sigmas, key statistics, organism exports, study trainings). Session
+    scope, so that module- and session-scoped fixtures, which are set up before a test's own fixtures, are
+    covered too; a test that needs an empty cache of its own sets `KELOCATE_CACHE` itself. Fetched real
+    models stay where they are: `KELOCATE_MODELS` points at them, so the `smol` fixture still finds SmolLM2."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KELOCATE_MODELS", str(_fetched_models_dir()))
+        patch.setenv("KELOCATE_CACHE", str(tmp_path_factory.mktemp("kelocate-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +49,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     """The tiny random Llama loaded through kelocate's model layer."""
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
 
     return load_model(tiny_model_dir)
 

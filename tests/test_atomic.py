@@ -84,6 +84,24 @@ def test_cache_dir_error_says_how_to_move_the_cache(tmp_path, monkeypatch):
     assert cache_dir("klob").is_dir()
 
 
+def test_keyed_path_names_an_entry_by_its_whole_key(tmp_path, monkeypatch):
+    from kelocate.atomic import key_text, keyed_path, same_key
+
+    monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path / "cache"))
+    key = {"model": "abc", "layer": 3, "dtype": "float32", "layers": (1, 2)}
+    path = keyed_path("stats", key, ".safetensors", label="layer003")
+    assert path.parent == tmp_path / "cache" / "stats" and path.parent.is_dir() and not path.exists()
+    assert path.name.startswith("layer003-") and path.name.endswith(".safetensors")
+    assert keyed_path("stats", dict(reversed(list(key.items()))), ".safetensors", label="layer003") == path
+    assert keyed_path("stats", {**key, "layer": 4}, ".safetensors", label="layer003") != path  # any setting
+    assert keyed_path("noise_sigma", key).parent.name == "noise_sigma"
+    assert keyed_path("stats", key, root=tmp_path / "mine").parent == tmp_path / "mine"
+    assert same_key(key_text(key), key) and same_key({**key, "layers": [1, 2]}, key)  # read back as JSON
+    assert not same_key({**key, "layer": 4}, key) and not same_key(None, key) and not same_key("{half", key)
+    with pytest.raises(TypeError):
+        key_text({"path": tmp_path})  # a key holds JSON values only: name a file by its size and time
+
+
 def test_atomic_dir_replaces_or_keeps_and_cleans_up(tmp_path):
     dest = tmp_path / "ckpt"
     with atomic_dir(dest) as tmp:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from trace_helpers import sharp_tiny_model
 
-from kelocate.data.facts import file_facts
+from kelocate.data.facts import Fact, file_facts
 from kelocate.errors import KelocateError, SubjectNotFoundError
-from kelocate.locate.causal_trace.average import TraceFact, average_indirect_effect, token_groups
+from kelocate.locate.causal_trace.average import average_indirect_effect, token_groups
 from kelocate.locate.causal_trace.engine import work_units
 from kelocate.locate.causal_trace.noise import NoiseSpec, draw_noise, embedding_sigma, parse_noise
 from kelocate.locate.causal_trace.problem import default_window, window_range
@@ -21,11 +21,6 @@ from kelocate.locate.causal_trace.tracing import parse_kinds, parse_severed, tra
 from kelocate.locate.patching import Patch, cache_activations, run_patched, site
 
 TOL = 2e-6  # probabilities; engine and oracle differ only by float32 summation order
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path_factory.getbasetemp() / "kelocate-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +276,7 @@ def test_sigma_is_cached(model, tmp_path, monkeypatch):
     ids = torch.cat([model.encode(s, special=False).ids for s in ["SMAP", "Paris", "Japan Japanese"]])
     with torch.no_grad():
         assert abs(sigma - float(model.hf.get_input_embeddings()(ids).std())) < 1e-7
-    files[0].write_text(json.dumps({"sigma": 123.0}))
+    files[0].write_text(json.dumps({**json.loads(files[0].read_text()), "sigma": 123.0}))  # same key, other value
     assert embedding_sigma(model, ["SMAP", "Paris", "Japan Japanese"]) == 123.0  # read back from the cache
     assert embedding_sigma(model, ["Paris"]) != 123.0  # another subject set is another key
 
@@ -330,7 +325,7 @@ def test_average_indirect_effect(model, tmp_path):
     edits, dropped = file_facts(knowedit)
     assert [d["source"] for d in dropped] == ["k.json[1]"] and edits[0].answer == "Japan"
     seen = []
-    blank = TraceFact("the music of Paris is", " ", "Japan", "blank subject")  # skipped, not fatal
+    blank = Fact("the music of Paris is", " ", "Japan", "blank subject")  # skipped, not fatal
     avg = average_indirect_effect(
         model,
         edits + facts + [blank],

@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 
+from kelocate.edit.keys import templates_for
 from kelocate.edit.methods import alphaedit, memit, rome
 from kelocate.edit.record import EditRecord, NonFiniteEditError
 from kelocate.edit.request import EditRequest
@@ -30,11 +31,6 @@ OTHER = EditRequest("Paris is the capital of", "Paris", "Japan")
 def corpus():
     rng = random.Random(0)
     return [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(400)]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path / "cache"))
 
 
 def slow_key(model, prompt: str, subject: str, templates: list[str], layer: int) -> torch.Tensor:
@@ -107,7 +103,7 @@ def test_rome_writes_a_rank_one_update_along_c_inverse_k(tiny_model, corpus):
         delta = record.delta(weights.mlp_out_name(1)).double()
         s = torch.linalg.svdvals(delta)
         assert s[1] < 1e-5 * s[0]  # rank one (float32 storage of W + dW)
-        templates = rome.templates_for(model, editor.hparams(model))
+        templates = templates_for(model, editor.hparams(model))
         key = slow_key(model, REQUEST.prompt, REQUEST.subject, templates, 1)
         cov = second_moments(model, [1], texts=corpus, n_samples=400, max_length=16)[1].mom2.double()
         u = torch.linalg.solve(cov, key)
@@ -206,12 +202,12 @@ def test_rome_maps_the_bare_key_to_the_optimised_value(tiny_model, corpus):
     """After the edit, the MLP output at the subject's last token of the bare prompt is v* (ROME's
     constraint W' k = v*); v* is recomputed by the same deterministic optimisation on the unedited model."""
     from kelocate.edit.keys import read_at, subject_row
-    from kelocate.edit.target import optimise_target
+    from kelocate.edit.target import optimize_target
 
     model = tiny_model
     editor = rome.ROME(corpus=corpus, **FAST)
     hp = editor.hparams(model)
-    target = optimise_target(model, REQUEST, 1, ("mlp",), rome.templates_for(model, hp), hp).values["mlp"]
+    target = optimize_target(model, REQUEST, 1, ("mlp",), templates_for(model, hp), hp).values["mlp"]
     record = editor.apply(model, REQUEST, layers=1)
     try:
         out = read_at(model, [subject_row(model, REQUEST.prompt, REQUEST.subject)], "mlp", [1])[1][0]
@@ -236,3 +232,35 @@ def test_pmet_optimises_attention_and_mlp_but_writes_only_the_mlps(tiny_model, c
     finally:
         record.revert()
     assert weights.state_hash(model) == original
+
+
+# ---------------------------------------------------------------------- the registry and the token vocabulary
+def test_the_registry_names_every_editor_and_what_it_needs():
+    from kelocate.edit import EDITORS, editor_class, registry
+
+    assert list(registry.STUDY_METHODS) == ["kn", "rome", "memit", "pmet", "alphaedit", "mend", "ft-l", "ft-m",
+                                            "serac", "ice", "adalora"]  # the study's order
+    assert registry.OPTIONAL_METHODS == ("ike",) and registry.TRAINABLE == ("mend", "serac")
+    assert EDITORS is registry.METHODS
+    for name, entry in registry.METHODS.items():
+        cls = editor_class(name)
+        assert cls.method == name and cls.__new__(cls).locate == entry.locate  # the editor reads its entry
+        if entry.trainable:
+            assert callable(entry.train_function()) and callable(entry.config_function())
+    assert {n for n, m in registry.METHODS.items() if m.needs_trained} == {"mend", "serac"}
+    assert [n for n, m in registry.METHODS.items() if m.needs_pool] == ["ike"]
+    assert registry.CORPUS_METHODS == ("rome", "memit", "pmet", "alphaedit")
+    with pytest.raises(KelocateError, match="unknown edit method 'romee'; use one of kn, rome"):
+        editor_class("romee")
+    with pytest.raises(KelocateError, match="rome is not trained"):
+        registry.method("rome").train_function()
+
+
+def test_the_edit_token_speaks_the_tracing_vocabulary_and_accepts_the_old_name(tiny_model, tmp_path):
+    assert rome.ROME().hparams(tiny_model)["token"] == "last_subject"
+    assert rome.ROME(token="subject_last").hparams(tiny_model)["token"] == "last_subject"  # the old name
+    old = tmp_path / "old.toml"
+    old.write_text('[rome]\ntoken = "subject_last"\n')
+    assert rome.ROME(config_file=old).hparams(tiny_model)["token"] == "last_subject"
+    with pytest.raises(KelocateError, match="unknown edit token 'first'"):
+        rome.ROME(token="first").hparams(tiny_model)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kelocate.edit import editor
-from kelocate.edit.methods.ft import FTL, FTM, last_token_loss, masked_target_loss, prompt_batch, prompt_target_batch
+from kelocate.edit.losses import last_token_loss, masked_target_loss, prompt_batch, prompt_target_batch
+from kelocate.edit.methods.ft import FTL, FTM
 from kelocate.edit.methods.kn import KN, slot_update
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
@@ -251,8 +252,8 @@ def test_ft_m_edits_an_organism_fact_with_the_shipped_profile():
     from kelocate.loading import load_model
     from kelocate.model.scoring import score_targets
     from kelocate.organism import world_file
+    from kelocate.organism.datasets import organism_cases
     from kelocate.organism.world import load_world
-    from kelocate.studies.knowedit.edit_eval import organism_cases
 
     model = load_model()
     (case,) = organism_cases(model, load_world(world_file(model.path)), n=1)

@@ -11,7 +11,7 @@ from kelocate import locate_then_edit as pipeline
 from kelocate import trace
 from kelocate.edit import EditRequest, editor
 from kelocate.errors import KelocateError
-from kelocate.locate.causal_trace.result import severed_key
+from kelocate.locate.causal_trace.problem import severed_key
 from kelocate.model import weights
 
 REQUEST = EditRequest("SMAP was created in", "SMAP", "France", ground_truth="Japan")
@@ -45,7 +45,7 @@ def test_range_is_where_the_mlps_carry_most_of_the_hidden_effect(organism):
 
 def test_auto_edit_records_the_trace_and_reverts(organism):
     original = weights.state_hash(organism)
-    record = pipeline.edit(organism, editor("rome"), REQUEST, layers="auto", samples=4)
+    record = pipeline.locate_and_edit(organism, editor("rome"), REQUEST, layers="auto", samples=4)
     try:
         assert record.layer_origin["source"] == "trace" and record.layer_origin["token"] == "last"
         assert record.layers == [int(np.argmax(record.layer_origin["effects"]))]
@@ -58,7 +58,7 @@ def test_an_invalid_trace_is_refused_with_its_reason(organism):
     # the subject ends the prompt: every cell restores the clean run trivially, nothing is located
     bad = EditRequest("The language of Japan", "Japan", "French")
     with pytest.raises(KelocateError, match="auto layers: .*locates nothing"):
-        pipeline.edit(organism, editor("rome"), bad, layers="auto", samples=2)
+        pipeline.locate_and_edit(organism, editor("rome"), bad, layers="auto", samples=2)
 
 
 def test_over_a_data_set_effects_are_averaged_and_invalid_traces_counted(organism):

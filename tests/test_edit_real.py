@@ -2,7 +2,7 @@
 neighbours in Paris (the hardest locality case: same city, same country), revert bit-exactly.
 
 Shortened from the issue's check: fewer context prefixes and, for MEMIT, key statistics over 60 texts the
-model generates itself (cached under $KELOCATE_CACHE between runs)."""
+model generates itself (cached in the test session's own cache folder, see conftest.py)."""
 
 from __future__ import annotations
 

@@ -7,12 +7,12 @@ import os
 
 import pytest
 
+from kelocate.data.facts import load_facts
 from kelocate.data.knowedit import (
     EditCase,
     KnowEditSkipWarning,
     answers_of,
     detect_task,
-    load_facts,
     load_knowedit,
 )
 from kelocate.errors import KelocateError
@@ -178,9 +178,9 @@ def test_loader_reads_all_six_tasks_back(exported):
     assert all(c.prompt.startswith("Question:") and c.prompt.endswith("\nAnswer:") for c in sanit)
     assert all(c.locality["Retain"] for c in sanit)
     facts = load_facts(out / manifest["WikiData_counterfact/test"]["path"])
-    assert facts and all(f.subject in f.prompt and f.ground_truth for f in facts)
+    assert facts and all(f.subject in f.prompt and f.answer for f in facts)
     recent = load_facts(out / manifest["WikiData_recent/test"]["path"])
-    assert recent and all(f.ground_truth is None for f in recent)
+    assert recent and all(f.answer is None for f in recent)
 
 
 def test_nested_aliases_and_missing_keys(tmp_path):
@@ -205,7 +205,7 @@ def test_nested_aliases_and_missing_keys(tmp_path):
     assert cases[0].portability["Reasoning"][0].ground_truth == "German"
     assert "Subject_Aliasing" not in cases[0].portability and cases[0].locality == {}
     assert cases[1].portability == {} and cases[1].ground_truth is None
-    assert answers_of([["a"], "b"], "x") == ("a", "b")
+    assert answers_of([["a"], "b"]) == ("a", "b")
     assert detect_task({"K_F": []}) == "Sanitation"
 
 
@@ -227,17 +227,19 @@ def test_subject_missing_from_prompt_is_skipped_and_reported(exported, tmp_path)
         ("{not json", "not valid JSON"),
         ("[]", "cannot tell which KnowEdit task"),
         ('{"foo": 1}', "cannot tell which KnowEdit task"),
-        ('[{"subject": "A", "prompt": "A is", "target_new": "x"}, 5]', "record 1"),
+        ('[{"subject": "A", "prompt": "A is", "target_new": "x"}, 5]', r"\[1\]: must be a JSON object, got a number"),
         (
             '[{"subject": "A", "prompt": "A is", "target_new": "x"}, {"subject": "B", "target_new": "y"}]',
-            "missing field 'prompt'",
+            r"\[1\]: prompt: missing; a WikiData_recent record has",
         ),
         (
             '[{"subject": "A", "prompt": "A is", "target_new": "x", '
             '"locality": {"Relation_Specificity": [3]}}]',
-            "Relation_Specificity",
+            r"\[0\]: locality.Relation_Specificity\[0\]: must be an object",
         ),
-        ('{"K_F": 3, "K_R": []}', "must be lists"),
+        ('[{"subject": "A", "prompt": "A is", "target_new": 7}]', r"\[0\]: target_new: must be a string or a list"),
+        ('{"K_F": 3, "K_R": []}', r"\[K_F\]: must be a list of questions"),
+        ('{"K_F": [{"question": "Who?"}], "K_R": [{"ground_truth": "x"}]}', r"\[K_R\]\[0\]: question: missing"),
     ],
 )
 def test_malformed_files_raise_kelocate_error(tmp_path, content, message):
@@ -245,7 +247,7 @@ def test_malformed_files_raise_kelocate_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(KelocateError, match=message) as info:
         load_knowedit(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_loader_errors_for_missing_file_and_unknown_task(tmp_path):

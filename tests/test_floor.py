@@ -121,7 +121,7 @@ def test_accessors_are_the_live_hf_parameters(tiny_model):
 
 
 def test_snapshot_restore_is_bit_exact(tiny_model_dir):
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
 
     model = load_model(tiny_model_dir)
     original = weights.state_hash(model)
@@ -136,6 +136,45 @@ def test_snapshot_restore_is_bit_exact(tiny_model_dir):
     assert weights.state_hash(model) == original
     with pytest.raises(KelocateError, match="another model"):
         weights.restore(model, {names[0]: torch.zeros(2, 2)})
+
+
+def _tensor_set(folder) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{name: (shape, dtype)} of every tensor in a Hugging Face folder's safetensors files."""
+    from safetensors import safe_open
+
+    out = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as fh:
+            for name in fh.keys():
+                piece = fh.get_slice(name)
+                out[name] = (tuple(piece.get_shape()), piece.get_dtype())
+    return out
+
+
+@pytest.mark.parametrize("which", ["tiny", "organism"])
+def test_a_saved_copy_holds_exactly_the_plain_models_tensors(which, tiny_model_dir, tmp_path):
+    """The bridge names every weight again (ln1, mlp.in, attn.q, ...) and adds a zero lm_head.bias: none of
+    that may reach a saved copy. Its tensors are the checkpoint's (names, shapes, dtypes), transformers loads
+    it with no missing or unexpected key, and it gives the edited model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from kelocate.loading import load_model
+    from kelocate.model.twin import save_model
+
+    model = load_model(tiny_model_dir if which == "tiny" else None)
+    with torch.no_grad():
+        weights.mlp_out(model, 1).add_(torch.randn_like(weights.mlp_out(model, 1)) * 0.1)
+    save_model(model, tmp_path / "copy")
+    original = _tensor_set(model.path)
+    assert _tensor_set(tmp_path / "copy") == original and len(original) == len(weights.parameter_names(model))
+    hf, info = AutoModelForCausalLM.from_pretrained(tmp_path / "copy", output_loading_info=True)
+    assert not any(info.values()), info  # missing, unexpected, mismatched keys and errors: none
+    copy = load_model(tmp_path / "copy")
+    assert weights.state_hash(copy) == weights.state_hash(model)
+    ids, mask = model.batch_ids(["SMAP was created in", "The language of Japan is"])
+    assert torch.equal(copy.logits(ids, mask), model.logits(ids, mask))
+    with torch.no_grad():
+        assert_close(hf(ids, attention_mask=mask).logits, model.logits(ids, mask), "transformers vs bridge")
 
 
 # ---------------------------------------------------------------------- padded activation caches

@@ -8,20 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kelocate.data.klob import load_klob_c, load_klob_r, load_klob_u, strip_blank
 from kelocate.errors import KelocateError
 from kelocate.locate.location import Location, Locator
 from kelocate.probes.klob import (
     consistency,
     layer_similarity,
-    load_klob_c,
-    load_klob_r,
-    load_klob_u,
     neuron_similarity,
     random_word_inputs,
     relevance,
     rsim,
     set_similarity,
-    strip_blank,
     unbiasedness,
     vocabulary_words,
 )
@@ -78,16 +75,18 @@ def test_real_klob_u_file_loads():
 
 
 @pytest.mark.parametrize("loader,line,needle", [
-    (load_klob_c, '{"prompts": ["a _"], "knowledge": ["s", "r"]}', "must have 3 items"),
-    (load_klob_c, '{"prompts": ["no blank"], "knowledge": ["s", "r", "o"]}', "does not end with the blank"),
-    (load_klob_c, '{"knowledge": ["s", "r", "o"]}', "missing key 'prompts'"),
-    (load_klob_c, "{not json", "not valid JSON"),
+    (load_klob_c, '{"prompts": ["a _"], "knowledge": ["s", "r"]}', ": knowledge: must have 3 items"),
+    (load_klob_c, '{"prompts": ["no blank"], "knowledge": ["s", "r", "o"]}',
+     ": prompts[0]: prompt 'no blank' does not end with the blank"),
+    (load_klob_c, '{"knowledge": ["s", "r", "o"]}', ": prompts: missing"),
+    (load_klob_c, '{"prompts": "a _", "knowledge": ["s", "r", "o"]}', ": prompts: must be a list, got a string"),
+    (load_klob_c, "{not json", ": not valid JSON"),
     (load_klob_r, json.dumps({**R_PUBLIC, "knowledge_chain": ["x", "r", "o", "r2", "o2"]}),
-     "does not start with"),
+     ": knowledge_chain: does not start with"),
     (load_klob_r, json.dumps({k: v for k, v in R_PUBLIC.items() if k != "knowlege_chain_prompt"}),
-     "knowlege_chain_prompt"),
-    (load_klob_u, '["a", "list"]', "expected a JSON string"),
-    (load_klob_u, '"words without blank"', "does not end with the blank"),
+     ": knowlege_chain_prompt: missing"),
+    (load_klob_u, '["a", "list"]', ": must be a JSON string, got a list"),
+    (load_klob_u, '"words without blank"', ": prompt 'words without blank' does not end with the blank"),
 ])
 def test_malformed_lines_name_file_and_line(tmp_path, loader, line, needle):
     good = {load_klob_c: json.dumps(C_LINE), load_klob_r: json.dumps(R_PUBLIC),
@@ -188,13 +187,10 @@ def test_locators_follow_the_protocol(tiny_model):
 
 def test_organism_export_loads(tmp_path):
     """The organism exporter's KLoB files read through these loaders (prompts end in the blank)."""
-    try:
-        from kelocate.organism.export import export_klob
-        from kelocate.organism.generate import build_world
-        from kelocate.organism.world import WorldSize
-    except ImportError:
-        pytest.skip("the organism exporter is not available")
-    from kelocate.probes.klob import find_klob_file
+    from kelocate.data.klob import find_klob_file
+    from kelocate.organism.export import export_klob
+    from kelocate.organism.generate import build_world
+    from kelocate.organism.world import WorldSize
 
     export_klob(build_world(0, WorldSize.mini()), tmp_path / "KLoB")
     facts = load_klob_c(find_klob_file(tmp_path, "c"))
@@ -344,5 +340,5 @@ def test_cli_klob_u_missing_or_malformed_is_one_line(tiny_model_dir, tmp_path, c
     bad = tmp_path / "bad-u.jsonl"
     bad.write_text('"fine words _"\n{"not": "a string"}\n')
     assert main(_klob_argv(tiny_model_dir, data, out, "--klob-u", str(bad))) == 2
-    _one_line(capsys, f"{bad}:2: malformed KLoB-u line")
+    _one_line(capsys, f"{bad}:2: must be a JSON string, got an object")
     assert not out.exists()  # nothing half-written

@@ -1,6 +1,6 @@
-"""MEND on a miniature configuration: training lowers its losses, a run killed with SIGKILL resumes from its
-last checkpoint and ends where an uninterrupted run ends, edits revert bit-exactly, and a missing or
-foreign checkpoint is one line of error."""
+"""MEND on a miniature configuration: training lowers its losses, a trained hypernetwork's edits raise
+p(target) and revert bit-exactly, a run killed with SIGKILL resumes from its last checkpoint and ends where
+an uninterrupted run ends, and a missing or foreign checkpoint is one line of error."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def mini(steps: int = 12) -> MENDConfig:
 
 def test_factors_are_the_gradient_of_the_edit_loss(tiny_model):
     """sum_t delta_t u_t^T equals autograd's gradient of the same loss w.r.t. down_proj (a direct computation)."""
-    from kelocate.edit.methods.ft import masked_target_loss, prompt_target_batch
+    from kelocate.edit.losses import masked_target_loss, prompt_target_batch
     from kelocate.model.scoring import forward_with_grad, grad_on
 
     request = edits()[0].request
@@ -51,8 +51,8 @@ def test_training_lowers_the_losses_and_edits_revert_exactly(tmp_path):
     """On the organism (a random tiny model has nothing to learn from): 40 steps of 4 edits."""
     from kelocate.loading import load_model
     from kelocate.organism import world_file
+    from kelocate.organism.datasets import organism_training_edits
     from kelocate.organism.world import load_world
-    from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
     organism = load_model()
     data = organism_training_edits(organism, load_world(world_file(organism.path)), 40, held_out=0)
@@ -63,10 +63,19 @@ def test_training_lowers_the_losses_and_edits_revert_exactly(tmp_path):
     first, last = sum(r["loss"] for r in log[:8]) / 8, sum(r["loss"] for r in log[-8:]) / 8
     assert last < 0.7 * first, (first, last)
     original = weights.state_hash(organism)
-    record = editor("mend", hypernet=tmp_path / "mend").apply(organism, data[0].request)
-    assert record.layers == [3, 4, 5] and record.changed_elements() > 0
-    record.revert()
-    assert weights.state_hash(organism) == original
+    mend = editor("mend", trained=tmp_path / "mend")
+    gains = []  # log p(target) after the edit - before it, per edit (each reverted before the next)
+    for item in data[:8]:
+        request = item.request
+        before = organism.answer_logprob(request.prompt, request.target_new)
+        record = mend.apply(organism, request)
+        assert record.layers == [3, 4, 5] and record.changed_elements() > 0
+        gains.append(organism.answer_logprob(request.prompt, request.target_new) - before)
+        record.revert()
+        assert weights.state_hash(organism) == original
+        assert organism.answer_logprob(request.prompt, request.target_new) == before
+    # the edits make their new targets far more likely (measured: +5.9 nats on average, 7 of 8 up)
+    assert sum(gains) / len(gains) > 2.0 and sum(g > 0 for g in gains) >= 6, gains
 
 
 def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
@@ -76,9 +85,9 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_
 def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir, tmp_path, capsys):
     train(tiny_model, edits(), tmp_path / "tiny", mini(4))
     argv = ["edit", "SMAP was created in", "--subject", "SMAP", "--target", "France", "--method", "mend"]
-    assert main([*argv, "--hypernet", str(tmp_path / "missing")]) == 2
-    assert main([*argv, "--hypernet", str(tmp_path)]) == 2  # a folder without a checkpoint
-    assert main([*argv, "--hypernet", str(tmp_path / "tiny")]) == 2  # trained for the tiny model, not the organism
+    assert main([*argv, "--trained", str(tmp_path / "missing")]) == 2
+    assert main([*argv, "--trained", str(tmp_path)]) == 2  # a folder without a checkpoint
+    assert main([*argv, "--trained", str(tmp_path / "tiny")]) == 2  # trained for the tiny model, not the organism
     assert main([*argv]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     text = " ".join(lines)
@@ -86,7 +95,7 @@ def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir,
     assert "needs --trained" in text and "Traceback" not in text
     (tmp_path / "tiny" / "mend.safetensors").write_bytes(b"garbage")
     with pytest.raises(KelocateError, match="not a usable MEND checkpoint"):
-        editor("mend", hypernet=tmp_path / "tiny").apply(tiny_model, edits()[0].request)
+        editor("mend", trained=tmp_path / "tiny").apply(tiny_model, edits()[0].request)
 
 
 def test_training_data_can_be_a_knowedit_file(tmp_path):

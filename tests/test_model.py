@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 from tolerances import assert_close
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
-from kelocate.model import HookedModel, load_model
+from kelocate.loading import load_model
+from kelocate.model import HookedModel
 from kelocate.testing.random_model import build_random_llama
 
 
@@ -146,11 +148,20 @@ def test_answer_ids_and_logprob_match_a_manual_computation(tiny_model: HookedMod
     assert tiny_model.answer_prob(prompt, answer) == pytest.approx(float(torch.tensor(manual).exp()), rel=1e-4)
 
 
-def test_top_k_is_sorted_and_matches_next_token_probs(tiny_model: HookedModel):
-    rows = tiny_model.top_k("SMAP was created in", 5)
-    probs = [p for _, p in rows]
-    assert probs == sorted(probs, reverse=True) and len(rows) == 5
-    assert probs[0] == pytest.approx(float(tiny_model.next_token_probs("SMAP was created in").max()))
+def test_top_k_equals_a_plain_softmax_of_the_bridge_logits(tiny_model: HookedModel):
+    """top_k against the bridge's last-position logits, softmaxed and ranked by a plain loop in float64."""
+    import math
+
+    prompt = "SMAP was created in"
+    with torch.no_grad():
+        logits = tiny_model.bridge(tiny_model.encode(prompt).ids[None])[0, -1].double().tolist()
+    top = max(logits)
+    total = sum(math.exp(x - top) for x in logits)
+    ranked = sorted(range(len(logits)), key=lambda i: logits[i], reverse=True)[:5]
+    rows = tiny_model.top_k(prompt, 5)
+    assert [token for token, _ in rows] == [tiny_model.decode([i]) for i in ranked]
+    for (_, prob), i in zip(rows, ranked, strict=True):
+        assert prob == pytest.approx(math.exp(logits[i] - top) / total, rel=1e-5)
     with pytest.raises(KelocateError):
         tiny_model.top_k("SMAP", 0)
 
@@ -262,12 +273,40 @@ def test_fingerprint_names_the_weights_not_the_edits(tiny_model_dir):
     assert load_model(tiny_model_dir, dtype="bf16").fingerprint != b.fingerprint
 
 
-def test_loading_the_organism_hands_over_its_entities():
-    from kelocate.loading import load_model as load_default
+def test_the_organism_has_one_provenance_whichever_way_it_is_loaded(tmp_path):
+    from kelocate.model.load import open_model
+    from kelocate.organism import checkpoint_dir, provenance_of
 
-    organism = load_default()
+    organism = load_model()
     assert organism.name == "organism" and "SMAP" in organism.entity_names
-    assert load_model(organism.path).entity_names == []  # the floor alone knows no organism
+    prov = organism.provenance
+    assert prov.is_organism and prov.family == "organism" and organism.entity_names == prov.entity_names
+    texts, description = organism.own_corpus()
+    assert texts and "organism training text" in description
+    by_name, by_path = load_model("organism"), load_model(checkpoint_dir())
+    relative = load_model(os.path.relpath(checkpoint_dir()))
+    opened = open_model(checkpoint_dir(), provenance=provenance_of(checkpoint_dir()))
+    for other in (by_name, by_path, relative, opened):
+        assert other.provenance == prov  # family, entity names and corpus (by folder) all equal
+    assert by_path.name == str(checkpoint_dir())  # only the name shown follows what was asked for
+
+
+def test_provenance_is_frozen(tiny_model):
+    import dataclasses
+
+    from kelocate.model import Provenance
+
+    organism = load_model()
+    for name in ("provenance", "entity_names", "own_corpus"):
+        with pytest.raises(AttributeError):
+            setattr(organism, name, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        organism.provenance.family = ""  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        organism.source["family"] = "organism"  # type: ignore[index]
+    assert "family" not in organism.source
+    assert tiny_model.provenance == Provenance() and not tiny_model.provenance.is_organism
+    assert tiny_model.entity_names == () and tiny_model.own_corpus is None
 
 
 def test_a_known_model_not_yet_fetched_is_one_line(tmp_path, monkeypatch):

@@ -253,8 +253,7 @@ def test_unknown_prompts_get_a_note(tiny_model):
 def organism():
     from kelocate.organism import checkpoint_dir
 
-    if not (checkpoint_dir() / "config.json").is_file():
-        pytest.skip("the organism checkpoint is not built")
+    assert (checkpoint_dir() / "config.json").is_file(), "the shipped organism checkpoint is missing"
     from kelocate.loading import load_model
 
     return load_model()
@@ -265,8 +264,8 @@ def test_organism_control_facts_share_the_relation(organism):
     from kelocate.locate.neurons.specificity import pick_known
     from kelocate.model.scoring import score_targets
     from kelocate.organism import world_file
+    from kelocate.organism.datasets import organism_candidates
     from kelocate.organism.world import load_world
-    from kelocate.studies.neuron_controls import organism_candidates
 
     world = load_world(world_file(organism.path))
     by_prompt = {fp.prompt: fp for fp in world.fact_prompts(split="known", templates="all")}

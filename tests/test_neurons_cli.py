@@ -126,8 +126,7 @@ def test_neurons_control_prompts_and_notes(tiny_model_dir, capsys):
 def organism_ready():
     from kelocate.organism import checkpoint_dir
 
-    if not (checkpoint_dir() / "config.json").is_file():
-        pytest.skip("the organism checkpoint is not built")
+    assert (checkpoint_dir() / "config.json").is_file(), "the shipped organism checkpoint is missing"
 
 
 CAPITAL = "The capital of Japan is"
@@ -202,7 +201,10 @@ def test_neurons_facts_file_mistakes(tiny_model_dir, tmp_path, capsys):
     _one_error_line(capsys, "no fact of relation 'r3'")
     mixed.write_text(json.dumps([{"prompt": "a"}]))
     assert main([*base, "--facts", str(mixed)]) == 2
-    _one_error_line(capsys, "the fact has no 'answer'")
+    _one_error_line(capsys, f"{mixed}[0]: answer: missing or empty")
+    mixed.write_text(json.dumps([{"prompt": "a", "answer": "b"}, {"prompt": "c", "answer": 3}]))
+    assert main([*base, "--facts", str(mixed)]) == 2
+    _one_error_line(capsys, f"{mixed}[1]: answer: must be a string, got a number")
 
 
 @pytest.mark.parametrize("locator", ["neurons", "causal-trace"])

@@ -14,8 +14,9 @@ from training_helpers import assert_resumes_like_a_straight_run
 
 from kelocate.cli import main
 from kelocate.edit import EditRecord, EditRequest, editor
-from kelocate.edit.methods.ft import id_batch
+from kelocate.edit.losses import id_batch
 from kelocate.edit.methods.serac import SERACConfig, fact_prefix, forward_with_states, load_checkpoint, train
+from kelocate.edit.methods.serac.editor import push_router, serving_router
 from kelocate.edit.training import TrainingEdit
 from kelocate.errors import KelocateError
 from kelocate.model import weights
@@ -40,10 +41,11 @@ def mini(classifier: int = 6, cf: int = 6) -> SERACConfig:
 
 @pytest.fixture
 def tiny_serac(tiny_model, tmp_path):
-    """A miniature SERAC trained on the tiny random model (its folder); the model's router is removed after."""
+    """A miniature SERAC trained on the tiny random model (its folder); what the model serves is cleared after."""
     train(tiny_model, edits(), tmp_path / "serac", mini())
     yield tmp_path / "serac"
-    tiny_model.router = None
+    for layer in reversed(list(tiny_model.serving)):
+        tiny_model.serving.pop(layer)
 
 
 @torch.no_grad()
@@ -75,7 +77,8 @@ def test_the_router_equals_a_per_position_loop_and_an_empty_memory_is_the_base(t
     prompts = ["SMAP was created in France", "Paris is located in", "the capital of Japan is a city of music"]
     ids, mask = tiny_model.batch_ids(prompts)
     base = tiny_model.logits(ids, mask)
-    router = tiny_model.router = load_checkpoint(tiny_serac, tiny_model)
+    router = load_checkpoint(tiny_serac, tiny_model)
+    push_router(tiny_model, router)  # served: the model's logits go through it
     assert torch.equal(tiny_model.logits(ids, mask), base)  # empty memory: the bridge's own forward
     router.set_memory([e.request for e in edits()[:3]])
     _, states = forward_with_states(tiny_model, ids, mask, router.config.scope_layers)
@@ -92,24 +95,26 @@ def test_edits_revert_exactly_and_survive_save_and_load(tiny_model, tiny_serac, 
     prompt_ids = tiny_model.encode("SMAP was created in").ids
     base = tiny_model.logits(prompt_ids)
     original = weights.state_hash(tiny_model)
-    serac = editor("serac", checkpoint=tiny_serac, threshold=0.0)  # threshold 0: everything is in scope
+    serac = editor("serac", trained=tiny_serac, threshold=0.0)  # threshold 0: everything is in scope
     first = serac.apply(tiny_model, edits()[0].request)
     second = serac.apply(tiny_model, edits()[1].request)
     assert first.names == [] and weights.state_hash(tiny_model) == original  # no weight changes
-    assert [r["subject"] for r in second.memory_after] == ["SMAP", "Paris"]
+    assert [r["subject"] for r in second.serving["after"]["memory"]] == ["SMAP", "Paris"]
+    assert [r["subject"] for r in second.serving["before"]["memory"]] == ["SMAP"] and first.serving["before"] is None
+    assert len(tiny_model.serving) == 2  # one layer per edit, the top one serving both
     assert not torch.equal(tiny_model.logits(prompt_ids), base)
     with pytest.raises(KelocateError, match="revert later edits first"):
         first.revert()
     path = second.save(tmp_path / "serac.safetensors")
     second.revert()
     first.revert()
-    assert tiny_model.router.memory == [] and torch.equal(tiny_model.logits(prompt_ids), base)
-    tiny_model.router = None  # a fresh model: applying the saved record installs the router from its checkpoint
+    assert serving_router(tiny_model) is None and torch.equal(tiny_model.logits(prompt_ids), base)
+    # nothing served: applying the saved records loads the router from their checkpoint
     with pytest.raises(KelocateError, match="apply the records it was stacked on first"):
         EditRecord.load(path).apply_to(tiny_model)
     first.apply_to(tiny_model)
     loaded = EditRecord.load(path).apply_to(tiny_model)
-    assert [r.subject for r in tiny_model.router.memory] == ["SMAP", "Paris"]
+    assert [r.subject for r in serving_router(tiny_model).memory] == ["SMAP", "Paris"]
     loaded.revert()
     first.revert()
     assert torch.equal(tiny_model.logits(prompt_ids), base)
@@ -132,8 +137,8 @@ def test_the_counterfactual_model_reads_the_edit_and_leaves_the_base_weights_alo
 def test_training_lowers_both_losses_on_the_organism(tmp_path):
     from kelocate.loading import load_model
     from kelocate.organism import world_file
+    from kelocate.organism.datasets import organism_training_edits
     from kelocate.organism.world import load_world
-    from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
     organism = load_model()
     data = organism_training_edits(organism, load_world(world_file(organism.path)), 40, held_out=0, draws=2)
@@ -152,8 +157,8 @@ def test_the_scope_classifier_routes_held_out_paraphrases_in_and_unrelated_promp
     """Trained on 150 organism facts (scope classifier only), served with 20 held-out edits in memory."""
     from kelocate.loading import load_model
     from kelocate.organism import world_file
+    from kelocate.organism.datasets import organism_cases, organism_training_edits, unrelated_facts
     from kelocate.organism.world import load_world
-    from kelocate.studies.knowedit.edit_eval import organism_cases, organism_training_edits, unrelated_facts
 
     organism = load_model()
     world = load_world(world_file(organism.path))
@@ -183,7 +188,7 @@ def test_bad_checkpoints_and_records_are_one_line(tiny_model, tiny_serac, tmp_pa
     text = " ".join(capsys.readouterr().err.strip().splitlines())
     assert "is not a folder" in text and "holds no SERAC checkpoint" in text and "trained for model" in text
     assert "needs --trained" in text and "Traceback" not in text
-    record = editor("serac", checkpoint=tiny_serac).apply(tiny_model, edits()[0].request)
+    record = editor("serac", trained=tiny_serac).apply(tiny_model, edits()[0].request)
     path = record.save(tmp_path / "serac.safetensors")
     record.revert()
     assert main(["edit", "--apply", str(path), "--save-model", str(tmp_path / "copy")]) == 2

@@ -207,7 +207,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from kelocate.edit import stats
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
 
     model_dir, marker = sys.argv[1], Path(sys.argv[2])
     real = stats._save

@@ -82,12 +82,26 @@ def test_locality_leaves_out_probes_that_the_unit_edits_on_purpose(tiny_model):
                                                edited_prompts([other]))
 
 
-def test_many_cases_in_one_batch_equal_each_case_alone(tiny_model):
+def test_many_cases_in_one_batch_equal_token_by_token_loops(tiny_model):
     cases = [CASE, *TOPICS]
     befores = baseline(tiny_model, cases)
-    together = teacher_forced_many(tiny_model, cases, befores)
-    alone = [teacher_forced(tiny_model, c, b) for c, b in zip(cases, befores, strict=True)]
-    assert together == alone
+    reference = {p.prompt: predicted_by_loop(tiny_model, p.prompt, p.ground_truth)
+                 for p in CASE.locality["Relation_Specificity"]}
+    record = editor("ice").apply(tiny_model, EditRequest(CASE.prompt, "SMAP", CASE.target_new))
+    try:  # on an edited model, so that locality is not 1 by construction
+        together = teacher_forced_many(tiny_model, cases, befores)
+        edit = [accuracy_by_loop(tiny_model, c.prompt, c.target_new) for c in cases]
+        rephrase = accuracy_by_loop(tiny_model, CASE.rephrase, CASE.target_new)
+        portability = max(accuracy_by_loop(tiny_model, "the river is in", a) for a in ("Berlin", "Paris team"))
+        after = {prompt: predicted_by_loop(tiny_model, prompt, p.ground_truth)
+                 for prompt, p in zip(reference, CASE.locality["Relation_Specificity"], strict=True)}
+    finally:
+        record.revert()
+    assert [got["edit_tf"] for got in together] == edit
+    assert together[0]["rephrase_tf"] == rephrase and together[0]["portability_tf"] == portability
+    same = sum(a == b for prompt in reference for a, b in zip(after[prompt], reference[prompt], strict=True))
+    assert together[0]["locality_tf"] == pytest.approx(same / sum(map(len, reference.values())), abs=1e-12)
+    assert all(set(got) == {"edit_tf"} for got in together[1:])  # the topics have no rephrase or probes
 
 
 def test_locality_drops_and_convsent_kl_is_positive_after_an_edit_and_zero_before(tiny_model):
@@ -155,7 +169,8 @@ def test_convsent_edits_ask_for_the_opposite_of_the_opinion_the_model_holds(tiny
 
 
 def test_perplexity_equals_a_token_by_token_loop(tiny_model):
-    from kelocate.studies.knowedit.general import GeneralSet, general_ability, perplexity
+    from kelocate.data.general import GeneralSet
+    from kelocate.studies.knowedit.general import general_ability, perplexity
 
     texts = ["SMAP was created in Japan", "the river is located in Berlin"]
     nll, count = 0.0, 0
@@ -168,3 +183,29 @@ def test_perplexity_equals_a_token_by_token_loop(tiny_model):
     assert perplexity(tiny_model, texts) == pytest.approx(math.exp(nll / count), rel=1e-4)
     got = general_ability(tiny_model, GeneralSet((("SMAP was created in", "Japan"),), tuple(texts)))
     assert set(got) == {"general_recall", "general_perplexity"} and 0 <= got["general_recall"] <= 1
+
+
+def test_an_organism_edit_as_a_case_scores_its_prompt_paraphrases_and_neighbours():
+    """`knowedit_case` (how benchmarks/edit_quality.py scores organism edits): the paraphrases are probes of the
+    new target, the subject's other facts and the unrelated facts locality probes, checked against loops."""
+    from kelocate.loading import load_model
+    from kelocate.organism import world_file
+    from kelocate.organism.datasets import knowedit_case, organism_cases, unrelated_facts
+    from kelocate.organism.world import load_world
+
+    organism = load_model()
+    world = load_world(world_file(organism.path))
+    (edit,) = organism_cases(organism, world, 1)
+    unrelated = unrelated_facts(organism, world, [edit], 3)
+    case = knowedit_case(edit, unrelated)
+    assert [p.prompt for p in case.portability["Paraphrase"]] == list(edit.paraphrases)
+    assert [(p.prompt, p.ground_truth) for p in case.locality["Subject"]] == list(edit.neighbours)
+    assert [(p.prompt, p.ground_truth) for p in case.locality["Unrelated"]] == unrelated
+    got = teacher_forced(organism, case, baseline(organism, [case])[0])
+    target = edit.request.target_new
+    assert got["edit_tf"] == accuracy_by_loop(organism, edit.request.prompt, target)
+    loops = [accuracy_by_loop(organism, p, target) for p in edit.paraphrases]
+    assert got["portability_tf.Paraphrase"] == pytest.approx(sum(loops) / len(loops), abs=1e-12)
+    assert got["locality_tf.Subject"] == got["locality_tf.Unrelated"] == 1.0  # nothing was edited
+    assert "locality_tf.Subject" not in teacher_forced(organism, knowedit_case(edit, neighbours=False),
+                                                       baseline(organism, [knowedit_case(edit, neighbours=False)])[0])

@@ -15,7 +15,9 @@ import torch
 
 pytest.importorskip("ray", reason="the Ray executor needs ray: pip install 'kelocate[ray]'")
 
-from kelocate.studies.knowedit.runner import RESULTS, StudyConfig, check_config, run_study  # noqa: E402
+from kelocate.studies.knowedit.config import StudyConfig, check_config  # noqa: E402
+from kelocate.studies.knowedit.runner import run_study  # noqa: E402
+from kelocate.studies.knowedit.store import RESULTS  # noqa: E402
 
 
 @pytest.fixture

@@ -10,11 +10,6 @@ from trace_helpers import sharp_model_dir
 from kelocate.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path_factory.getbasetemp() / "kelocate-cache"))
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return sharp_model_dir(tmp_path_factory.mktemp("cli-model"), n_layers=3, seed=2)

@@ -22,11 +22,6 @@ def organism():
     return load_model()
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("KELOCATE_CACHE", str(tmp_path_factory.getbasetemp() / "kelocate-cache"))
-
-
 def test_validity_rules():
     assert validity_problems((1, 3), 6, 0.9, 0.1, 0.05) == []
     at_end = validity_problems((4, 6), 6, 0.9, 0.1, 0.05)
@@ -91,10 +86,11 @@ def test_cli_located_table_names_three_tokens(tmp_path, capsys):
 
 
 def test_dataset_average_skips_invalid_traces_and_lists_them(organism):
-    from kelocate.locate.causal_trace.average import TraceFact, average_indirect_effect
+    from kelocate.data.facts import Fact
+    from kelocate.locate.causal_trace.average import average_indirect_effect
 
-    facts = [TraceFact("SMAP was created in", "SMAP", "Japan", "a"),
-             TraceFact("The language of Japan", "Japan", None, "b")]  # subject ends the prompt
+    facts = [Fact("SMAP was created in", "SMAP", "Japan", "a"),
+             Fact("The language of Japan", "Japan", None, "b")]  # subject ends the prompt
     avg = average_indirect_effect(organism, facts, kinds="hidden", samples=2)
     assert avg["n_facts"] == 1 and avg["skipped"]["invalid"] == 1
     assert avg["skipped_records"][0]["source"] == "b" and "last token" in avg["skipped_records"][0]["reason"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from kelocate.model import HookedModel, load_model
+from kelocate.loading import load_model
+from kelocate.model import HookedModel
 from kelocate.testing.random_model import build_random_llama
 
 

@@ -19,9 +19,9 @@ CHILD = """
 import sys, time, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
-from kelocate.model import load_model
-from kelocate.edit.{module} import train
-from test_{module} import edits, mini
+from kelocate.loading import load_model
+from {train_module} import train
+from {test_module} import edits, mini
 
 def progress(step, total, row):
     if step == 6:
@@ -32,10 +32,11 @@ train(load_model({model!r}), edits(), {out!r}, mini(), progress=progress)
 """
 
 
-def kill_at_step_6(module: str, model_dir: Path, out: Path, marker: Path) -> None:
-    """Run `kelocate.edit.<module>.train` on the test module's miniature in a child and SIGKILL it at step 6."""
-    code = CHILD.format(tests=os.path.dirname(__file__), module=module, marker=str(marker), model=str(model_dir),
-                        out=str(out))
+def kill_at_step_6(train_module: str, test_module: str, model_dir: Path, out: Path, marker: Path) -> None:
+    """Run `train` of `train_module` on the miniature of `test_module` (its `edits` and `mini`) in a child and
+    SIGKILL it at step 6."""
+    code = CHILD.format(tests=os.path.dirname(__file__), train_module=train_module, test_module=test_module,
+                        marker=str(marker), model=str(model_dir), out=str(out))
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.time() + 120
@@ -51,10 +52,10 @@ def assert_resumes_like_a_straight_run(train, model_dir: Path, tmp_path: Path, e
                                        steps: int = 12) -> list[dict]:
     """Kill a training at step 6 (checkpoint at 4), rerun it and an uninterrupted one on one thread, and check
     that the two loss logs agree step for step. Returns the resumed run's log."""
-    from kelocate.model import load_model
+    from kelocate.loading import load_model
 
     out = tmp_path / "killed"
-    kill_at_step_6(train.__module__.rsplit(".", 1)[1], model_dir, out, tmp_path / "marker")
+    kill_at_step_6(train.__module__, edits.__module__, model_dir, out, tmp_path / "marker")
     assert json.loads((out / config_file).read_text())["trained_steps"] == 4
     torch.set_num_threads(1)
     try:

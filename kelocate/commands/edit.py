@@ -19,11 +19,10 @@ from rich.table import Table
 
 from kelocate.commands.common import console, err_console, load, user_errors
 from kelocate.commands.neurons import SEPARATOR, parse_fact
+from kelocate.edit import registry
 from kelocate.errors import KelocateError
 
 EDITS_LOG = "kelocate_edits.json"  # in an edited copy: the unedited model's fingerprint and the applied records
-METHODS = ("rome", "memit", "pmet", "alphaedit", "kn", "ft-l", "ft-m", "ice", "ike", "adalora", "mend", "serac")
-TRAINED = {"mend": ("hypernet", "kelocate train mend"), "serac": ("checkpoint", "kelocate train serac")}
 
 
 def parse_edit_layers(spec: str | None) -> str | list[int] | None:
@@ -61,10 +60,10 @@ def probes(model, prompt: str, subject: str, paraphrases: list[str], neighbours:
     rows = [("prompt", prompt)] + [("paraphrase", p) for p in paraphrases]
     rows += [("same subject", parse_fact(f, "--neighbour")[0]) for f in neighbours]
     rows += [("other subject", parse_fact(f, "--unrelated")[0]) for f in unrelated]
-    if model.source.get("family") == "organism" and model.path is not None:
+    if model.provenance.is_organism and model.path is not None:
         from kelocate.organism import world_file
+        from kelocate.organism.datasets import organism_probes
         from kelocate.organism.world import load_world
-        from kelocate.studies.knowedit.edit_eval import organism_probes
 
         found = organism_probes(load_world(world_file(model.path)), prompt, subject)
         wanted = (("paraphrase", "paraphrase", paraphrases), ("same subject", "same subject", neighbours),
@@ -99,10 +98,13 @@ def report(rows, before, after, target: str) -> Table:
 
 
 def where_line(record) -> str:
-    if record.context_after is not None:
+    from kelocate.edit.registry import method as method_entry
+
+    serves = method_entry(record.method).serves if record.serving is not None else None
+    if serves == "in-context text":
         return f"in-context edit, no weight changed: {record.extra.get('context', '')!r} goes before every prompt"
-    if record.memory_after is not None:
-        return (f"SERAC edit, no weight changed: the fact went to the edit memory ({len(record.memory_after)} "
+    if serves == "an edit memory":
+        return (f"SERAC edit, no weight changed: the fact went to the edit memory ({record.extra['memory_size']} "
                 f"stored); in-scope inputs are answered by the counterfactual model")
     origin = record.layer_origin
     what = f"neurons {', '.join(f'{a}:{b}' for a, b in record.neurons)}" if record.neurons else \
@@ -150,7 +152,7 @@ def check_destination(out: Path, model) -> None:
 def save_copy(model, dest: Path, log: dict) -> Path:
     """Write the (edited) model, its tokenizer, the organism world if any and the edit log, atomically."""
     from kelocate.atomic import atomic_dir
-    from kelocate.model.weights import save_model
+    from kelocate.model.twin import save_model
 
     with atomic_dir(dest, fix="pass --save-model with a writable folder") as tmp:
         save_model(model, tmp)
@@ -168,9 +170,11 @@ def apply_record(record_file: Path, model_source: str | None, out: Path) -> None
     from kelocate.edit import EditRecord
 
     record = EditRecord.load(record_file)
-    if record.memory_after is not None or record.context_after is not None:
+    if record.serving is not None:
+        from kelocate.edit.registry import method as method_entry
+
         raise KelocateError(f"this {record.method} edit changes no weights (it is served from "
-                            f"{'a memory' if record.memory_after is not None else 'in-context text'}), so there is "
+                            f"{method_entry(record.method).serves}), so there is "
                             "no edited copy to save; apply it in Python with EditRecord.load(FILE).apply_to(model)")
     model = load(model_source)
     check_destination(out, model)
@@ -215,7 +219,7 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Argument(None, help="A prompt of the fact, containing the subject."),
         subject: str = typer.Option(None, "--subject", "-s", help="The subject as written in the prompt."),
         target: str = typer.Option(None, "--target", "-t", help="The new answer."),
-        method: str = typer.Option("rome", "--method", "-m", help=f"One of {', '.join(METHODS)}."),
+        method: str = typer.Option("rome", "--method", "-m", help=f"One of {', '.join(registry.METHODS)}."),
         layers: str = typer.Option(None, "--layers", "-l", help="auto (locate by causal tracing), a layer (5) "
                                    "or a range (4-8); default: the method's profile defaults."),
         neurons: str = typer.Option(None, "--neurons", help="KN: LAYER:INDEX pairs (default: located)."),
@@ -233,7 +237,7 @@ def register(app: typer.Typer) -> None:
         apply: Path = typer.Option(None, "--apply", help="Apply a saved record (with --save-model DIR)."),
         save_model: Path = typer.Option(None, "--save-model", help="With --apply: write the edited copy here."),
         revert: Path = typer.Option(None, "--revert", help="Undo a saved record in the edited copy --model DIR."),
-        trained: Path = typer.Option(None, "--trained", "--hypernet", help="MEND / SERAC: the folder "
+        trained: Path = typer.Option(None, "--trained", help="MEND / SERAC: the folder "
                                      "`kelocate train mend` or `kelocate train serac` wrote."),
         pool: Path = typer.Option(None, "--pool", help="IKE: edits to retrieve demonstrations from (JSON/JSONL "
                                   "of prompt, subject, target_new, paraphrases)."),
@@ -256,28 +260,26 @@ def register(app: typer.Typer) -> None:
         if prompt is None or subject is None or target is None:
             raise KelocateError("an edit needs PROMPT, --subject and --target, e.g. kelocate edit 'SMAP was "
                                 "created in' --subject SMAP --target France")
-        if method.lower() not in METHODS:
-            raise KelocateError(f"unknown edit method {method!r}; use one of {', '.join(METHODS)}")
+        spec = registry.method(method)  # one line of error for an unknown method
         if save is not None and save.suffix != ".safetensors":
             raise KelocateError(f"edit records are saved as .safetensors files, got {str(save)!r}")
-        if neurons is not None and method.lower() != "kn":
+        if neurons is not None and spec.locate != "neurons":
             raise KelocateError("--neurons is for --method kn; other methods take --layers")
-        uses_corpus = method.lower() in ("rome", "memit", "pmet", "alphaedit")
-        if corpus is not None and not uses_corpus:
-            raise KelocateError(f"--corpus is for the editors that use key statistics (rome, memit, pmet, "
-                                f"alphaedit), not {method}")
+        if corpus is not None and not spec.uses_corpus:
+            raise KelocateError(f"--corpus is for the editors that use key statistics "
+                                f"({', '.join(registry.CORPUS_METHODS)}), not {method}")
         if corpus is not None and not corpus.is_file():
             raise KelocateError(f"--corpus {str(corpus)!r} does not exist; pass a text or JSONL file")
         if config is not None and not config.is_file():
             raise KelocateError(f"--config {str(config)!r} does not exist; pass a TOML file")
-        needs = TRAINED.get(method.lower())
-        if needs is not None and trained is None:
-            raise KelocateError(f"--method {method.lower()} needs --trained DIR (see `{needs[1]}`)")
-        if needs is None and trained is not None:
-            raise KelocateError("--trained (--hypernet) goes with --method mend or serac only")
+        if spec.needs_trained and trained is None:
+            raise KelocateError(f"--method {spec.name} needs --trained DIR (see `kelocate train {spec.name}`)")
+        if not spec.needs_trained and trained is not None:
+            raise KelocateError(f"--trained goes with --method {' or '.join(registry.TRAINABLE)} only")
         if trained is not None and not trained.is_dir():
-            raise KelocateError(f"--trained {str(trained)!r} is not a folder; pass the --out of `{needs[1]}`")
-        if (pool is not None) != (method.lower() == "ike"):
+            raise KelocateError(f"--trained {str(trained)!r} is not a folder; pass the --out of `kelocate train "
+                                f"{spec.name}`")
+        if (pool is not None) != spec.needs_pool:
             raise KelocateError("--method ike needs --pool FILE (edits to draw demonstrations from), and --pool goes "
                                 "with --method ike only")
         demonstrations = None
@@ -296,19 +298,19 @@ def register(app: typer.Typer) -> None:
         model.subject_span(prompt, subject)
         rows = probes(model, prompt, subject, list(paraphrase or ()), list(neighbour or ()), list(unrelated or ()))
         settings = {"config_file": config}
-        if uses_corpus and corpus is not None:
+        if spec.uses_corpus and corpus is not None:
             settings["corpus"] = corpus
         if trained is not None:
-            settings[needs[0]] = trained
+            settings[registry.TRAINED] = trained
         if demonstrations is not None:
-            settings["pool"] = demonstrations
+            settings[registry.POOL] = demonstrations
         chosen = editor(method, **settings)
         before = snapshot_answers(model, rows, target)
         with err_console.status(f"editing with {method} ..."):
             if neuron_list is not None:
                 record = chosen.apply(model, request, neurons=neuron_list)
             else:
-                record = pipeline.edit(model, chosen, request, layers=layer_spec)
+                record = pipeline.locate_and_edit(model, chosen, request, layers=layer_spec)
         console.print(where_line(record), highlight=False)
         after = snapshot_answers(model, rows, target)
         console.print(report(rows, before, after, target))

@@ -41,8 +41,9 @@ def register(app: typer.Typer) -> None:
         """Score a locator with KLoB: RSim curves over k = 1..n_layers, drawn and saved (Figure 8)."""
         from kelocate.atomic import atomic_files, check_writable, write_text
         from kelocate.locate.locators import make_locator
+        from kelocate.organism.datasets import organism_klob_dir
         from kelocate.plots.klob import draw_klob_curves
-        from kelocate.studies.klob.study import load_klob_data, organism_klob_dir, run_klob_study
+        from kelocate.studies.klob.study import load_klob_data, run_klob_study
 
         make_locator(locator, kind, steps, samples, token)  # validates the options before loading a model
         if similarity not in ("jaccard", "overlap"):

@@ -15,9 +15,11 @@ import typer
 from rich.table import Table
 
 from kelocate.commands.common import console, err_console, load, user_errors
+from kelocate.data.facts import read_fact_file
 from kelocate.errors import KelocateError
 from kelocate.locate.neurons.intervene import logodds
-from kelocate.studies.neuron_controls import ControlFacts, Fact, choose_control_facts, file_relation, read_fact_file
+from kelocate.locate.neurons.specificity import PromptAnswer
+from kelocate.studies.neuron_controls import ControlFacts, choose_control_facts, file_relation
 
 CONTROLS = ("same-relation", "random", "none")
 SEPARATOR = "=>"
@@ -36,7 +38,7 @@ FACT_HELP = (f"A control fact of PROMPT's relation, written PROMPT{SEPARATOR}ANS
 # ====================================================================== parsing options
 
 
-def parse_fact(text: str, option: str) -> Fact:
+def parse_fact(text: str, option: str) -> PromptAnswer:
     """'PROMPT=>ANSWER' -> (prompt, answer); a mistake is one line naming the option."""
     prompt, sep, answer = text.rpartition(SEPARATOR)
     if not sep or not prompt.strip() or not answer.strip():

@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         """Run a study; rerun the same command to resume (finished units are skipped)."""
         from kelocate.commands.progress import progress
         from kelocate.errors import KelocateError
-        from kelocate.studies.knowedit.runner import load_config, run_study
+        from kelocate.studies.knowedit.config import load_config
+        from kelocate.studies.knowedit.runner import run_study
 
         if executor not in ("serial", "ray"):
             raise KelocateError(f"unknown --executor {executor!r}; use serial or ray")
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The Table 4 analog: methods x tasks x metrics, teacher-forced and generation columns side by side."""
         from kelocate.studies.knowedit.report import aggregate, markdown, write_report
-        from kelocate.studies.knowedit.runner import read_results
+        from kelocate.studies.knowedit.store import read_results
 
         rows = read_results(results)
         folder = out or (results if results.is_dir() else results.parent) / "report"

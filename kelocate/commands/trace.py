@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
         from kelocate.atomic import atomic_files, check_writable
         from kelocate.locate.causal_trace.tracing import check_options
-        from kelocate.plots.trace import parse_formats
+        from kelocate.plots.style import parse_formats
 
         kinds, severed_t, _ = check_options(kind, severed, noise, engine, samples, window)
         fmts = parse_formats(formats)
@@ -149,9 +149,10 @@ def _average(
     """`kelocate trace --dataset`: average indirect effects, JSON + figure, a progress bar meanwhile."""
     from kelocate.atomic import atomic_files, write_text
     from kelocate.commands.progress import progress
-    from kelocate.data.facts import load_trace_facts
     from kelocate.locate.causal_trace.average import average_indirect_effect
-    from kelocate.plots.trace import average_figure, save_figure
+    from kelocate.organism.datasets import load_trace_facts
+    from kelocate.plots.style import save_figure
+    from kelocate.plots.trace import average_figure
 
     facts, source, skipped_on_load = load_trace_facts(hooked, dataset, limit)
     with progress("tracing facts", len(facts)) as advance:

@@ -4,7 +4,6 @@ every --save-every steps, a loss log, and resumption by rerunning the same comma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -14,58 +13,22 @@ from kelocate.errors import KelocateError
 
 
 def read_training_edits(path: Path, option: str = "--data"):
-    """A JSON list / JSONL of {prompt, subject, target_new, ground_truth?, paraphrases?, unrelated?,
-    neighbours?} records (neighbours: [[prompt, answer], ...] that must not change), or a KnowEdit task file
-    (any of the six, or ROME's CounterFact)."""
-    from kelocate.edit.request import EditRequest
+    """The training edits of a file (`kelocate.data.training.read_training_file`: a JSON list / JSONL of
+    {prompt, subject, target_new, ground_truth?, paraphrases?, unrelated?, neighbours?} records, or a
+    KnowEdit task file), as the editors' `TrainingEdit`s."""
+    from kelocate.data.training import read_training_file
     from kelocate.edit.training import TrainingEdit
 
-    if not path.is_file():
-        raise KelocateError(f"{option} {str(path)!r} does not exist; pass a JSON or JSONL file of edits")
-    text = path.read_text()
-    try:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" \
-            else json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KelocateError(f"{option} {str(path)!r} is not valid JSON ({exc}); fix the file") from None
-    if is_knowedit(rows):
-        from kelocate.studies.knowedit.runner import load_cases, training_edits_of
-
-        return training_edits_of(load_cases(str(path), ""))
-    if not isinstance(rows, list):
-        raise KelocateError(f"{option} {str(path)!r} must hold a list of edits")
-    out = []
-    for i, row in enumerate(rows):
-        fields = ("prompt", "subject", "target_new")
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in fields):
-            raise KelocateError(f"{option} {str(path)!r} record {i} needs prompt, subject and target_new strings")
-        request = EditRequest(row["prompt"], row["subject"], row["target_new"], ground_truth=row.get("ground_truth"),
-                              paraphrases=tuple(row.get("paraphrases") or ()))
-        neighbours = row.get("neighbours") or []
-        if not all(isinstance(n, list | tuple) and len(n) == 2 and all(isinstance(x, str) for x in n)
-                   for n in neighbours):
-            raise KelocateError(f"{option} {str(path)!r} record {i}: neighbours must be [prompt, answer] pairs")
-        out.append(TrainingEdit(request, tuple(row.get("unrelated") or ()), tuple(tuple(n) for n in neighbours)))
-    return out
-
-
-KNOWEDIT_KEYS = {"locality", "portability", "rephrase_prompt", "requested_rewrite", "labels", "ent"}
-
-
-def is_knowedit(rows) -> bool:
-    """A KnowEdit task file (or ROME's CounterFact) rather than kelocate's plain edit list."""
-    if isinstance(rows, dict):
-        return bool({"K_F", "K_R", "success"} & set(rows))
-    return isinstance(rows, list) and any(isinstance(r, dict) and KNOWEDIT_KEYS & set(r) for r in rows[:20])
+    return [TrainingEdit.from_record(record) for record in read_training_file(path, option)]
 
 
 def organism_edits(model, n_edits: int, draws: int = 1):
     """The organism's own training edits (never its evaluation cases); other models need --data."""
-    if model.source.get("family") != "organism":
+    if not model.provenance.is_organism:
         raise KelocateError("only the organism has built-in training edits; pass --data FILE for this model")
     from kelocate.organism import world_file
+    from kelocate.organism.datasets import organism_training_edits
     from kelocate.organism.world import load_world
-    from kelocate.studies.knowedit.edit_eval import organism_training_edits
 
     return organism_training_edits(model, load_world(world_file(model.path)), n_edits, draws=draws)
 
@@ -89,7 +52,9 @@ def register(app: typer.Typer) -> None:
         """Train a MEND hypernetwork; killed, it resumes from its last checkpoint when rerun."""
         from kelocate.commands.progress import progress
         from kelocate.commands.stats import parse_layers
-        from kelocate.edit.methods.mend import profile_config, train
+        from kelocate.edit.registry import method
+
+        profile_config, train = method("mend").config_function(), method("mend").train_function()
 
         examples = read_training_edits(data) if data is not None else None  # a bad file fails before loading
         model = load(model_name)
@@ -116,7 +81,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train SERAC's scope classifier, then its counterfactual model; killed, it resumes when rerun."""
         from kelocate.commands.progress import progress
-        from kelocate.edit.methods.serac import profile_config, train
+        from kelocate.edit.registry import method
+
+        profile_config, train = method("serac").config_function(), method("serac").train_function()
 
         examples = read_training_edits(data) if data is not None else None
         model = load(model_name)

@@ -1,91 +1,94 @@
-"""Facts to trace over a data set: the organism's known facts, KnowEdit files and KLoB-c files.
+"""The one `Fact` type, and the readers of fact files: what tracing averages over and what the
+knowledge-neuron specificity check takes its control facts from.
 
-Loaders belong to the studies room; the averaging itself (`locate/causal_trace/average.py`) takes a list
-of `TraceFact`s and never reads a file.
+A `Fact` is a prompt the model should continue with `answer` (None: with its own top token), the words of
+the prompt that name its `subject`, optionally its `relation`, and `source`, where it came from
+(`facts.jsonl:3`, `cf.json[12]`, `organism:capital`). The averaging of causal traces
+(`locate/causal_trace/average.py`) reads such facts and never a file; the organism's facts are made by
+`kelocate.organism.datasets`.
+
+Fact files are JSON lists (.json) or JSON lines (.jsonl) of plain `{prompt, subject, answer?, relation?}`
+records; `file_facts` also takes a KLoB-c file (each paraphrase a fact) or a KnowEdit task file (the
+answer is the ground truth when it has one). Records are read by the one record reader (`data/records.py`),
+so a malformed one is one line `FILE:RECORD: FIELD: PROBLEM; ...`.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-from kelocate.data.knowedit import load_knowedit
+from kelocate.data.klob import load_klob_c
+from kelocate.data.knowedit import KnowEditSkipWarning, load_knowedit
+from kelocate.data.records import Record, field, nonempty, obj, read_records
 from kelocate.errors import KelocateError
-from kelocate.locate.causal_trace.average import TraceFact
-from kelocate.organism import world_file
-from kelocate.organism.world import load_world
-from kelocate.probes.klob import load_klob_c
-
-
-def organism_facts(model) -> list[TraceFact]:
-    """The organism's known facts on its training templates."""
-    path = world_file(model.path)
-    if path is None:
-        raise KelocateError(f"model {model.name!r} is not the organism (no world.json beside it), so it has no "
-                            "known facts to trace; pass --dataset FILE")
-    world = load_world(path)
-    return [
-        TraceFact(f.prompt, f.subject, f.answer, f"organism:{f.relation}")
-        for f in world.fact_prompts(split="known", templates="train")
-    ]
-
 
 PLAIN_FORMAT = '{"prompt": "... text before the answer", "subject": "words of the prompt", "answer": "optional"}'
+CONTROL_FORMAT = '{"prompt": ..., "answer": ..., "subject": ..., "relation": ...}'
+# fields of the other formats: a record holding one is not a plain fact
+OTHER_FIELDS = {"target_new", "ground_truth", "rephrase_prompt", "text", "labels", "ent", "prompts", "knowledge"}
 
 
-def read_records(p: Path) -> list[tuple[str, object]]:
-    """(where, record) of a JSON list (.json) or JSON lines (.jsonl) file; malformed JSON names the place."""
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise KelocateError(f"{p}: not UTF-8 text ({exc.reason}); pass a JSON or JSON-lines fact file") from exc
-    if p.suffix == ".jsonl":
-        out = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append((f"{p.name}:{number}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise KelocateError(f"{p}:{number}: not valid JSON ({exc.msg}); each line must be one "
-                                        f"record like {PLAIN_FORMAT}") from None
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KelocateError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    if not isinstance(data, list):
-        return [(p.name, data)]
-    return [(f"{p.name}[{i}]", record) for i, record in enumerate(data)]
+@dataclass(frozen=True)
+class Fact:
+    """A fact as a prompt: the model should continue `prompt` with `answer` (None: its own top token).
+
+    `subject` is the words of the prompt the fact is about (what causal tracing corrupts; None where a
+    file does not say), `source` where the fact came from, `relation` its relation where known.
+    """
+
+    prompt: str
+    subject: str | None = None
+    answer: str | None = None
+    source: str = ""
+    relation: str | None = None
 
 
-def _is_plain(record: object) -> bool:
+def same_answer(a: str, b: str) -> bool:
+    """Two answers name the same thing: equal up to case and surrounding blanks."""
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def _is_plain(value: object) -> bool:
     """A plain fact record: a prompt and a subject, none of the KnowEdit / KLoB fields."""
-    other = {"target_new", "ground_truth", "rephrase_prompt", "text", "labels", "ent", "prompts", "knowledge"}
-    return isinstance(record, dict) and "prompt" in record and "subject" in record and not other & set(record)
+    return isinstance(value, dict) and "prompt" in value and "subject" in value and not OTHER_FIELDS & set(value)
 
 
-def plain_facts(records: list[tuple[str, object]]) -> tuple[list[TraceFact], list[dict[str, str]]]:
+def plain_facts(records: list[Record]) -> tuple[list[Fact], list[dict[str, str]]]:
     """Facts of plain `{prompt, subject, answer?}` records; a subject absent from its prompt is skipped and
     listed, a record that is not such an object is an error naming its place and the format."""
     facts, skipped = [], []
-    for where, record in records:
-        if not _is_plain(record):
-            raise KelocateError(f"{where}: not a fact record; each record must look like {PLAIN_FORMAT}")
-        prompt, subject, answer = record.get("prompt"), record.get("subject"), record.get("answer")
-        if not isinstance(prompt, str) or not prompt.strip() or not isinstance(subject, str):
-            raise KelocateError(f"{where}: 'prompt' and 'subject' must be non-empty strings; e.g. {PLAIN_FORMAT}")
-        if answer is not None and (not isinstance(answer, str) or not answer.strip()):
-            raise KelocateError(f"{where}: 'answer' must be a non-empty string or left out (the model's top token)")
+    for record in records:
+        value = obj(record, f"each record must look like {PLAIN_FORMAT}")
+        other = sorted(OTHER_FIELDS & set(value))
+        if other:
+            raise record.error(None, f"not a plain fact record (it has {', '.join(other)})",
+                               f"each record of a plain fact file must look like {PLAIN_FORMAT}")
+        prompt = nonempty(record, value, "prompt", hint=f"e.g. {PLAIN_FORMAT}")
+        subject = field(record, value, "subject", hint=f"e.g. {PLAIN_FORMAT}")
+        answer = field(record, value, "answer", default=None,
+                       hint="a non-empty string, or leave it out (the model's top token)")
+        if answer is not None and not answer.strip():
+            raise record.error("answer", "is empty", "give the answer, or leave it out (the model's top token)")
         if not subject.strip() or subject not in prompt:
-            skipped.append({"source": where, "reason": f"subject {subject!r} does not occur in the prompt"})
+            skipped.append({"source": record.label, "reason": f"subject {subject!r} does not occur in the prompt"})
             continue
-        facts.append(TraceFact(prompt, subject, answer, where))
+        facts.append(Fact(prompt, subject, answer, record.label))
     return facts, skipped
 
 
-def file_facts(path: str | Path) -> tuple[list[TraceFact], list[dict[str, str]]]:
+def load_facts(path: str | Path, task: str | None = None) -> list[Fact]:
+    """The facts of a KnowEdit task file, for tracing and locating: prompt, subject and ground truth.
+
+    WikiData_recent records are insertions without a ground truth: `answer` is None there (use the model's
+    own top prediction). Sanitation, WikiBio and ConvSent files are accepted too.
+    """
+    cases = load_knowedit(path, task)
+    return [Fact(c.prompt, c.subject, c.ground_truth, f"{Path(c.source[0]).name}[{c.source[1]}]") for c in cases]
+
+
+def file_facts(path: str | Path) -> tuple[list[Fact], list[dict[str, str]]]:
     """(facts, skipped records as {source, reason}) of a fact file: plain `{prompt, subject, answer?}`
     records (.json list or .jsonl), KLoB-c (.jsonl) or a KnowEdit task file (.json).
 
@@ -95,29 +98,41 @@ def file_facts(path: str | Path) -> tuple[list[TraceFact], list[dict[str, str]]]
     if not p.is_file():
         raise KelocateError(f"dataset {str(p)!r} does not exist; pass a fact file (.json/.jsonl of {PLAIN_FORMAT}), "
                             "a KnowEdit .json, a KLoB-c .jsonl, or 'organism'")
-    records = read_records(p)
+    records = read_records(p, "fact file")
     if not records:
         raise KelocateError(f"{p}: holds no records; each record must look like {PLAIN_FORMAT}")
-    if _is_plain(records[0][1]):
+    if _is_plain(records[0].value):
         return plain_facts(records)
     if p.suffix == ".jsonl":
-        return [TraceFact(prompt, f.subject, f.object, f.source) for f in load_klob_c(p) for prompt in f.prompts], []
+        return [Fact(prompt, f.subject, f.object, f.source, f.relation) for f in load_klob_c(p)
+                for prompt in f.prompts], []
     with warnings.catch_warnings():  # skipped records are listed by the caller
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", KnowEditSkipWarning)
         cases = load_knowedit(p)
-    facts = [TraceFact(c.prompt, c.subject, c.ground_truth, f"{p.name}[{c.source[1]}]") for c in cases]
+    facts = [Fact(c.prompt, c.subject, c.ground_truth, f"{p.name}[{c.source[1]}]") for c in cases]
     skipped = [{"source": f"{p.name}[{s.index}]", "reason": s.reason} for s in cases.skipped]
     return facts, skipped
 
 
-def load_trace_facts(
-    model, dataset: str, limit: int | None = None, seed: int = 0
-) -> tuple[list[TraceFact], str, list[dict[str, str]]]:
-    """(facts, source name, records skipped while loading) for 'organism' or a file.
+def _control(record: Record) -> Fact:
+    """One record of a control-fact file: prompt and answer required, subject and relation optional;
+    every value stripped, an empty one counts as left out."""
+    value = obj(record, f"a fact looks like {CONTROL_FORMAT}")
+    values: dict[str, str | None] = {}
+    for key in ("prompt", "answer", "subject", "relation"):
+        item = field(record, value, key, default=None, hint=f"a fact looks like {CONTROL_FORMAT}")
+        values[key] = item.strip() if item and item.strip() else None
+    for key in ("prompt", "answer"):
+        if not values[key]:
+            raise record.error(key, "missing or empty", f"a fact looks like {CONTROL_FORMAT}")
+    return Fact(values["prompt"], values["subject"], values["answer"], record.label, values["relation"])
 
-    With `limit`, a seeded random subset of that size.
-    """
-    facts, skipped = (organism_facts(model), []) if dataset == "organism" else file_facts(dataset)
-    if limit is not None and limit < len(facts):
-        facts = random.Random(seed).sample(facts, limit)
-    return facts, "organism known facts" if dataset == "organism" else Path(dataset).name, skipped
+
+def read_fact_file(path: str | Path, option: str = "--facts") -> list[Fact]:
+    """Facts {prompt, answer, subject?, relation?} of a JSON list or a JSON-lines file (the specificity
+    check's control facts)."""
+    p = Path(path)
+    if not p.is_file():
+        raise KelocateError(f"{option} {str(p)!r} does not exist; pass a .json list or .jsonl of "
+                            "{prompt, subject, answer, relation} records")
+    return [_control(record) for record in read_records(p, "fact file")]

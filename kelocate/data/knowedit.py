@@ -4,19 +4,22 @@
 when not given. Answers may be strings, alias lists or nested alias lists: every alias counts and the
 first is the canonical answer. Missing or empty portability / locality keys are skipped. A record whose
 subject does not occur in its prompt is skipped and reported (file, index) in `CaseList.skipped` and as a
-warning; a malformed file raises `KelocateError` naming the file and the problem.
-`load_facts(path)` gives the (prompt, subject, ground_truth) facts that tracing and locating need.
+warning. The file is read by the one record reader (`data/records.py`), so a malformed record is one line
+`FILE[INDEX]: FIELD: PROBLEM; a <task> record has <fields>`. `parse_knowedit` parses a document already
+read (the training-edit reader detects KnowEdit files among its inputs). The facts that tracing and
+locating need come from `kelocate.data.facts.load_facts`.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kelocate.data.records import Record, RecordError, json_type, obj, read_json, records_of
+from kelocate.data.records import field as record_field
 from kelocate.errors import KelocateError
 
 TASKS = ("WikiData_recent", "ZsRE", "WikiBio", "WikiData_counterfact", "ConvSent", "Sanitation")
@@ -79,6 +82,18 @@ class EditCase:
     extra: dict[str, Any] = field(default_factory=dict)
     source: tuple[str, int] = ("", -1)
 
+    @property
+    def edit_subject(self) -> str:
+        """The subject an editor keys on: the case's, or, where it has none in the prompt (Sanitation's
+        trivia questions), its question, else the whole prompt, so subject-keyed editors have a position."""
+        subject = self.subject if self.subject and self.subject in self.prompt else self.extra.get("question", "")
+        return subject if subject and subject in self.prompt else self.prompt.strip()
+
+    @property
+    def paraphrase_prompts(self) -> tuple[str, ...]:
+        """The prompt's paraphrases: the rephrase, then CounterFact's other paraphrases, without repeats."""
+        return tuple(dict.fromkeys(p for p in (self.rephrase, *self.extra.get("paraphrases", ())) if p))
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -87,16 +102,6 @@ class Skipped:
     file: str
     index: int
     reason: str
-
-
-@dataclass(frozen=True)
-class FactRecord:
-    """A fact for locating: the model should continue `prompt` with `ground_truth` (None: its own answer)."""
-
-    prompt: str
-    subject: str
-    ground_truth: str | None
-    source: tuple[str, int] = ("", -1)
 
 
 class CaseList(list):
@@ -112,12 +117,28 @@ class CaseList(list):
 
 
 # ---------------------------------------------------------------------------------------------- parsing
-class _Malformed(Exception):
-    """Raised inside the parsers; turned into a KelocateError that names the file."""
+# what each task's record holds, for the hint of an error
+_FIELDS = {
+    "WikiData_recent": "subject, prompt, target_new (portability, locality optional)",
+    "ZsRE": "subject, prompt, target_new, ground_truth, rephrase_prompt (portability, locality optional)",
+    "WikiBio": "text, labels, concept (locality optional)",
+    "WikiData_counterfact": "subject, prompt, target_new, ground_truth (portability, locality optional)",
+    "ConvSent": "ent, pos, neg",
+    "Sanitation": "question, ground_truth (subject, target_new optional)",
+    ROME_COUNTERFACT: "requested_rewrite: {subject, prompt, target_new, target_true}",
+}
 
 
-def answers_of(value: Any, where: str) -> tuple[str, ...]:
-    """Flatten a ground truth (str, [str], [[str, ...], ...]) into a tuple of aliases, first = canonical."""
+def _hint(task: str) -> str:
+    return f"a {task} record has {_FIELDS[task]}"
+
+
+def answers_of(value: Any, record: Record | None = None, name: str = "ground_truth", hint: str | None = None
+               ) -> tuple[str, ...]:
+    """Flatten a ground truth (str, [str], [[str, ...], ...]) into a tuple of aliases, first = canonical.
+
+    Anything else is an error naming `record` and the field `name`.
+    """
     if isinstance(value, str):
         return (value,) if value.strip() else ()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -125,28 +146,21 @@ def answers_of(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, list):
         out: list[str] = []
         for item in value:
-            out.extend(a for a in answers_of(item, where) if a not in out)
+            out.extend(a for a in answers_of(item, record, name, hint) if a not in out)
         return tuple(out)
-    raise _Malformed(f"{where}: an answer must be a string or a list of strings, got {type(value).__name__}")
+    problem = f"an answer must be a string or a list of strings, got {json_type(value)}"
+    if record is None:
+        raise KelocateError(f"{name}: {problem}")
+    raise record.error(name, problem, hint)
 
 
-def _need(rec: dict, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
-    if key not in rec:
-        raise _Malformed(f"{where}: missing field {key!r}")
-    value = rec[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise _Malformed(f"{where}: field {key!r} must be {names}, got {type(value).__name__}")
-    return value
-
-
-def _probes(rec: dict, key: str, where: str) -> dict[str, tuple[Probe, ...]]:
+def _probes(record: Record, rec: dict, key: str, hint: str) -> dict[str, tuple[Probe, ...]]:
     """Parse a portability/locality dict; missing or empty keys and answerless probes are skipped."""
     block = rec.get(key)
     if block is None or block == [] or block == "":
         return {}
     if not isinstance(block, dict):
-        raise _Malformed(f"{where}: field {key!r} must be an object of lists, got {type(block).__name__}")
+        raise record.error(key, f"must be an object of lists, got {json_type(block)}", hint)
     out: dict[str, tuple[Probe, ...]] = {}
     for name, items in block.items():
         if not items:
@@ -154,18 +168,20 @@ def _probes(rec: dict, key: str, where: str) -> dict[str, tuple[Probe, ...]]:
         if isinstance(items, dict):
             items = [items]
         if not isinstance(items, list):
-            raise _Malformed(f"{where}: {key}.{name} must be a list, got {type(items).__name__}")
+            raise record.error(f"{key}.{name}", f"must be a list, got {json_type(items)}", hint)
         probes = []
         for j, item in enumerate(items):
-            at = f"{where}: {key}.{name}[{j}]"
+            at = f"{key}.{name}[{j}]"
             if not isinstance(item, dict):
-                raise _Malformed(f"{at} must be an object with prompt and ground_truth")
+                raise record.error(at, f"must be an object with prompt and ground_truth, got {json_type(item)}",
+                                   hint)
             prompt = item.get("prompt")
             if isinstance(prompt, list):  # some public files store a list with one prompt
                 prompt = prompt[0] if prompt else None
             if not isinstance(prompt, str) or not prompt.strip():
-                raise _Malformed(f"{at}: missing or empty 'prompt'")
-            answers = answers_of(item.get("ground_truth", item.get("target", [])), at)
+                raise record.error(f"{at}.prompt", "missing or empty", hint)
+            answers = answers_of(item.get("ground_truth", item.get("target", [])), record, f"{at}.ground_truth",
+                                 hint)
             if answers:
                 probes.append(Probe(prompt, answers))
         if probes:
@@ -173,13 +189,15 @@ def _probes(rec: dict, key: str, where: str) -> dict[str, tuple[Probe, ...]]:
     return out
 
 
-def _fact_case(task: str, rec: dict, where: str, src: tuple[str, int]) -> EditCase:
-    subject = _need(rec, "subject", where)
-    prompt = _need(rec, "prompt", where)
-    target = answers_of(_need(rec, "target_new", where, (str, list)), where)
+def _fact_case(task: str, record: Record) -> EditCase:
+    hint = _hint(task)
+    rec = obj(record, hint)
+    subject = record_field(record, rec, "subject", hint=hint)
+    prompt = record_field(record, rec, "prompt", hint=hint)
+    target = answers_of(record_field(record, rec, "target_new", (str, list), hint=hint), record, "target_new", hint)
     if not target:
-        raise _Malformed(f"{where}: 'target_new' is empty")
-    truth = answers_of(rec.get("ground_truth", []), where)
+        raise record.error("target_new", "is empty", hint)
+    truth = answers_of(rec.get("ground_truth", []), record, "ground_truth", hint)
     extra = {}
     rephrase = None
     if task == "ZsRE":
@@ -194,39 +212,41 @@ def _fact_case(task: str, rec: dict, where: str, src: tuple[str, int]) -> EditCa
         truth[0] if truth else None,
         truth,
         rephrase,
-        _probes(rec, "portability", where),
-        _probes(rec, "locality", where),
+        _probes(record, rec, "portability", hint),
+        _probes(record, rec, "locality", hint),
         extra,
-        src,
+        (str(record.path), record.index),
     )
 
 
-def _target_str(value: Any, where: str, key: str) -> str:
+def _target_str(record: Record, value: Any, key: str, hint: str) -> str:
     """CounterFact's `{str, id}` target objects (a plain string is accepted too)."""
     text = value.get("str") if isinstance(value, dict) else value
     if not isinstance(text, str) or not text.strip():
-        raise _Malformed(f"{where}: requested_rewrite.{key} needs a non-empty 'str'")
+        raise record.error(f"requested_rewrite.{key}", "needs a non-empty 'str'", hint)
     return text
 
 
-def _rome_counterfact_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
-    rewrite = _need(rec, "requested_rewrite", where, dict)
-    subject = _need(rewrite, "subject", f"{where}: requested_rewrite")
-    template = _need(rewrite, "prompt", f"{where}: requested_rewrite")
-    truth = _target_str(rewrite.get("target_true"), where, "target_true")
+def _rome_counterfact_case(record: Record) -> EditCase:
+    hint = _hint(ROME_COUNTERFACT)
+    rec = obj(record, hint)
+    rewrite = record_field(record, rec, "requested_rewrite", dict, hint=hint)
+    subject = record_field(record, rewrite, "subject", path="requested_rewrite", hint=hint)
+    template = record_field(record, rewrite, "prompt", path="requested_rewrite", hint=hint)
+    truth = _target_str(record, rewrite.get("target_true"), "target_true", hint)
     paraphrases = [p for p in rec.get("paraphrase_prompts") or [] if isinstance(p, str) and p.strip()]
     neighbours = [p for p in rec.get("neighborhood_prompts") or [] if isinstance(p, str) and p.strip()]
     portability = {}
     hop = rec.get("portability")
     if isinstance(hop, dict) and isinstance(hop.get("New Question"), str):
-        answers = answers_of(hop.get("New Answer", []), where)
+        answers = answers_of(hop.get("New Answer", []), record, "portability.New Answer", hint)
         if answers:
             portability["One_Hop"] = (Probe(hop["New Question"], answers),)
     return EditCase(
         ROME_COUNTERFACT,
         subject,
         template.replace("{}", subject),
-        _target_str(rewrite.get("target_new"), where, "target_new"),
+        _target_str(record, rewrite.get("target_new"), "target_new", hint),
         truth,
         (truth,),
         paraphrases[0] if paraphrases else None,
@@ -235,31 +255,34 @@ def _rome_counterfact_case(rec: dict, where: str, src: tuple[str, int]) -> EditC
         {"case_id": rec.get("case_id"), "paraphrases": paraphrases,
          "generation_prompts": list(rec.get("generation_prompts") or []),
          "relation_id": rewrite.get("relation_id")},
-        src,
+        (str(record.path), record.index),
     )
 
 
-def _wikibio_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
-    text = _need(rec, "text", where)
-    labels = answers_of(_need(rec, "labels", where, (str, list)), where)
+def _wikibio_case(record: Record) -> EditCase:
+    hint = _hint("WikiBio")
+    rec = obj(record, hint)
+    text = record_field(record, rec, "text", hint=hint)
+    labels = answers_of(record_field(record, rec, "labels", (str, list), hint=hint), record, "labels", hint)
     if not labels:
-        raise _Malformed(f"{where}: 'labels' is empty")
-    concept = _need(rec, "concept", where)
-    return EditCase(
-        "WikiBio", concept, text, labels[0], None, (), None, {}, _probes(rec, "locality", where), {}, src
-    )
+        raise record.error("labels", "is empty", hint)
+    concept = record_field(record, rec, "concept", hint=hint)
+    return EditCase("WikiBio", concept, text, labels[0], None, (), None, {}, _probes(record, rec, "locality", hint),
+                    {}, (str(record.path), record.index))
 
 
-def _convsent_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
+def _convsent_case(record: Record) -> EditCase:
     """An edit asks for a positive or a negative opinion of `ent` (DESIGN.md section 5): records alternate,
     positive at even indices, so a task holds both; the wanted sentiment is `extra["sentiment"]`, from the
     data's own labels (the `pos` / `neg` lists), never guessed from the reply's words."""
-    ent = _need(rec, "ent", where)
-    pos = [p.strip() for p in _need(rec, "pos", where, list) if isinstance(p, str) and p.strip()]
-    neg = [n.strip() for n in _need(rec, "neg", where, list) if isinstance(n, str) and n.strip()]
+    hint = _hint("ConvSent")
+    rec = obj(record, hint)
+    ent = record_field(record, rec, "ent", hint=hint)
+    pos = [p.strip() for p in record_field(record, rec, "pos", list, hint=hint) if isinstance(p, str) and p.strip()]
+    neg = [n.strip() for n in record_field(record, rec, "neg", list, hint=hint) if isinstance(n, str) and n.strip()]
     if not pos or not neg:
-        raise _Malformed(f"{where}: 'pos' and 'neg' must each hold at least one reply")
-    wanted, new, old = ("positive", pos, neg) if src[1] % 2 == 0 else ("negative", neg, pos)
+        raise record.error("pos" if not pos else "neg", "must hold at least one reply", hint)
+    wanted, new, old = ("positive", pos, neg) if record.index % 2 == 0 else ("negative", neg, pos)
     return EditCase(
         "ConvSent",
         ent,
@@ -271,15 +294,15 @@ def _convsent_case(rec: dict, where: str, src: tuple[str, int]) -> EditCase:
         {},
         {},
         {"pos": pos, "neg": neg, "sentiment": wanted},
-        src,
+        (str(record.path), record.index),
     )
 
 
-def _qa(item: Any, where: str) -> tuple[str, tuple[str, ...]]:
-    if not isinstance(item, dict):
-        raise _Malformed(f"{where} must be an object with question and ground_truth")
-    question = _need(item, "question", where)
-    return question, answers_of(item.get("ground_truth", []), where)
+def _qa(record: Record) -> tuple[dict, str, tuple[str, ...]]:
+    hint = _hint("Sanitation")
+    item = obj(record, hint)
+    question = record_field(record, item, "question", hint=hint)
+    return item, question, answers_of(item.get("ground_truth", []), record, "ground_truth", hint)
 
 
 def sanitation_prompt(question: str) -> str:
@@ -287,31 +310,42 @@ def sanitation_prompt(question: str) -> str:
     return f"Question:{question}\nAnswer:"
 
 
-def _sanitation(data: dict, file: str) -> tuple[list[EditCase], list[tuple[str, int, str]]]:
+def _part(data: dict, key: str, path: Path) -> list[Record]:
+    """The records of one list of a Sanitation file (locator '[KEY][INDEX]')."""
+    items = data.get(key) or []
+    if not isinstance(items, list):
+        raise RecordError(f"{path}[{key}]", None, f"must be a list of questions, got {json_type(items)}",
+                          'a Sanitation file holds lists "K_F" and "K_R" (training) or "success" and "locality"')
+    return [Record(path, f"[{key}][{i}]", i, item) for i, item in enumerate(items)]
+
+
+def _sanitation(data: Any, path: Path) -> tuple[list[EditCase], list[tuple[int, str]]]:
+    if not isinstance(data, dict):
+        raise KelocateError(f'{path}: a Sanitation file must be a JSON object with "K_F"/"K_R" (training) or '
+                            f'"success"/"locality" (testing), got {json_type(data)}')
     if "K_F" in data:
         forget_key, retain_key = "K_F", "K_R"
     elif "success" in data:
         forget_key, retain_key = "success", "locality"
     else:
-        raise _Malformed('a Sanitation file needs "K_F"/"K_R" (training) or "success"/"locality" (testing)')
-    forget, retain = data.get(forget_key) or [], data.get(retain_key) or []
-    if not isinstance(forget, list) or not isinstance(retain, list):
-        raise _Malformed(f'"{forget_key}" and "{retain_key}" must be lists')
+        raise KelocateError(f'{path}: a Sanitation file needs "K_F"/"K_R" (training) or "success"/"locality" '
+                            "(testing)")
+    forget, retain = _part(data, forget_key, path), _part(data, retain_key, path)
     retain_probes = []
-    for i, item in enumerate(retain):
-        q, answers = _qa(item, f"{retain_key}[{i}]")
+    for record in retain:
+        _, q, answers = _qa(record)
         if answers:
             retain_probes.append(Probe(sanitation_prompt(q), answers))
     locality = {"Retain": tuple(retain_probes)} if retain_probes else {}
     cases, missing = [], []
-    for i, item in enumerate(forget):
-        where = f"{forget_key}[{i}]"
-        q, answers = _qa(item, where)
+    for record in forget:
+        item, q, answers = _qa(record)
         subject = item.get("subject") or ""
         if subject and subject not in q:
-            missing.append((where, i, subject))
+            missing.append((record.index, subject))
             continue
-        target = answers_of(item.get("target_new", DONT_KNOW), where) or (DONT_KNOW,)
+        target = answers_of(item.get("target_new", DONT_KNOW), record, "target_new", _hint("Sanitation")) \
+            or (DONT_KNOW,)
         cases.append(
             EditCase(
                 "Sanitation",
@@ -324,9 +358,27 @@ def _sanitation(data: dict, file: str) -> tuple[list[EditCase], list[tuple[str, 
                 {},
                 locality,
                 {"question": q, "split": forget_key},
-                (file, i),
+                (str(path), record.index),
             )
         )
+    return cases, missing
+
+
+def _records(task: str, data: Any, path: Path) -> tuple[list[EditCase], list[tuple[int, str]]]:
+    if not isinstance(data, list):
+        raise KelocateError(f"{path}: a {task} file must be a JSON list of records, got {json_type(data)}")
+    parse: Callable[[Record], EditCase] = {
+        "WikiBio": _wikibio_case,
+        "ConvSent": _convsent_case,
+        ROME_COUNTERFACT: _rome_counterfact_case,
+    }.get(task) or (lambda record: _fact_case(task, record))
+    cases, missing = [], []
+    for record in records_of(data, path):
+        case = parse(record)
+        if task != "ConvSent" and case.subject not in case.prompt:
+            missing.append((record.index, case.subject))
+            continue
+        cases.append(case)
     return cases, missing
 
 
@@ -364,20 +416,19 @@ def _read(path: Path) -> Any:
         raise KelocateError(
             f"KnowEdit file {str(path)!r} does not exist; pass a .json file of one KnowEdit task"
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise KelocateError(f"{path}: not UTF-8 text ({exc.reason}); pass a KnowEdit .json file") from exc
-    except json.JSONDecodeError as exc:
-        raise KelocateError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
+    return read_json(path, "KnowEdit file")
 
 
 def load_knowedit(path: str | Path, task: str | None = None) -> CaseList:
     """Read one KnowEdit task file into EditCases (task detected from the fields when None)."""
     path = Path(path)
-    data = _read(path)
+    return parse_knowedit(_read(path), path, task, stacklevel=3)
+
+
+def parse_knowedit(data: Any, path: str | Path, task: str | None = None, stacklevel: int = 2) -> CaseList:
+    """The EditCases of a KnowEdit document already read from `path` (task detected from the fields when
+    None); records whose subject is not in their prompt are skipped, listed and warned about."""
+    path = Path(path)
     file = str(path)
     if task is None:
         task = detect_task(data)
@@ -388,56 +439,16 @@ def load_knowedit(path: str | Path, task: str | None = None) -> CaseList:
             )
     else:
         task = normalize_task(task)
-    try:
-        if task == "Sanitation":
-            if not isinstance(data, dict):
-                raise _Malformed("a Sanitation file must be a JSON object")
-            cases, missing = _sanitation(data, file)
-        else:
-            if not isinstance(data, list):
-                raise _Malformed(f"a {task} file must be a JSON list of records, got {type(data).__name__}")
-            cases, missing = _records(task, data, file)
-    except _Malformed as exc:
-        raise KelocateError(f"{file}: malformed {task} file: {exc}") from None
-    skipped = [
-        Skipped(file, i, f"subject {subject!r} does not occur in the prompt") for _, i, subject in missing
-    ]
+    cases, missing = _sanitation(data, path) if task == "Sanitation" else _records(task, data, path)
+    skipped = [Skipped(file, i, f"subject {subject!r} does not occur in the prompt") for i, subject in missing]
     if skipped:
         shown = ", ".join(str(s.index) for s in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
         warnings.warn(
             f"{file}: skipped {len(skipped)} record(s) whose subject is not in the prompt (index {shown})",
             KnowEditSkipWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     return CaseList(cases, task, file, skipped)
-
-
-def _records(task: str, data: list, file: str) -> tuple[list[EditCase], list[tuple[str, int, str]]]:
-    parse: Callable[[dict, str, tuple[str, int]], EditCase] = {
-        "WikiBio": _wikibio_case,
-        "ConvSent": _convsent_case,
-        ROME_COUNTERFACT: _rome_counterfact_case,
-    }.get(task) or (lambda rec, where, src: _fact_case(task, rec, where, src))
-    cases, missing = [], []
-    for i, rec in enumerate(data):
-        where = f"record {i}"
-        if not isinstance(rec, dict):
-            raise _Malformed(f"{where} is a {type(rec).__name__}, not an object")
-        case = parse(rec, where, (file, i))
-        if task != "ConvSent" and case.subject not in case.prompt:
-            missing.append((where, i, case.subject))
-            continue
-        cases.append(case)
-    return cases, missing
-
-
-def load_facts(path: str | Path, task: str | None = None) -> list[FactRecord]:
-    """(prompt, subject, ground_truth) of every usable record, for tracing and locating.
-
-    WikiData_recent records are insertions without a ground truth: `ground_truth` is None there (use the
-    model's own top prediction). Sanitation, WikiBio and ConvSent files are accepted too.
-    """
-    return [FactRecord(c.prompt, c.subject, c.ground_truth, c.source) for c in load_knowedit(path, task)]
 
 
 def summary(cases: CaseList) -> dict[str, Any]:

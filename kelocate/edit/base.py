@@ -3,7 +3,14 @@
 An editor subclass says which parameters it writes (`parameters`) and writes them in place (`_edit`);
 this base class resolves its hyper-parameters, checks requests and layers, snapshots what will be
 written, rolls back on an error or a non-finite weight, and builds the record. Editors take layers (ints)
-or neurons ((layer, index) pairs) and never run a locator: `kelocate.locate_then_edit` wires located layers in.
+or neurons ((layer, index) pairs) and never run a locator: `kelocate.locate_then_edit` wires located layers in,
+as the method's registry entry says (`locate`).
+
+Editors that serve answers instead of (or besides) writing weights (ICE's text, SERAC's memory) push onto
+the model's serving stack and implement a small protocol: `serving_state(model)` (a JSON-able snapshot of
+what the method serves on the model; None by default: nothing) and `restore_serving_state(model, state)`.
+The record stores the state before and after the edit and, on revert or re-apply, asks the editor class of
+its method (found through the registry) to restore it: neither this module nor the record imports a method.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from kelocate.edit import config as edit_config
+from kelocate.edit import registry
 from kelocate.edit.record import EditRecord, guarded_write
 from kelocate.edit.request import EditRequest, as_requests
 from kelocate.errors import KelocateError
@@ -43,13 +51,19 @@ class Editor(ABC):
     method: ClassVar[str]
     batch: ClassVar[bool] = False  # can one record hold many requests?
     uses_layers: ClassVar[bool] = True
-    # how `pipeline.edit` locates where this editor writes: 'layer' (one MLP layer), 'range' (MEMIT's
-    # consecutive layers), 'neurons' (knowledge neurons), or None (nothing to locate)
-    locate: ClassVar[str | None] = "layer"
+    # how `locate_then_edit` locates where this editor writes: the `locate` property (the registry's entry)
 
     def __init__(self, config_file: str | Path | None = None, **overrides: Any) -> None:
         self.config_file = config_file
         self.overrides = overrides
+
+    @property
+    def locate(self) -> str | None:
+        """How `locate_then_edit` locates where this editor writes (the method's registry entry): 'layer' (one
+        MLP layer), 'range' (MEMIT's consecutive layers), 'neurons' (knowledge neurons), or None (nothing to
+        locate). An editor class outside the registry is taken as a one-layer editor."""
+        entry = registry.METHODS.get(self.method)
+        return entry.locate if entry is not None else "layer"
 
     def hparams(self, model) -> dict[str, Any]:
         """The resolved hyper-parameters on `model` (profile file < user file < keyword overrides)."""
@@ -65,8 +79,16 @@ class Editor(ABC):
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         """Write the edit in place; return method-specific facts for the record (losses, norms, ...)."""
 
-    def memory(self, model) -> list[dict] | None:
-        """The edit memory this editor serves from (SERAC), as request dicts; None for editors without one."""
+    @classmethod
+    def serving_state(cls, model) -> Any:
+        """What this method serves on `model` beyond its weights, as JSON-able data compared for equality
+        (ICE: its text; SERAC: its memory); None (the default) for editors that serve nothing."""
+        return None
+
+    @classmethod
+    def restore_serving_state(cls, model, state: Any) -> None:
+        """Make `model` serve `state` (a value `serving_state` returned), pushing or popping its serving layers.
+        Only called by records and `apply`, with a state this method produced."""
         return None
 
     def _check(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> None:
@@ -96,20 +118,19 @@ class Editor(ABC):
         self._check(model, requests, layers, hp)
         names = self.parameters(model, layers, hp)
         start = time.perf_counter()
-        context, memory = model.context, self.memory(model)
+        served = self.serving_state(model)
         with guarded_write(model, names, self.method) as before:
             try:
                 extra = self._edit(model, requests, layers, hp)
             except torch.linalg.LinAlgError as exc:
-                model.context = context
+                self._restore_serving(model, served)
                 raise KelocateError(f"the {self.method} update could not be solved ({str(exc).splitlines()[0]}); "
                                     "use more text for the statistics (--corpus) or a larger update weight") \
                     from None
             except BaseException:
-                model.context = context
+                self._restore_serving(model, served)
                 raise
-        changed = model.context != context
-        memory_after = self.memory(model)
+        served_after = self.serving_state(model)
         after = weights.snapshot(model, names)
         attachments = extra.pop("attachments", {})
         return EditRecord(
@@ -117,7 +138,10 @@ class Editor(ABC):
             config={k: v for k, v in hp.items()}, layers=layers, neurons=list(extra.pop("neurons", [])),
             layer_origin=dict(layer_origin or origin), requests=[r.to_json() for r in requests],
             timings={"edit_s": round(time.perf_counter() - start, 4)}, notes=list(extra.pop("notes", [])),
-            extra=extra, applied=True, model=model, context_before=context if changed else None,
-            context_after=model.context if changed else None, attachments=attachments,
-            memory_before=memory if memory_after != memory else None,
-            memory_after=memory_after if memory_after != memory else None)
+            extra=extra, applied=True, model=model, attachments=attachments,
+            serving={"before": served, "after": served_after} if served_after != served else None)
+
+    def _restore_serving(self, model, state: Any) -> None:
+        """After a failed edit: what the model serves back to `state` (when the edit changed it)."""
+        if self.serving_state(model) != state:
+            self.restore_serving_state(model, state)

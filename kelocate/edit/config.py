@@ -20,7 +20,7 @@ PROFILES = ("organism", "smollm2-135m", "llama-2-7b", "generic")
 
 def profile_of(model) -> str:
     """Which shipped hyper-parameter file fits `model`."""
-    if model.source.get("family") == "organism":
+    if model.provenance.is_organism:
         return "organism"
     where = f"{model.name} {model.path or ''} {model.source.get('file', '')}".lower()
     if "smollm2" in where and model.n_layers == 30:
@@ -101,6 +101,10 @@ def resolve(method: str, model, config_file: str | Path | None = None,
                                 f"{', '.join(sorted(resolved))}")
         resolved |= {k: _check_value(method, k, v, shipped[method][k], source)
                      for k, v in values.items() if v is not None}
+    if "token" in resolved:  # one vocabulary with tracing ('subject_last', the old name, still accepted)
+        from kelocate.edit.keys import edit_token
+
+        resolved["token"] = edit_token(resolved["token"])
     resolved["profile"] = profile
     if scaled and resolved["layers"] == _scale_layers(shipped[method]["layers"], model.n_layers):
         resolved["layers_from_depth_fraction"] = True

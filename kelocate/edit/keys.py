@@ -2,34 +2,36 @@
 
 ROME averages the key (the input of `down_proj`, site `mlp_post`) over the prompt preceded by a few short
 texts the model generated itself, so that the edit does not hinge on the prompt starting the text.
-Prefixes are sampled (top-k, seeded) once per model and settings and reused.
+Prefixes are sampled (top-k, seeded, `kelocate.model.sampling`) once per model and settings and reused;
+`templates_for` reads an editor's settings for them.
+
+Token vocabulary: the token an editor reads and writes is named as causal tracing names its rows, so that
+a located layer and an edit speak of the same place: 'last_subject' (the subject's last token, ROME's
+choice) or 'last' (the prompt's last token). The editors' configs used to say 'subject_last'; that value
+is still accepted (`edit_token`) and means the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from kelocate.errors import KelocateError
 from kelocate.model import tokens
-from kelocate.model.sites import site
+from kelocate.model.sampling import sample
+from kelocate.model.sites import read, site
 
 _PREFIX_CACHE: dict[tuple, list[str]] = {}
 
 
-@torch.no_grad()
 def _sample(model, start: str, n: int, length: int, top_k: int, generator: torch.Generator) -> list[str]:
     """n seeded top-k samples of `length` new tokens after `start` (the start included in the text)."""
     ids = model.encode(start).ids.to(model.device)[None].repeat(n, 1)
     first = ids.shape[1] - len(model.encode(start, special=False).ids)
-    for _ in range(length):
-        logits = model.logits(ids)[:, -1].float()
-        values, index = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
-        probs = torch.softmax(values, dim=-1)
-        choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)
-        ids = torch.cat([ids, index.gather(1, choice)], dim=1)
+    ids = sample(model, ids, length, top_k=top_k, generator=generator)
     return [model.tokenizer.decode(row[first:].tolist(), skip_special_tokens=True) for row in ids]
 
 
@@ -51,6 +53,12 @@ def context_templates(model, lengths: Sequence[Sequence[int]], starts: Sequence[
     return list(_PREFIX_CACHE[key])
 
 
+def templates_for(model, hp: dict[str, Any]) -> list[str]:
+    """The context templates of an editor's settings ('{}' first): `context_lengths`, `context_starts` and
+    `seed` (ROME, MEMIT, PMET, AlphaEdit)."""
+    return context_templates(model, hp["context_lengths"], hp["context_starts"], seed=hp.get("seed", 0))
+
+
 @dataclass(frozen=True)
 class Row:
     """One input of an edit computation: token ids and the position read or written (the subject's last
@@ -62,20 +70,27 @@ class Row:
     target: tuple[int, ...] = ()
 
 
-TOKENS = ("subject_last", "last")
+TOKENS = ("last_subject", "last")
+LEGACY_TOKENS = {"subject_last": "last_subject"}  # the editors' earlier name, accepted with the same meaning
 
 
-def subject_row(model, text: str, subject: str, target: Sequence[int] = (), token: str = "subject_last") -> Row:
+def edit_token(token: str) -> str:
+    """The canonical name of an edit token ('subject_last' -> 'last_subject'); one line of error otherwise."""
+    token = LEGACY_TOKENS.get(token, token)
+    if token not in TOKENS:
+        raise KelocateError(f"unknown edit token {token!r}; use one of {', '.join(TOKENS)}")
+    return token
+
+
+def subject_row(model, text: str, subject: str, target: Sequence[int] = (), token: str = "last_subject") -> Row:
     """`text` (which ends with the prompt containing `subject`) followed by all but the last target token;
-    the position read or written is the subject's last token ('subject_last', ROME's choice) or the
+    the position read or written is the subject's last token ('last_subject', ROME's choice) or the
     prompt's last token ('last')."""
     ids = model.encode(text).ids.tolist()
-    if token == "last":
+    if edit_token(token) == "last":
         position = len(ids) - 1
-    elif token == "subject_last":
-        position = model.subject_span(text, subject)[1] - 1
     else:
-        raise KelocateError(f"unknown edit token {token!r}; use one of {', '.join(TOKENS)}")
+        position = model.subject_span(text, subject)[1] - 1
     return Row(ids + list(target)[:-1], position, len(ids) - 1 if target else -1, tuple(target))
 
 
@@ -90,14 +105,14 @@ def read_at(model, rows: Sequence[Row], kind: str, layers: Sequence[int]) -> dic
     """Activations of site `kind` at each row's position, per layer: {layer: [len(rows), width]} (float32)."""
     ids, mask = batch(model, rows)
     names = [site(kind, layer) for layer in layers]
-    _, cache = model.bridge.run_with_cache(ids, names_filter=lambda n: n in names, attention_mask=mask)
+    _, cache = read(model, ids, mask, names, stop=True)  # nothing above the deepest site is needed
     index = torch.arange(len(rows), device=ids.device)
     positions = torch.tensor([r.position for r in rows], device=ids.device)
     return {layer: cache[name][index, positions].float() for layer, name in zip(layers, names, strict=True)}
 
 
 def mean_keys(model, prompt_subjects: Sequence[tuple[str, str]], templates: Sequence[str],
-              layers: Sequence[int], grouped: bool = False, token: str = "subject_last") -> dict[int, torch.Tensor]:
+              layers: Sequence[int], grouped: bool = False, token: str = "last_subject") -> dict[int, torch.Tensor]:
     """ROME/MEMIT keys: per (prompt, subject), the `mlp_post` activation at the subject's last token,
     averaged over the context templates; {layer: [d_mlp, n_requests]}.
 

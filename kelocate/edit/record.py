@@ -6,6 +6,13 @@ Records stack: revert them in reverse order; a record refuses to revert weights 
 was applied (a later edit still in place) and to apply onto weights that are not the ones it was made
 on. `save` writes one safetensors file (tensors `before/<name>`, `after/<name>`, the rest as JSON
 metadata); `EditRecord.load(path).apply_to(model)` refuses a model with another fingerprint.
+
+An edit that serves answers instead of (or besides) writing weights (ICE's text, SERAC's memory: the
+model's serving stack) leaves `serving = {"before": state, "after": state}`, opaque JSON-able states of its
+method. Reverting and applying check the model serves the state expected and ask the editor class of the
+record's method, found through the registry by name, to restore the other one (`Editor.serving_state`,
+`restore_serving_state`): the record imports no method. Records written before this field existed
+(`context_before/after`, `memory_before/after`) load into it.
 """
 
 from __future__ import annotations
@@ -48,13 +55,10 @@ class EditRecord:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific facts (e.g. the optimisation loss)
-    # in-context editors (ICE, IKE) change the text put before every prompt instead of weights
-    context_before: str | None = None
-    context_after: str | None = None
     attachments: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. AdaLoRA's trained adapter
-    # a served editor's memory (SERAC) before and after the edit, as request dicts
-    memory_before: list[dict] | None = None
-    memory_after: list[dict] | None = None
+    # what the edit's method serves beyond weights (ICE's text, SERAC's memory), before and after it:
+    # {"before": state, "after": state}, None when the edit changed nothing served
+    serving: dict[str, Any] | None = None
     applied: bool = False
     model: Any = field(default=None, repr=False, compare=False)  # the model it is applied to, if any
 
@@ -84,9 +88,7 @@ class EditRecord:
         return {"format": FORMAT, "version": VERSION, "method": self.method, "fingerprint": self.fingerprint,
                 "config": self.config, "layers": self.layers, "neurons": [list(n) for n in self.neurons],
                 "layer_origin": self.layer_origin, "requests": self.requests, "timings": self.timings,
-                "notes": self.notes, "extra": self.extra, "parameters": self.names,
-                "context_before": self.context_before, "context_after": self.context_after,
-                "memory_before": self.memory_before, "memory_after": self.memory_after}
+                "notes": self.notes, "extra": self.extra, "parameters": self.names, "serving": self.serving}
 
     # ------------------------------------------------------------------ apply / revert
     def _check_model(self, model, fingerprint: str | None = None) -> None:
@@ -101,23 +103,21 @@ class EditRecord:
             if param.shape != value.shape or not torch.equal(param.detach(), value.to(param.device)):
                 raise KelocateError(f"{name} is not what this {self.method} edit expects: {why}")
 
-    def _require_context(self, model, expected: str | None, fix: str) -> None:
-        if expected is not None and model.context != expected:
-            raise KelocateError(f"the model's in-context text is not what this {self.method} edit expects; {fix}")
+    def _editor_class(self):
+        """The editor class of this record's method (the registry's; imported on first use)."""
+        from kelocate.edit.registry import editor_class
 
-    def _require_memory(self, model, expected: list[dict] | None, fix: str) -> None:
-        if expected is None:
-            return
-        from kelocate.edit.methods.serac import memory_of
+        return editor_class(self.method)
 
-        if memory_of(model) != expected:
-            raise KelocateError(f"the model's SERAC memory is not what this {self.method} edit expects; {fix}")
+    def _require_serving(self, model, when: str, fix: str) -> None:
+        """The model serves what this edit expects at `when` ('before' or 'after' it), else one line."""
+        if self.serving is not None and self._editor_class().serving_state(model) != self.serving[when]:
+            raise KelocateError(f"what the model serves beyond its weights is not what this {self.method} edit "
+                                f"expects; {fix}")
 
-    def _set_memory(self, model, memory: list[dict] | None) -> None:
-        from kelocate.edit.methods.serac import set_memory
-
-        if memory is not None:
-            set_memory(model, memory, self.extra.get("checkpoint"))
+    def _restore_serving(self, model, when: str) -> None:
+        if self.serving is not None:
+            self._editor_class().restore_serving_state(model, self.serving[when])
 
     @torch.no_grad()
     def revert(self, model=None, base_fingerprint: str | None = None) -> None:
@@ -131,12 +131,9 @@ class EditRecord:
         self._check_model(model, base_fingerprint)
         self._require_equal(model, self.after, "it changed since the edit was applied; revert later edits "
                                                "first (records stack: revert in reverse order)")
-        self._require_context(model, self.context_after, "revert later edits first")
-        self._require_memory(model, self.memory_after, "revert later edits first")
+        self._require_serving(model, "after", "revert later edits first")
         weights.restore(model, self.before)
-        if self.context_before is not None:
-            model.context = self.context_before
-        self._set_memory(model, self.memory_before)
+        self._restore_serving(model, "before")
         self.applied, self.model = False, None
 
     @torch.no_grad()
@@ -145,12 +142,9 @@ class EditRecord:
         self._check_model(model, base_fingerprint)
         self._require_equal(model, self.before, "the model's weights differ from those the edit was made on; "
                                                 "apply the records it was stacked on first, in order")
-        self._require_context(model, self.context_before, "apply the records it was stacked on first, in order")
-        self._require_memory(model, self.memory_before, "apply the records it was stacked on first, in order")
+        self._require_serving(model, "before", "apply the records it was stacked on first, in order")
         weights.restore(model, self.after)
-        if self.context_after is not None:
-            model.context = self.context_after
-        self._set_memory(model, self.memory_after)
+        self._restore_serving(model, "after")
         self.applied, self.model = True, model
         return self
 
@@ -203,11 +197,23 @@ class EditRecord:
                    config=meta.get("config", {}), layers=list(meta.get("layers", [])),
                    neurons=[tuple(n) for n in meta.get("neurons", [])], layer_origin=meta.get("layer_origin", {}),
                    requests=meta.get("requests", []), timings=meta.get("timings", {}), notes=meta.get("notes", []),
-                   extra=meta.get("extra", {}), context_before=meta.get("context_before"),
-                   context_after=meta.get("context_after"), memory_before=meta.get("memory_before"),
-                   memory_after=meta.get("memory_after"),
+                   extra=meta.get("extra", {}), serving=_serving_of(meta),
                    attachments={k.removeprefix("attachment/"): v for k, v in tensors.items()
                                 if k.startswith("attachment/")})
+
+
+def _serving_of(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `serving` field of saved metadata; from the older fields in records written before it existed (an
+    in-context text, a SERAC memory with its checkpoint)."""
+    if "serving" in meta:
+        return meta["serving"]
+    if meta.get("context_after") is not None:
+        return {"before": meta.get("context_before") or "", "after": meta["context_after"]}
+    if meta.get("memory_after") is not None:
+        checkpoint = (meta.get("extra") or {}).get("checkpoint")
+        return {when: {"checkpoint": checkpoint, "memory": meta.get(f"memory_{when}") or []}
+                if meta.get(f"memory_{when}") else None for when in ("before", "after")}
+    return None
 
 
 def revert_all(records: list[EditRecord]) -> None:

@@ -45,6 +45,13 @@ class EditRequest:
                    ground_truth=data.get("ground_truth"), paraphrases=tuple(data.get("paraphrases") or ()))
 
 
+def fact_text(request: EditRequest) -> str:
+    """The new fact as a sentence: the prompt followed by the new target (what ICE prepends and what SERAC
+    stores and embeds)."""
+    sep = "" if request.prompt.endswith(" ") else " "
+    return f"{request.prompt}{sep}{request.target_new}"
+
+
 def as_requests(requests: EditRequest | Mapping | Iterable[EditRequest | Mapping]) -> list[EditRequest]:
     """One request or many, as objects or dicts with the same fields, as a non-empty list."""
     if isinstance(requests, (EditRequest, Mapping)):

@@ -36,6 +36,7 @@ import torch
 import kelocate.atomic as atomic
 from kelocate.errors import KelocateError
 from kelocate.model import sites, tokens
+from kelocate.model.sampling import sample
 
 HOOK_SITE = "mlp_post"  # blocks.{l}.mlp.hook_post: the input of down_proj, the editors' key
 N_SAMPLES = 10_000  # texts of a given corpus used at most (ROME samples 100k Wikipedia texts)
@@ -209,7 +210,8 @@ def _step_logits(model, runner, ids: torch.Tensor, state: dict) -> torch.Tensor:
 @torch.no_grad()
 def _generate(model, starts: list[list[int]], n: int, max_length: int, seed: int, batch_size: int,
               progress: Progress | None) -> list[torch.Tensor]:
-    """Sample `n` token rows; the draws come from a CPU generator, so the seed means the same on any device."""
+    """Sample `n` token rows (temperature 1, `kelocate.model.sampling`, with the block runner's key/value cache
+    when it is available); the draws come from a CPU generator, so the seed means the same on any device."""
     from kelocate.model.stack import StackUnavailable, guarded_stack
 
     try:
@@ -228,10 +230,8 @@ def _generate(model, starts: list[list[int]], n: int, max_length: int, seed: int
         for members in groups.values():
             ids = torch.tensor([starts[i % len(starts)] for i in members], dtype=torch.long, device=model.device)
             state: dict = {}
-            while ids.shape[1] < max_length:
-                probs = torch.softmax(_step_logits(model, runner, ids, state).float(), dim=-1).cpu()
-                nxt = torch.multinomial(probs, 1, generator=gen)
-                ids = torch.cat([ids, nxt.to(ids.device)], dim=1)
+            ids = sample(model, ids, max_length - ids.shape[1], generator=gen,
+                         step=lambda current, state=state: _step_logits(model, runner, current, state))
             for i, row in zip(members, ids.cpu(), strict=True):
                 batch[i] = row
         for i in range(first, first + count):
@@ -357,32 +357,22 @@ class _Sums:
         self.count += int(k.shape[0])
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a forward once the deepest requested layer's keys are read."""
-
-
 @torch.no_grad()
 def accumulate(model, layers: Sequence[int], rows: Sequence[torch.Tensor], batch_size: int = BATCH_SIZE,
                progress: Progress | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor, int]]:
     """{layer: (sum of k k^T, sum of k, token count)} in float64 over the real tokens of `rows`, all layers
-    from one forward per batch. Rows are batched by length (less padding); padded positions are masked."""
+    from one forward per batch. Rows are batched by length (less padding); padded positions are masked.
+    Each forward ends once the deepest layer's keys are read (EasyEdit's stop=True: nothing above it is
+    needed), through the model's reader (`sites.read`)."""
     if batch_size < 1:
         raise KelocateError(f"the batch size must be at least 1, got {batch_size}")
     sums = {layer: _Sums(model.d_mlp, model.device) for layer in layers}
+    layer_of = {sites.site(HOOK_SITE, layer): layer for layer in sums}
     mask_now: dict[str, torch.Tensor] = {}
 
-    def hook_for(layer: int) -> Callable:
-        def hook(x: torch.Tensor, hook) -> None:
-            sums[layer].add(x[mask_now["mask"]])
+    def fold(hook: str, x: torch.Tensor) -> None:
+        sums[layer_of[hook]].add(x[mask_now["mask"]])
 
-        return hook
-
-    def stop(x: torch.Tensor, hook) -> None:
-        raise _StopForward  # nothing above the deepest requested layer is needed (EasyEdit's stop=True)
-
-    hooks = [(sites.site(HOOK_SITE, layer), hook_for(layer)) for layer in layers]
-    if layers:
-        hooks.append((sites.site("mlp", max(layers)), stop))
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     n_batches = math.ceil(len(order) / batch_size)
     for b in range(n_batches):
@@ -390,11 +380,7 @@ def accumulate(model, layers: Sequence[int], rows: Sequence[torch.Tensor], batch
         ids, mask = tokens.pad_batch(chosen, model.pad_id)
         ids, mask = ids.to(model.device), mask.to(model.device)
         mask_now["mask"] = mask.bool()
-        with model.bridge.hooks(fwd_hooks=hooks), torch.no_grad():
-            try:
-                model.bridge(ids, attention_mask=mask)
-            except _StopForward:
-                pass
+        sites.read(model, ids, mask, list(layer_of), stop=True, on=fold)  # no layers: the whole plain forward
         if progress is not None:
             progress(min((b + 1) * batch_size, len(order)), len(order), "statistics")
     return {layer: (s.mom2, s.total, s.count) for layer, s in sums.items()}

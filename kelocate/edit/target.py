@@ -24,7 +24,7 @@ import torch
 from kelocate.edit.keys import Row, batch, subject_row
 from kelocate.edit.request import EditRequest
 from kelocate.model.scoring import grad_on
-from kelocate.model.sites import site
+from kelocate.model.sites import Patch, patching, site
 
 
 @dataclass
@@ -44,24 +44,24 @@ class TargetValues:
                 "init_norm": {k: round(float(v.norm()), 5) for k, v in self.initial.items()}}
 
 
-def rewriting_rows(model, request: EditRequest, templates: Sequence[str], token: str = "subject_last") -> list[Row]:
+def rewriting_rows(model, request: EditRequest, templates: Sequence[str], token: str = "last_subject") -> list[Row]:
     """The prompt after each context template, with the target appended (scored on the target)."""
     target = model.answer_ids(request.prompt, request.target_new)
     return [subject_row(model, t.format(request.prompt), request.subject, target, token) for t in templates]
 
 
-def essence_rows(model, request: EditRequest, kl_prompts: Sequence[str], token: str = "subject_last") -> list[Row]:
+def essence_rows(model, request: EditRequest, kl_prompts: Sequence[str], token: str = "last_subject") -> list[Row]:
     """'{subject} is a' and the like: where the KL term keeps the subject's other predictions."""
     return [subject_row(model, p.format(request.subject), request.subject, token=token) for p in kl_prompts]
 
 
-def optimise_target(model, request: EditRequest, layer: int, kinds: Sequence[str], templates: Sequence[str],
+def optimize_target(model, request: EditRequest, layer: int, kinds: Sequence[str], templates: Sequence[str],
                     hp: dict) -> TargetValues:
     """Optimise deltas at sites `kinds` (e.g. ('mlp',), ('hidden',), ('attn', 'mlp')) of `layer`.
 
     hp keys: v_lr, v_num_grad_steps, v_weight_decay, clamp_norm_factor, kl_factor, kl_prompts; the
     optimisation stops early once the loss falls below `loss_stop` (default 0.05, as in ROME)."""
-    token = hp.get("token", "subject_last")
+    token = hp.get("token", "last_subject")
     rewrite = rewriting_rows(model, request, templates, token)
     essence = essence_rows(model, request, hp.get("kl_prompts", ["{} is a"]), token) if hp["kl_factor"] > 0 else []
     rows = rewrite + essence
@@ -75,14 +75,15 @@ def optimise_target(model, request: EditRequest, layer: int, kinds: Sequence[str
     deltas = {k: torch.zeros(d_model, device=device, requires_grad=True) for k in kinds}
     initial: dict[str, torch.Tensor] = {}  # each site's value before the delta, captured on the first forward
 
-    def make_hook(kind: str):
-        def hook(x: torch.Tensor, hook) -> torch.Tensor:
+    def add_delta(kind: str):
+        def write(x: torch.Tensor) -> torch.Tensor:
             if kind not in initial:
                 initial[kind] = x[0, rows[0].position].detach().float().clone()
             return x + at.to(x.dtype) * deltas[kind].to(x.dtype)
-        return hook
+        return write
 
-    hooks = [(site(kind, layer), make_hook(kind)) for kind in kinds]
+    # the delta is added at each row's edit token, out of place so that its gradient reaches the delta
+    patches = [Patch(site(kind, layer), add_delta(kind), differentiable=True) for kind in kinds]
     # target positions of the rewriting rows: the logits at target_start + j predict target token j
     t_rows, t_pos, t_ids, t_weight = [], [], [], []
     for i, r in enumerate(rewrite):
@@ -98,7 +99,7 @@ def optimise_target(model, request: EditRequest, layer: int, kinds: Sequence[str
     optimiser = torch.optim.Adam(list(deltas.values()), lr=hp["v_lr"])
     losses: list[float] = []
     nll_value, steps = float("nan"), 0
-    with grad_on(model, []), model.bridge.hooks(fwd_hooks=hooks):
+    with grad_on(model, []), patching(model, patches):
         for step in range(int(hp["v_num_grad_steps"])):
             steps = step + 1
             optimiser.zero_grad()

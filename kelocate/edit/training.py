@@ -36,6 +36,14 @@ class TrainingEdit:
     unrelated: tuple[str, ...] = ()
     neighbours: tuple[tuple[str, str], ...] = ()
 
+    @classmethod
+    def from_record(cls, record: Any) -> TrainingEdit:
+        """The training edit of a file's record: a `kelocate.data.training.TrainingRecord`, or anything with
+        its fields (prompt, subject, target_new, ground_truth, paraphrases, unrelated, neighbours)."""
+        request = EditRequest(record.prompt, record.subject, record.target_new, ground_truth=record.ground_truth,
+                              paraphrases=tuple(record.paraphrases))
+        return cls(request, tuple(record.unrelated), tuple((p, a) for p, a in record.neighbours))
+
 
 class Checkpoints:
     """A training folder: `config_name` (JSON), `weights_name` (safetensors), the resume state and the log."""

@@ -121,7 +121,7 @@ def _convert(gguf: Path, dest: Path) -> None:
     """Load the GGUF file with transformers and save tokenizer + model as a safetensors folder, atomically."""
     import torch
 
-    from kelocate.model.load import Source, load_hf
+    from kelocate.model.files import Source, load_hf
 
     tokenizer, hf_model = load_hf(Source("gguf", gguf, str(gguf)), torch.float32, "cpu", None)
     with atomic_dir(dest, fix=MODELS_FIX) as work:

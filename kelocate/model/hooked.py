@@ -3,19 +3,30 @@
 The bridge shares its weight tensors with the wrapped HF model (`HookedModel.hf`), so an in-place edit of
 e.g. `down_proj.weight` is seen by both at once. The helpers here are thin: tokenization lives in
 `tokens.py`, scoring in `scoring.py`, hook names in `sites.py`, weights in `weights.py`.
+
+What the model is (family, entity names, own training text) is its `provenance` (`provenance.py`), given to
+the constructor by the loader and read-only afterwards: `entity_names` and `own_corpus` are views of it, and
+`source` (how the files were found) is a read-only mapping.
+
+What editors that change no weight serve on top of the weights is the `serving` stack (`serving.py`): the
+model puts its texts in front of every prompt (`context`) and lets its top forward override answer in
+`logits` (and so in every score and in `generate`); it names no editor.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
 from kelocate.errors import KelocateError
-from kelocate.model import scoring, sites, tokens
+from kelocate.model import sampling, scoring, sites, tokens
+from kelocate.model.provenance import Corpus, Provenance
+from kelocate.model.serving import ServingStack
 from kelocate.model.tokens import Encoded
 
 
@@ -23,29 +34,42 @@ class HookedModel:
     """A TransformerBridge with its tokenizer, where it came from, and the helpers methods use."""
 
     def __init__(self, bridge, tokenizer, name: str = "model", path: Path | None = None,
-                 source: dict[str, Any] | None = None, entity_names: Sequence[str] | None = None) -> None:
+                 source: dict[str, Any] | None = None, provenance: Provenance | None = None) -> None:
         self.bridge = bridge
         self.tokenizer = tokenizer
         self.name = name
         self.path = path  # local directory (or GGUF file) the weights came from
-        self.source = dict(source or {})  # how it was loaded: kind, revision, file, ...
-        # known entity names (the organism hands its own; subject inference and sigma prefer them)
-        self.entity_names: list[str] = list(entity_names or [])
-        # text put in front of every prompt this model encodes (in-context editing: ICE, IKE); "" = none.
-        # Encoding, subject spans and answer ids all see it, so every method stays consistent under it.
-        self.context: str = ""
-        # () -> (texts, description) of the text the model was trained on, when its maker hands it over
-        # (the organism does, at load); editors' key statistics use it by default
-        self.own_corpus = None
-        # (ids, attention mask) -> logits that stand in for the bridge's forward in `logits`, `generate` and so
-        # in every score: a served editor that changes no weight (SERAC's router) installs one; None = none
-        self.router = None
+        # how it was loaded (kind, revision, file, ...), read-only: what the model is belongs to `provenance`
+        self.source: Mapping[str, Any] = MappingProxyType(dict(source or {}))
+        # what the model is (family, entity names, own corpus): set here by the loader, read-only afterwards
+        self._provenance = provenance or Provenance()
+        # what editors that change no weight serve on top of it (ICE's text, SERAC's router): `serving.py`.
+        # Encoding, subject spans and answer ids all see its text (`context`); `logits` its forward override
+        self.serving = ServingStack()
+        self._plain_text = False  # inside `without_context`: texts are read as they are
         self.bridge.eval()
         from kelocate.model.weights import fingerprint_of
 
         self.fingerprint = fingerprint_of(self)  # identity of the weights as loaded (edits do not change it)
 
     # ------------------------------------------------------------------ facts about the model
+    @property
+    def provenance(self) -> Provenance:
+        """What the model is (family, entity names, own corpus), fixed at load (see `provenance.py`)."""
+        return self._provenance
+
+    @property
+    def entity_names(self) -> tuple[str, ...]:
+        """Known entity names (the organism's world; empty for other models): subject inference and the noise
+        scale of causal tracing prefer them."""
+        return self._provenance.entity_names
+
+    @property
+    def own_corpus(self) -> Corpus | None:
+        """() -> (texts, description) of the text the model was trained on, when known (the organism's);
+        editors' key statistics use it by default."""
+        return self._provenance.corpus
+
     @property
     def hf(self):
         """The wrapped Hugging Face model (shares its weights with the bridge)."""
@@ -101,18 +125,25 @@ class HookedModel:
         """Token ids of `text` as the tokenizer encodes it by default (`special=False`: no BOS or others)."""
         return tokens.encode(self.tokenizer, self.in_context(text), special)
 
+    @property
+    def context(self) -> str:
+        """The text put in front of every prompt this model encodes: the serving stack's texts, in order ("" =
+        none; also "" inside `without_context`)."""
+        return "" if self._plain_text else self.serving.context
+
     @contextlib.contextmanager
     def without_context(self) -> Iterator[None]:
         """Inside the block the model reads texts as they are (no in-context text); restored afterwards."""
-        saved, self.context = self.context, ""
+        saved, self._plain_text = self._plain_text, True
         try:
             yield
         finally:
-            self.context = saved
+            self._plain_text = saved
 
     def in_context(self, text: str) -> str:
         """`text` as the model reads it: after the in-context text, when one is set (`context`)."""
-        return self.context + text if self.context else text
+        context = self.context
+        return context + text if context else text
 
     def tokens(self, text: str) -> list[str]:
         """Readable labels of `text`'s tokens ('␣Tower', never 'ĠTower' or '▁Tower')."""
@@ -144,9 +175,10 @@ class HookedModel:
         """Logits [batch, pos, vocab] of the bridge (hooks a user attached apply) for ids [batch, pos] or [pos]."""
         if ids.dim() == 1:
             ids = ids[None]
-        if self.router is not None:
+        served = self.serving.forward  # an editor that answers in place of the bridge (SERAC), if any
+        if served is not None:
             mask = torch.ones_like(ids) if attention_mask is None else attention_mask
-            return self.router(ids.to(self.device), mask.to(self.device))
+            return served(ids.to(self.device), mask.to(self.device))
         kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(self.device)}
         return self.bridge(ids.to(self.device), **kwargs)
 
@@ -179,14 +211,10 @@ class HookedModel:
         chosen), while the uncached path equals a plain argmax loop (tested).
         """
         ids = self.encode(prompt).ids.to(self.device)[None]
-        if self.router is not None:  # a served editor answers: a plain greedy loop over `logits`
-            start = ids.shape[1]
-            for _ in range(max_new_tokens):
-                token = self.logits(ids)[0, -1].argmax()
-                ids = torch.cat([ids, token.view(1, 1)], dim=1)
-                if stop_at_eos and int(token) == self.tokenizer.eos_token_id:
-                    break
-            return self.tokenizer.decode(ids[0, start:].tolist(), skip_special_tokens=True)
+        if self.serving.forward is not None:  # a served editor answers: the greedy sampler over `logits`
+            eos = self.tokenizer.eos_token_id if stop_at_eos else None
+            out = sampling.sample(self, ids, max_new_tokens, greedy=True, stop_at=eos)
+            return self.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
         out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                do_sample=False, eos_token_id=self.tokenizer.eos_token_id if stop_at_eos else None,
                                pad_token_id=self.pad_id, use_cache=False)

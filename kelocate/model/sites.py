@@ -17,9 +17,16 @@ same words:
 
 - `Patch(hook, value, positions, rows)`: set the activation at a hook (selected positions / batch rows) to
   `value` (a tensor broadcast to the selection, or a float), or to `value(current)` when it is a function.
+  Written in place; `differentiable=True` writes out of place, so gradients reach both the activation and
+  the value (editors that optimise what they write: ROME's target delta, MEND's training).
 - `patching(model, patches)`: a context manager; every forward of `model.bridge` inside it is patched.
 - `run_patched(model, inputs, patches, answer=None)`: logits, or the answer's probability per batch row.
 - `cache_activations(model, inputs, hooks)`: activations of a padded batch, with its attention mask.
+- `read(model, ids, mask, hooks, stop=..., on=..., detach=...)`: THE reader. One forward that records the
+  activations at `hooks` (or hands each to `on(hook, x)` as it comes, e.g. to fold it into running sums),
+  optionally ending the forward once the last of them is read (`stop=True`: nothing above the deepest site
+  is computed). Everything that reads activations while it runs the model itself (key statistics, SERAC's
+  router, MEND's gradient factors) reads through it, inside `patching` where it also writes.
 """
 
 from __future__ import annotations
@@ -73,9 +80,12 @@ class Patch:
     value: Value
     positions: Index = None
     rows: Index = None
+    differentiable: bool = False  # write out of place: gradients flow through the activation and the value
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch activation `x` [batch, pos, ...] in place and return it."""
+        """Patch activation `x` [batch, pos, ...] in place and return it (out of place when `differentiable`)."""
+        if self.differentiable:
+            return self._apply_out_of_place(x)
         key = _key(self.rows, self.positions)
         current = x[key]
         if callable(self.value):
@@ -84,6 +94,20 @@ class Patch:
             new = torch.as_tensor(self.value, dtype=x.dtype, device=x.device)
         x[key] = new.to(dtype=x.dtype, device=x.device).expand_as(current)
         return x
+
+    def _apply_out_of_place(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None and self.positions is None:  # the whole activation: value(x) itself is the output
+            new = self.value(x) if callable(self.value) else torch.as_tensor(self.value, dtype=x.dtype,
+                                                                              device=x.device)
+            new = new.to(dtype=x.dtype, device=x.device)
+            return new if new.shape == x.shape else new.expand_as(x)
+        out = x.clone()
+        key = _key(self.rows, self.positions)
+        current = out[key]
+        new = self.value(x[key]) if callable(self.value) else torch.as_tensor(self.value, dtype=x.dtype,
+                                                                              device=x.device)
+        out[key] = new.to(dtype=x.dtype, device=x.device).expand_as(current)
+        return out
 
 
 def _key(rows: Index, positions: Index) -> tuple:
@@ -200,3 +224,45 @@ def bridge_has_hooks(bridge) -> bool:
         if getattr(point, "_backward_hooks", None):
             return True
     return False
+
+
+# ---------------------------------------------------------------------- the reader
+class _StopForward(Exception):
+    """Raised by the reader's last hook to end a forward once every requested site is read."""
+
+
+def read(model, ids: torch.Tensor, attention_mask: torch.Tensor | None, hooks: Sequence[str], *, stop: bool = False,
+         on: Callable[[str, torch.Tensor], None] | None = None,
+         detach: bool = True) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """One forward of `model.bridge` on `ids` [batch, pos] that reads the activations at `hooks`.
+
+    Returns (logits, {hook: activation}); with `on`, each activation is handed to `on(hook, x)` as the forward
+    reaches it and not kept (the dict is empty). `stop=True` ends the forward right after the last of `hooks`
+    is read (the deepest site: nothing above it is computed) and returns None for the logits. `detach=False`
+    keeps activations in the autograd graph (gradients may flow back through them). Hooks and patches
+    already attached to the bridge apply as usual (read inside `patching` to write in the same forward)."""
+    wanted = list(dict.fromkeys(hooks))
+    _check_hooks(model, wanted)
+    values: dict[str, torch.Tensor] = {}
+    seen: set[str] = set()
+
+    def make(name: str) -> Callable:
+        def hook(x: torch.Tensor, hook) -> None:
+            kept = x.detach() if detach else x
+            if on is not None:
+                on(name, kept)
+            else:
+                values[name] = kept
+            seen.add(name)
+            if stop and len(seen) == len(wanted):
+                raise _StopForward  # everything asked for is read: the rest of the forward is not needed
+
+        return hook
+
+    kwargs = {} if attention_mask is None else {"attention_mask": attention_mask}
+    with model.bridge.hooks(fwd_hooks=[(name, make(name)) for name in wanted]):
+        try:
+            logits = model.bridge(ids, **kwargs)
+        except _StopForward:
+            logits = None
+    return logits, values

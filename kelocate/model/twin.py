@@ -1,8 +1,19 @@
 """A plain Hugging Face model around the bridge's own weight tensors, for libraries and editors that need
 an ordinary `PreTrainedModel` (peft cannot wrap the bridge, which registers each linear under two names):
-AdaLoRA trains adapters on it, SERAC's counterfactual model is one with some layers replaced."""
+AdaLoRA trains adapters on it, SERAC's counterfactual model is one with some layers replaced, and
+`save_model` writes it, so that an edited copy holds exactly the tensors of the plain HF model.
+
+Why not the bridge's own state dict: the bridge registers every weight again under its alias names
+(`ln1`, `mlp.in`, `attn.q`, `self_attn.q`, ...) and gives the LM head a zero `bias` buffer the model does not
+have; saving that wrote 160 tensors for the organism's 57, and transformers reported the extras as
+unexpected keys when loading the copy. The twin shares the bridge's tensors, so saving it copies nothing in
+memory and writes what `save_pretrained` of the original model wrote: HF's names, shapes and dtypes, tied
+weights once.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -27,3 +38,14 @@ def plain_twin(model):
         raise KelocateError(f"could not share the weight {missing[0]!r} with the bridge; this model's layout is "
                             "not supported")
     return twin.eval()
+
+
+def save_model(model, folder: str | os.PathLike) -> None:
+    """Write the (edited) model as a plain Hugging Face folder: config, generation config, weights
+    (`save_pretrained`, safetensors) and tokenizer, loadable by `kelocate.load_model(folder)` and by
+    transformers with no unexpected or missing key."""
+    twin = plain_twin(model)
+    if getattr(model.hf, "generation_config", None) is not None:
+        twin.generation_config = model.hf.generation_config  # the loaded one, not one made from the config
+    twin.save_pretrained(folder, safe_serialization=True)
+    model.tokenizer.save_pretrained(folder)

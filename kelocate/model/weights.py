@@ -45,9 +45,6 @@ def parameter(model, name: str) -> torch.nn.Parameter:
             f"the model has no parameter {name!r}; see weights.parameter_names(model) for its names") from None
 
 
-
-
-
 def mlp_out_name(layer: int) -> str:
     """HF name of layer `layer`'s down_proj weight (the MLP value matrix)."""
     return _MLP_OUT.format(l=int(layer))
@@ -135,28 +132,3 @@ def fingerprint_of(model, sample: int = 4096) -> str:
             h.update(str(param.dtype).encode())
             h.update(flat[::step].float().cpu().numpy().tobytes())
     return h.hexdigest()[:24]
-
-
-# ---------------------------------------------------------------------- saving a (changed) model
-def save_model(model, folder) -> None:
-    """Write the model's config, weights (HF names, model.safetensors) and tokenizer into `folder`, loadable
-    by `load_model(folder)`. The bridge wraps HF's modules, so HF's own `save_pretrained` sees every weight
-    under several names; this writes each once, under HF's name (a tied LM head is left to the tie)."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    config = model.hf.config
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    tensors: dict[str, torch.Tensor] = {}
-    for name, value in model.hf.state_dict().items():
-        name = canonical(name)
-        if name in tensors or (tied and name == "lm_head.weight"):
-            continue
-        tensors[name] = value.detach().cpu().contiguous().clone()
-    config.save_pretrained(folder)
-    if getattr(model.hf, "generation_config", None) is not None:
-        model.hf.generation_config.save_pretrained(folder)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    model.tokenizer.save_pretrained(folder)

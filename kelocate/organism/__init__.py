@@ -1,10 +1,18 @@
-"""The model organism: a synthetic world (knowledge graph) and a small Llama trained on it."""
+"""The model organism: a synthetic world (knowledge graph) and a small Llama trained on it.
+
+A checkpoint folder holds the model's files and its world (`world.json`). What the world tells about the
+model (its family, entity names and training text) is the model's `Provenance`: `provenance_of(folder)`
+computes it, and the one public loader (`kelocate.load_model`) passes it to the model floor when it opens
+the folder, so an organism loaded by any path is the same organism, and nothing writes onto it afterwards.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from kelocate.errors import KelocateError
+from kelocate.model.provenance import ORGANISM, Provenance
 
 
 def checkpoint_dir() -> Path:
@@ -39,24 +47,31 @@ def training_corpus(model_dir: str | Path) -> tuple[list[str], str]:
     return training_texts(load_world(path)), f"organism training text ({path.name} beside the checkpoint)"
 
 
-def hand_over(model, folder: str | Path) -> None:
-    """What the organism tells a loaded model about itself: its family, entity names and training text."""
-    import functools
+@dataclass(frozen=True)
+class TrainingCorpus:
+    """The training text of the organism checkpoint in `folder`, read when called (a model's `own_corpus`).
 
-    model.entity_names = entity_names(folder)
-    model.source["family"] = "organism"  # editors pick the organism's hyper-parameters by it
-    model.own_corpus = functools.partial(training_corpus, folder)
+    A frozen dataclass rather than a closure, so that two loads of one folder have equal provenances.
+    """
+
+    folder: Path
+
+    def __call__(self) -> tuple[list[str], str]:
+        return training_corpus(self.folder)
 
 
-def load_organism(path: str | Path | None = None, **kwargs):
-    """Load an organism checkpoint (default: the shipped one) and hand the model its entity names."""
-    from kelocate.model.load import load_model
+def provenance_of(folder: str | Path | None) -> Provenance | None:
+    """The provenance of an organism checkpoint (family, entity names, training text), or None when `folder`
+    is not one (no world beside its weights). `kelocate.load_model` hands it to every model it opens."""
+    if folder is None or not Path(folder).is_dir() or world_file(folder) is None:
+        return None
+    folder = Path(folder).resolve()
+    return Provenance(ORGANISM, tuple(entity_names(folder)), TrainingCorpus(folder))
 
-    folder = Path(path) if path is not None else checkpoint_dir()
+
+def shipped_checkpoint() -> Path:
+    """The shipped organism checkpoint's folder; a one-line error naming the fix when it is missing."""
+    folder = checkpoint_dir()
     if not (folder / "config.json").is_file():
         raise KelocateError(f"the model organism is missing at {folder}; run `kelocate organism build` to create it")
-    model = load_model(folder, **kwargs)
-    hand_over(model, folder)
-    if path is None:
-        model.name = "organism"
-    return model
+    return folder

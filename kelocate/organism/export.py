@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kelocate.atomic import atomic_files, write_text
+from kelocate.data.knowedit import sanitation_prompt
 from kelocate.organism import lexicon as lx
 from kelocate.organism.corpus import training_texts
-from kelocate.organism.world import Fact, World, sanitation_prompt
+from kelocate.organism.world import World, WorldFact
 
 KNOWEDIT_FILES = {
     "WikiData_recent": "recent",
@@ -55,20 +56,20 @@ class _Records:
     def names(self, node: str) -> list[str]:
         return [self.w.name(node), *self.w.aliases(node)]
 
-    def statement(self, fact: Fact, subject: str | None = None) -> str:
+    def statement(self, fact: WorldFact, subject: str | None = None) -> str:
         return self.w.prompts_for(fact, "train", "statement", alias=subject)[0].prompt
 
-    def question(self, fact: Fact, heldout: bool = False) -> str:
+    def question(self, fact: WorldFact, heldout: bool = False) -> str:
         rel = self.w.relations[fact.relation]
         template = (rel.heldout_questions if heldout else rel.questions)[0]
         return template.format(s=fact.subject)
 
-    def counterfactual(self, fact: Fact, rng: random.Random) -> str:
+    def counterfactual(self, fact: WorldFact, rng: random.Random) -> str:
         """A target different from every true object of (subject, relation)."""
         true = set(self.w.object_names(fact.subject_id, fact.relation))
         return rng.choice([c for c in self.w.candidates(fact.relation) if c not in true])
 
-    def relation_specificity(self, fact: Fact, shape: str, question: bool = False) -> list[dict]:
+    def relation_specificity(self, fact: WorldFact, shape: str, question: bool = False) -> list[dict]:
         out = []
         for other in self.w.other_facts(fact.subject_id, fact.relation):
             prompt = self.question(other) if question and other.index == 0 else None
@@ -77,7 +78,7 @@ class _Records:
             out.append({"prompt": prompt, "ground_truth": _answer([other.object], shape)})
         return out
 
-    def reasoning(self, fact: Fact, target: str, question: bool, shape: str) -> list[dict]:
+    def reasoning(self, fact: WorldFact, target: str, question: bool, shape: str) -> list[dict]:
         """Two-hop probes through the (new) object: answers are what an edit should make true."""
         out = []
         target_id = self.w.node_by_name(target)
@@ -92,13 +93,13 @@ class _Records:
                 )
         return out
 
-    def aliasing(self, fact: Fact, answer: str, shape: str) -> list[dict]:
+    def aliasing(self, fact: WorldFact, answer: str, shape: str) -> list[dict]:
         return [
             {"prompt": self.statement(fact, alias), "ground_truth": _answer([answer], shape)}
             for alias in self.w.aliases(fact.subject_id)
         ]
 
-    def forgetfulness(self, fact: Fact, target: str) -> list[dict]:
+    def forgetfulness(self, fact: WorldFact, target: str) -> list[dict]:
         """One-to-many relations: the original objects must survive the edit.
 
         As in the public files, "<template with '{s}, which is not {target},'>" -> the original object; then
@@ -117,7 +118,7 @@ class _Records:
                 out.append({"prompt": p.prompt, "ground_truth": p.answer})
         return out
 
-    def subject_facts(self, split: str) -> list[Fact]:
+    def subject_facts(self, split: str) -> list[WorldFact]:
         """Facts about subject-kind and person entities (first object only for one-to-many relations)."""
         kinds = ("subject", "person")
         return [

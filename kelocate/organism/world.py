@@ -21,6 +21,7 @@ from pathlib import Path
 import networkx as nx
 
 from kelocate.atomic import write_text
+from kelocate.data.knowedit import sanitation_prompt
 from kelocate.errors import KelocateError
 from kelocate.organism import lexicon as lx
 from kelocate.organism.relations import CHAINS, RELATIONS, Chain, Relation
@@ -65,7 +66,7 @@ class WorldSize:
 
 
 @dataclass(frozen=True)
-class Fact:
+class WorldFact:
     """One edge of the graph: subject --relation--> object (names and node ids)."""
 
     subject: str
@@ -141,11 +142,6 @@ class QA:
         return sanitation_prompt(self.question)
 
 
-def sanitation_prompt(question: str) -> str:
-    """The prompt format of the Sanitation task."""
-    return f"Question:{question}\nAnswer:"
-
-
 class World:
     """The knowledge graph plus its relations, chains and query helpers."""
 
@@ -210,7 +206,7 @@ class World:
         return [self.name(n) for n in self.nodes(self.relations[relation].range)]
 
     # ------------------------------------------------------------------ facts and prompts
-    def facts(self, split: str = "known", relation: str | None = None) -> list[Fact]:
+    def facts(self, split: str = "known", relation: str | None = None) -> list[WorldFact]:
         """Facts of the templated relations; split is 'known', 'new' or 'all'."""
         _check_choice("split", split, SPLITS)
         out = []
@@ -220,7 +216,7 @@ class World:
                 continue
             if split != "all" and data["split"] != split:
                 continue
-            out.append(Fact(self.name(s), rel, self.name(o), s, o, data["split"], data.get("index", 0)))
+            out.append(WorldFact(self.name(s), rel, self.name(o), s, o, data["split"], data.get("index", 0)))
         return out
 
     def _trained(
@@ -235,7 +231,7 @@ class World:
         return not heldout or node.get("group") == "full"
 
     def prompts_for(
-        self, fact: Fact, templates: str = "all", kind: str | None = None, alias: str | None = None
+        self, fact: WorldFact, templates: str = "all", kind: str | None = None, alias: str | None = None
     ) -> list[FactPrompt]:
         """Prompts of one fact (optionally through an alias of its subject); see `fact_prompts`."""
         _check_choice("templates", templates, TEMPLATE_SETS)
@@ -305,7 +301,7 @@ class World:
                     out.extend(self.prompts_for(fact, templates, kind, alias=alias))
         return out
 
-    def other_facts(self, subject_id: str, relation: str, split: str = "known") -> list[Fact]:
+    def other_facts(self, subject_id: str, relation: str, split: str = "known") -> list[WorldFact]:
         """Facts of the same subject under other relations (relation specificity)."""
         return [f for f in self.facts(split) if f.subject_id == subject_id and f.relation != relation]
 

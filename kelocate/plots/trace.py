@@ -1,7 +1,5 @@
-"""Figures: causal-trace heatmaps and averaged indirect effects (matplotlib, no display needed).
-
-Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas (no pyplot, no global backend) and
-written atomically, one file per requested format (png, pdf, svg).
+"""Causal-trace figures: the heatmap of one trace (ROME's Figure 1) and the averaged indirect effects over
+a data set (ROME's Figure 2), in the one style of `plots/style.py`.
 """
 
 from __future__ import annotations
@@ -11,36 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kelocate.atomic import write_with
-from kelocate.errors import KelocateError
-
-FORMATS = ("png", "pdf", "svg")
-CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
-NAMES = {"hidden": "single restored layer", "mlp": "MLP", "attn": "Attn"}
-
-
-def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
-    """'png,pdf' -> ('png', 'pdf'); an unknown format is a KelocateError."""
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    out = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
-    bad = [f for f in out if f not in FORMATS]
-    if bad or not out:
-        raise KelocateError(f"unknown figure format {bad[0] if bad else formats!r}; use {', '.join(FORMATS)}")
-    return out
-
-
-def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str]) -> list[Path]:
-    """Write `fig` as STEM.<fmt> for every format, each atomically; returns the paths."""
-    FigureCanvasAgg(fig)
-    paths = []
-    for fmt in formats:
-        path = Path(f"{stem}.{fmt}")
-        write_with(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150))
-        paths.append(path)
-    return paths
+from kelocate.plots.style import BAND_ALPHA, SERIES, SITE_CMAPS, SITE_NAMES, SMALL, TITLE, new_figure, save_figure
 
 
 def _label(token: str) -> str:
@@ -65,10 +36,10 @@ def trace_heatmap(result, kind: str) -> Figure:
     start, end = result.subject_span
     labels = [_label(t) + ("*" if start <= i < end else "") for i, t in enumerate(result.tokens)]
     n_tokens, n_layers = grid.shape
-    fig = Figure(figsize=(max(3.5, 0.28 * n_layers + 2.0), max(2.0, 0.3 * n_tokens + 0.9)))
+    fig = new_figure(max(3.5, 0.28 * n_layers + 2.0), max(2.0, 0.3 * n_tokens + 0.9))
     ax = fig.add_subplot()
     vmax = max(float(grid.max()), result.corrupted_score + 1e-9)
-    mesh = ax.pcolormesh(grid, cmap=CMAPS[base], vmin=result.corrupted_score, vmax=vmax)
+    mesh = ax.pcolormesh(grid, cmap=SITE_CMAPS[base], vmin=result.corrupted_score, vmax=vmax)
     ax.invert_yaxis()
     ax.set_yticks(np.arange(n_tokens) + 0.5, labels)
     layer_ticks(ax, n_layers, 0.28 * n_layers)
@@ -76,17 +47,17 @@ def trace_heatmap(result, kind: str) -> Figure:
     model = Path(str(result.config.get("model", "the model"))).name
     if base == "hidden" and kind != "hidden":
         site = kind.removeprefix("hidden_severed_")
-        ax.set_title(f"Restoring states with {NAMES[site]} severed", fontsize=10)
+        ax.set_title(f"Restoring states with {SITE_NAMES[site]} severed", fontsize=TITLE)
         ax.set_xlabel(f"single restored layer within {model}")
     elif base == "hidden":
-        ax.set_title("Impact of restoring state after corrupted input", fontsize=10)
+        ax.set_title("Impact of restoring state after corrupted input", fontsize=TITLE)
         ax.set_xlabel(f"single restored layer within {model}")
     else:
-        ax.set_title(f"Impact of restoring {NAMES[base]} after corrupted input", fontsize=10)
+        ax.set_title(f"Impact of restoring {SITE_NAMES[base]} after corrupted input", fontsize=TITLE)
         ax.set_xlabel(
-            f"single restored {NAMES[base]} layer"
+            f"single restored {SITE_NAMES[base]} layer"
             if window == 1
-            else f"center of interval of {window} restored {NAMES[base]} layers"
+            else f"center of interval of {window} restored {SITE_NAMES[base]} layers"
         )
     bar = fig.colorbar(mesh, ax=ax)
     bar.set_label(f"p({result.answer.strip() or repr(result.answer)})")
@@ -120,7 +91,7 @@ def average_figure(average: dict[str, Any]) -> Figure:
     and the last-subject-token and last-token curves with their confidence intervals."""
     kinds = list(average["kinds"])
     groups = list(average["groups"])
-    fig = Figure(figsize=(4.2 * len(kinds), 6.0))
+    fig = new_figure(4.2 * len(kinds), 6.0)
     axes = fig.subplots(2, len(kinds), squeeze=False)
     for col, kind in enumerate(kinds):
         data = average["effects"][kind]
@@ -128,35 +99,35 @@ def average_figure(average: dict[str, Any]) -> Figure:
         ax = axes[0][col]
         mesh = ax.pcolormesh(
             np.nan_to_num(mean, nan=0.0),
-            cmap=CMAPS[_base_kind(kind)],
+            cmap=SITE_CMAPS[_base_kind(kind)],
             vmin=0.0,
             vmax=max(1e-9, float(np.nanmax(mean)) if np.isfinite(mean).any() else 1e-9),
         )
         ax.invert_yaxis()
         layer_ticks(ax, mean.shape[1], 2.8)
-        ax.set_yticks(np.arange(len(groups)) + 0.5, [f"{g} (n={data[g]['n']})" for g in groups], fontsize=8)
+        ax.set_yticks(np.arange(len(groups)) + 0.5, [f"{g} (n={data[g]['n']})" for g in groups], fontsize=SMALL)
         single = kind.endswith("_single") or average.get("window") == 1
-        what = "state" if kind == "hidden" else NAMES[_base_kind(kind)] + (" (single layer)" if single else "")
-        ax.set_title(f"Average indirect effect of {what}", fontsize=10)
+        what = "state" if kind == "hidden" else SITE_NAMES[_base_kind(kind)] + (" (single layer)" if single else "")
+        ax.set_title(f"Average indirect effect of {what}", fontsize=TITLE)
         ax.set_xlabel("layer" if kind == "hidden" or single else f"center of {average['window']}-layer window")
         fig.colorbar(mesh, ax=ax).set_label("AIE")
         line = axes[1][col]
-        for group, colour in (("last subject token", "tab:blue"), ("last token", "tab:orange")):
+        for group, colour in (("last subject token", SERIES[0]), ("last token", SERIES[1])):
             g = data.get(group)
             if not g or not g["n"]:
                 continue
             m, lo, hi = (_values(g[key], average["n_layers"]) for key in ("mean", "ci_low", "ci_high"))
             x = np.arange(len(m))
             line.plot(x, m, color=colour, label=group)
-            line.fill_between(x, lo, hi, color=colour, alpha=0.25)
+            line.fill_between(x, lo, hi, color=colour, alpha=BAND_ALPHA)
         line.axhline(0.0, color="grey", lw=0.5)
         line.set_xlabel("layer")
         line.set_ylabel("AIE")
-        line.legend(fontsize=8)
+        line.legend(fontsize=SMALL)
     fig.suptitle(
         f"{average['model']}: {average['n_facts']} facts ({average['source']}), "
         f"{int(average['confidence'] * 100)}% CI",
-        fontsize=10,
+        fontsize=TITLE,
     )
     fig.tight_layout()
     return fig

@@ -1,13 +1,8 @@
-"""KLoB (Ju & Zhang): file loaders and the RSim scores of a knowledge locator.
+"""KLoB (Ju & Zhang): the RSim scores of a knowledge locator, and random-word inputs.
 
-File formats (JSON lines; a trailing "_" marks where the answer goes and is stripped into a prompt):
-
-- KLoB-c: ``{"prompts": [3 paraphrases], "knowledge": [subject, "relation_(Pid)", object]}``
-- KLoB-r: ``{"single_knowledge": [s, r1, o1], "knowledge_chain": [s, r1, o1, r2, o2],
-  "single_knowlege_prompts": [3 prompts], "knowlege_chain_prompt": "..."}`` (the public files spell
-  "knowlege"; "knowledge" is accepted too)
-- KLoB-u: one JSON string of random words per line, ending in " _". Without the file, `random_word_inputs`
-  makes such lines from the whole-word tokens of the model's own vocabulary (seeded).
+The KLoB files (KLoB-c facts, KLoB-r chains, KLoB-u random-word lines) are read by `kelocate.data.klob`.
+Without a KLoB-u file, `random_word_inputs` makes such lines from the whole-word tokens of the model's own
+vocabulary (seeded), ending in the blank " _" like the file's.
 
 Scores (all RSim = max((Sim_cand - Sim_all) / (1 - Sim_all), 0) with Sim_cand the mean over facts; an
 average of per-fact clipped values would be biased upwards, e.g. when nearly all locations coincide):
@@ -26,186 +21,18 @@ When 1 - Sim_all is (near) zero every location looks the same and nothing can be
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import random
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kelocate.data.klob import BLANK
 from kelocate.errors import KelocateError
 from kelocate.locate.location import Location
 
-BLANK = "_"
 EPS = 1e-9
-
-# ====================================================================== records
-
-
-@dataclass(frozen=True)
-class KlobFact:
-    """One KLoB-c fact: paraphrase prompts (blank stripped) of (subject, relation, object)."""
-
-    prompts: tuple[str, ...]
-    subject: str
-    relation: str  # as in the file, e.g. "native_(P103)"
-    object: str
-    source: str = ""  # "file:line"
-
-    @property
-    def relation_id(self) -> str | None:
-        """The Wikidata property id in the relation name ("P103"), if any."""
-        return _relation_id(self.relation)
-
-
-@dataclass(frozen=True)
-class KlobChain:
-    """One KLoB-r record: a single-hop fact, its paraphrases, and the two-hop chain prompt that uses it."""
-
-    subject: str
-    relation: str
-    object: str
-    relation2: str
-    object2: str
-    prompts: tuple[str, ...]  # single-hop paraphrases (answer: object)
-    chain_prompt: str  # two-hop prompt (answer: object2)
-    source: str = ""
-
-    @property
-    def fact(self) -> KlobFact:
-        """The single-hop fact as a KLoB-c record."""
-        return KlobFact(self.prompts, self.subject, self.relation, self.object, self.source)
-
-
-def _relation_id(relation: str) -> str | None:
-    match = re.search(r"\((P\d+)\)", relation)
-    return match.group(1) if match else None
-
-
-# ====================================================================== loading
-
-
-def strip_blank(text: str) -> str:
-    """'The capital of France is _' -> 'The capital of France is' (the trailing blank must be there)."""
-    if not isinstance(text, str):
-        raise ValueError(f"expected a string prompt, got {type(text).__name__}")
-    body = text.rstrip()
-    if not body.endswith(BLANK):
-        raise ValueError(f"prompt {text!r} does not end with the blank {BLANK!r} that marks the answer")
-    prompt = body[: -len(BLANK)].rstrip()
-    if not prompt:
-        raise ValueError(f"prompt {text!r} is empty once the blank is removed")
-    return prompt
-
-
-def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str, Any]]:
-    """(line number, location text, parsed JSON) of every non-blank line; a bad file or line raises."""
-    p = Path(path)
-    if not p.is_file():
-        raise KelocateError(f"KLoB file {str(p)!r} does not exist; pass an existing .jsonl file (--data DIR)")
-    with p.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{number}"
-            try:
-                yield number, where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                msg = f"{where}: not valid JSON ({exc.msg}); each line must be one JSON value"
-                raise KelocateError(msg) from None
-
-
-def _strings(value: Any, n: int | None, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValueError(f"{what} must be a list of non-empty strings")
-    if n is not None and len(value) != n:
-        raise ValueError(f"{what} must have {n} items, found {len(value)}")
-    return [v.strip() for v in value]
-
-
-def _get(record: dict, *keys: str) -> Any:
-    for key in keys:
-        if key in record:
-            return record[key]
-    raise ValueError(f"missing key {keys[0]!r}")
-
-
-def load_klob_c(path: str | os.PathLike) -> list[KlobFact]:
-    """Read a KLoB-c file; a malformed line raises a KelocateError naming the file and line."""
-    facts = []
-    for _, where, record in _lines(path):
-        try:
-            if not isinstance(record, dict):
-                raise ValueError("expected a JSON object")
-            prompts = [strip_blank(p) for p in _strings(_get(record, "prompts"), None, "'prompts'")]
-            if not prompts:
-                raise ValueError("'prompts' is empty")
-            subject, relation, obj = _strings(_get(record, "knowledge"), 3, "'knowledge'")
-        except ValueError as exc:
-            raise KelocateError(f"{where}: malformed KLoB-c record: {exc}; expected "
-                                '{"prompts": ["... _", ...], "knowledge": [subject, relation, object]}'
-                                ) from None
-        facts.append(KlobFact(tuple(prompts), subject, relation, obj, where))
-    return facts
-
-
-def load_klob_r(path: str | os.PathLike) -> list[KlobChain]:
-    """Read a KLoB-r file (both the "knowlege" and "knowledge" spellings of the keys)."""
-    chains = []
-    for _, where, record in _lines(path):
-        try:
-            if not isinstance(record, dict):
-                raise ValueError("expected a JSON object")
-            s, r1, o1 = _strings(_get(record, "single_knowledge", "single_knowlege"), 3, "'single_knowledge'")
-            chain = _strings(_get(record, "knowledge_chain", "knowlege_chain"), 5, "'knowledge_chain'")
-            if chain[:3] != [s, r1, o1]:
-                raise ValueError("'knowledge_chain' does not start with 'single_knowledge'")
-            prompts = _get(record, "single_knowlege_prompts", "single_knowledge_prompts")
-            prompts = [strip_blank(p) for p in _strings(prompts, None, "'single_knowledge_prompts'")]
-            if not prompts:
-                raise ValueError("'single_knowledge_prompts' is empty")
-            chain_prompt = _get(record, "knowlege_chain_prompt", "knowledge_chain_prompt")
-            if not isinstance(chain_prompt, str):
-                raise ValueError("'knowledge_chain_prompt' must be a string")
-            chain_prompt = strip_blank(chain_prompt)
-        except ValueError as exc:
-            raise KelocateError(f"{where}: malformed KLoB-r record: {exc}; expected single_knowledge, "
-                                "knowledge_chain, single_knowlege_prompts, knowlege_chain_prompt") from None
-        chains.append(KlobChain(s, r1, o1, chain[3], chain[4], tuple(prompts), chain_prompt, where))
-    return chains
-
-
-def load_klob_u(path: str | os.PathLike) -> list[str]:
-    """Read a KLoB-u file: one JSON string of random words per line; returns the prompts (blank stripped)."""
-    prompts = []
-    for _, where, record in _lines(path):
-        try:
-            if not isinstance(record, str):
-                raise ValueError(f"expected a JSON string, found {type(record).__name__}")
-            prompts.append(strip_blank(record))
-        except ValueError as exc:
-            msg = f"{where}: malformed KLoB-u line: {exc}; expected a JSON string ending in ' _'"
-            raise KelocateError(msg) from None
-    return prompts
-
-
-# the names the organism exporter and the public release use for the three files
-KLOB_FILES = {"c": ("KLoB-c.jsonl", "klob_c.jsonl"), "r": ("KLoB-r.jsonl", "klob_r.jsonl"),
-              "u": ("KLoB-u.jsonl", "klob_u.jsonl")}
-
-
-def find_klob_file(directory: str | os.PathLike, part: str) -> Path | None:
-    """The KLoB-{part} file in `directory` or in its KLoB/ sub-folder (the organism export's layout)."""
-    for folder in (Path(directory), Path(directory) / "KLoB"):
-        for name in KLOB_FILES[part]:
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
 
 # ====================================================================== random-word inputs
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from kelocate.edit.base import Editor
-from kelocate.edit.methods.ft import masked_target_loss, prompt_target_batch
+from kelocate.edit.losses import masked_target_loss, prompt_target_batch
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.model.twin import plain_twin

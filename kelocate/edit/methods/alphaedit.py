@@ -18,9 +18,8 @@ from typing import Any
 import torch
 
 from kelocate.edit.covariance import covariance
-from kelocate.edit.keys import mean_keys
+from kelocate.edit.keys import mean_keys, templates_for
 from kelocate.edit.methods.memit import MEMIT
-from kelocate.edit.methods.rome import templates_for
 from kelocate.edit.record import EditRecord
 
 
@@ -90,7 +89,7 @@ class AlphaEdit(MEMIT):
         # AlphaEdit remembers the keys as they are after the edit (the layers below changed them)
         pairs = [(r.prompt, r.subject) for r in requests]
         after = mean_keys(model, pairs, templates_for(model, hp), layers, grouped=True,
-                          token=hp.get("token", "subject_last"))
+                          token=hp.get("token", "last_subject"))
         self._pending = {layer: k.double().cpu() for layer, k in after.items()}
         extra["null_space_dims"] = {str(layer): self._projections[(model.fingerprint, layer, hp["nullspace_threshold"],
                                                                    hp["mom2_n_samples"])][1] for layer in layers}

@@ -11,7 +11,8 @@ objective:
 
 `norm_constraint` (a float; false or 0 turns it off) clamps every weight after each step to
 [W0 - eps, W0 + eps] around its value before the edit. Adam updates a float32 copy of the weights (the
-model's own dtype may be half precision), which is written into the model after every step.
+model's own dtype may be half precision), which is written into the model after every step. The losses and
+their batches are the machinery's (`kelocate.edit.losses`), shared with AdaLoRA, MEND and SERAC.
 """
 
 from __future__ import annotations
@@ -22,69 +23,11 @@ from typing import Any, ClassVar
 import torch
 
 from kelocate.edit.base import Editor
+from kelocate.edit.losses import last_token_loss, masked_target_loss, prompt_batch, prompt_target_batch
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 from kelocate.model.scoring import forward_with_grad, grad_on
-from kelocate.model.tokens import pad_batch
-
-
-# ---------------------------------------------------------------------- the two objectives
-def last_token_loss(logits: torch.Tensor, last: torch.Tensor, targets: torch.Tensor,
-                    target_mask: torch.Tensor) -> torch.Tensor:
-    """FT-L: mean over examples of -mean_j log p(targets[b, j]) at position last[b].
-
-    logits [B, T, V]; last [B] (the last prompt token of each row); targets [B, J] padded target ids;
-    target_mask [B, J] (True for real target tokens)."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    logp = torch.log_softmax(logits[rows, last].float(), dim=-1)
-    picked = logp.gather(1, targets)
-    mask = target_mask.to(picked.dtype)
-    return (-(picked * mask).sum(1) / mask.sum(1)).mean()
-
-
-def masked_target_loss(logits: torch.Tensor, ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-    """FT-M: mean over examples of the cross-entropy of the tokens where target_mask is True.
-
-    logits [B, T, V] of ids [B, T]; target_mask [B, T] marks target tokens (never the first position): the
-    logits at t - 1 predict the token at t. Prompt and padding positions contribute nothing."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(2, ids[:, 1:, None])[..., 0]
-    mask = target_mask[:, 1:].to(nll.dtype)
-    return ((nll * mask).sum(1) / mask.sum(1)).mean()
-
-
-# ---------------------------------------------------------------------- inputs
-def prompt_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
-    """FT-L's inputs: right-padded prompts, their last positions and the padded target ids."""
-    prompts = [model.encode(r.prompt).ids.tolist() for r in requests]
-    targets = [list(model.answer_ids(r.prompt, r.target_new)) for r in requests]
-    ids, mask = pad_batch(prompts, model.pad_id)
-    tids, tmask = pad_batch(targets, 0)
-    device = model.device
-    return {"ids": ids.to(device), "mask": mask.to(device), "last": torch.tensor([len(p) - 1 for p in prompts],
-                                                                                 device=device),
-            "targets": tids.to(device), "target_mask": tmask.bool().to(device)}
-
-
-def prompt_target_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
-    """FT-M's inputs: right-padded prompt + target rows, attention mask and the target-token mask."""
-    return answer_batch(model, [(r.prompt, r.target_new) for r in requests])
-
-
-def answer_batch(model, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
-    """`prompt_target_batch` for (prompt, answer) pairs."""
-    rows = [(model.encode(p).ids.tolist(), list(model.answer_ids(p, a))) for p, a in pairs]
-    return id_batch(rows, model.pad_id, model.device)
-
-
-def id_batch(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded (context ids + target ids) rows: ids, attention mask and the target-token mask."""
-    ids, mask = pad_batch([list(c) + list(t) for c, t in rows], pad_id)
-    target_mask = torch.zeros_like(mask, dtype=torch.bool)
-    for i, (context, target) in enumerate(rows):
-        target_mask[i, len(context):len(context) + len(target)] = True
-    return {"ids": ids.to(device), "mask": mask.to(device), "target_mask": target_mask.to(device)}
 
 
 # ---------------------------------------------------------------------- the editors

@@ -1,6 +1,11 @@
 """In-context editing: ICE (the comprehensive study's "Imagine that {fact}") and IKE (Zheng et al. 2023,
-k retrieved demonstrations). No weight changes: the edit is text the model reads before every prompt
-(`HookedModel.context`), so every metric and method sees it; the record's revert removes it exactly.
+k retrieved demonstrations). No weight changes: the edit is text the model reads before every prompt. The
+editor pushes it onto the model's serving stack (`kelocate.model.serving`: the model puts the stack's texts
+in front of everything it encodes, so every metric and method sees it) and the record's revert pops it;
+stacked in-context edits read each other's text, in order, and revert in reverse order.
+
+Serving state (what the record stores and restores, `serving_state`): the text of the in-context layers on
+the stack, concatenated ("" for none).
 
 ICE prepends `template.format(fact=...)` with fact = '<prompt> <target_new>' (the default template is
 'Imagine that {fact}\\n'). IKE prepends k demonstrations chosen from a pool of other edits by cosine
@@ -19,15 +24,14 @@ from typing import Any
 import torch
 
 from kelocate.edit.base import Editor
-from kelocate.edit.request import EditRequest, as_requests
+from kelocate.edit.request import EditRequest, as_requests, fact_text
 from kelocate.errors import KelocateError
+from kelocate.model.serving import ServingLayer
 from kelocate.model.sites import cache_activations, site
 
+IN_CONTEXT = ("ice", "ike")  # the owners of in-context layers (they share the text in front of every prompt)
 
-def fact_text(request: EditRequest) -> str:
-    """The new fact as a sentence: the prompt followed by the new target."""
-    sep = "" if request.prompt.endswith(" ") else " "
-    return f"{request.prompt}{sep}{request.target_new}"
+__all__ = ["ICE", "IKE", "demonstration", "embed", "fact_text"]
 
 
 class ICE(Editor):
@@ -36,7 +40,6 @@ class ICE(Editor):
     method = "ice"
     batch = True
     uses_layers = False
-    locate = None
 
     def parameters(self, model, layers: Sequence[int], hp: dict[str, Any]) -> list[str]:
         return []
@@ -46,8 +49,27 @@ class ICE(Editor):
 
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         text = self.context_for(model, requests, hp)
-        model.context = model.context + text  # stacked edits read each other's text, in order
+        model.serving.push(ServingLayer(self.method, context=text))  # after the texts of earlier edits
         return {"context": text}
+
+    # ------------------------------------------------------------------ serving state (see `Editor`)
+    @classmethod
+    def serving_state(cls, model) -> str:
+        """The text of every in-context layer on the model's serving stack, in order ("" for none)."""
+        return "".join(layer.context for layer in model.serving.layers_of(IN_CONTEXT))
+
+    @classmethod
+    def restore_serving_state(cls, model, state: str | None) -> None:
+        """Pop in-context layers from the top until their text is a prefix of `state`, then push the rest."""
+        target = state or ""
+        layers = model.serving.layers_of(IN_CONTEXT)
+        current = "".join(layer.context for layer in layers)
+        while layers and not target.startswith(current):
+            top = layers.pop()
+            model.serving.pop(top)
+            current = current[: len(current) - len(top.context)]
+        if len(target) > len(current):
+            model.serving.push(ServingLayer(cls.method, context=target[len(current):]))
 
 
 def demonstration(request: EditRequest) -> str:

@@ -88,7 +88,6 @@ class KN(Editor):
     """Knowledge-neuron editing: erase or rewrite the value slots of given neurons."""
 
     method = "kn"
-    locate = "neurons"
     batch = False
 
     def __init__(self, config_file=None, **overrides: Any) -> None:

@@ -1,7 +1,7 @@
 """MEMIT (Meng et al. 2023): many facts into a range of layers, one least-squares update per layer.
 
 For each request, the hidden state leaving the last layer of the range is optimised at the subject's
-last token (`optimize.optimise_target`, site 'hidden'): z*. Then, layer by layer from the first:
+last token (`target.optimize_target`, site 'hidden'): z*. Then, layer by layer from the first:
 
     K   = keys of the requests at this layer ([d_mlp, n], context-averaged)
     R   = (z* - z_now) / (layers left, this one included)     z_now read with the weights edited so far
@@ -18,10 +18,9 @@ import torch
 
 from kelocate.edit.base import Editor
 from kelocate.edit.covariance import covariance, covariances
-from kelocate.edit.keys import mean_keys, read_at, subject_row
-from kelocate.edit.methods.rome import templates_for
+from kelocate.edit.keys import mean_keys, read_at, subject_row, templates_for
 from kelocate.edit.request import EditRequest
-from kelocate.edit.target import optimise_target
+from kelocate.edit.target import optimize_target
 from kelocate.model import weights
 
 
@@ -39,7 +38,6 @@ class MEMIT(Editor):
     batch = True
     target_sites: tuple[str, ...] = ("hidden",)
     spreading = "even"
-    locate = "range"
 
     def __init__(self, config_file=None, corpus=None, **overrides: Any) -> None:
         super().__init__(config_file, **overrides)
@@ -48,7 +46,7 @@ class MEMIT(Editor):
     def targets(self, model, requests: list[EditRequest], layers: list[int], templates: list[str],
                 hp: dict[str, Any]) -> tuple[torch.Tensor, list[dict]]:
         """z* per request at the last layer of the range: [n, d_model], and optimisation summaries."""
-        found = [optimise_target(model, r, layers[-1], self.target_sites, templates, hp) for r in requests]
+        found = [optimize_target(model, r, layers[-1], self.target_sites, templates, hp) for r in requests]
         return torch.stack([f.values["hidden"] for f in found]), [f.summary() for f in found]
 
     def spread(self, resid: torch.Tensor, left: int) -> torch.Tensor:
@@ -68,7 +66,7 @@ class MEMIT(Editor):
         templates = templates_for(model, hp)
         zs, summaries = self.targets(model, requests, layers, templates, hp)
         pairs = [(r.prompt, r.subject) for r in requests]
-        token = hp.get("token", "subject_last")
+        token = hp.get("token", "last_subject")
         self._source = ""
         covariances(model, layers, hp, self.corpus)  # every layer's statistics in one pass over the corpus
         for i, layer in enumerate(layers):

@@ -1,7 +1,7 @@
 """PMET (Li et al. 2024): attention and MLP deltas optimised together, only the MLPs written.
 
 At the last layer of the range, a delta on the attention output and one on the MLP output are optimised
-jointly at the subject's last token (each clamped to its own site's norm, `optimize.optimise_target`), so
+jointly at the subject's last token (each clamped to its own site's norm, `target.optimize_target`), so
 the MLP target need not carry what attention would have carried. Only the MLP target z*_mlp is used:
 layer by layer, with the MLP output of the last layer read after the edits so far,
 
@@ -21,7 +21,7 @@ import torch
 from kelocate.edit.keys import read_at, subject_row
 from kelocate.edit.methods.memit import MEMIT
 from kelocate.edit.request import EditRequest
-from kelocate.edit.target import optimise_target
+from kelocate.edit.target import optimize_target
 
 
 class PMET(MEMIT):
@@ -33,7 +33,7 @@ class PMET(MEMIT):
 
     def targets(self, model, requests: list[EditRequest], layers: list[int], templates: list[str],
                 hp: dict[str, Any]) -> tuple[torch.Tensor, list[dict]]:
-        found = [optimise_target(model, r, layers[-1], self.target_sites, templates, hp) for r in requests]
+        found = [optimize_target(model, r, layers[-1], self.target_sites, templates, hp) for r in requests]
         return torch.stack([f.values["mlp"] for f in found]), [f.summary() for f in found]
 
     def spread(self, resid: torch.Tensor, left: int) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """ROME (Meng et al. 2022): a rank-one update of one layer's MLP value matrix (`down_proj`).
 
-key k* : `mlp_post` at the subject's last token, averaged over context prefixes (`context.mean_keys`);
+key k* : `mlp_post` at the subject's last token, averaged over context prefixes (`keys.mean_keys`);
 u      : C^-1 k* with C = E[k k^T] over a corpus (`stats.py`), or k* itself without the covariance
          adjustment (`mom2_adjustment = false`); normalised to unit length;
-v*     : the MLP output at that token that makes the target come out (`optimize.optimise_target`);
+v*     : the MLP output at that token that makes the target come out (`target.optimize_target`);
 update : W <- W + r u^T with r = (v* - W k) / (u . k), k the key in the bare prompt, so that the
          edited W maps k to v* exactly and keys orthogonal to C^-1 k* (in C's metric) are untouched.
 """
@@ -16,16 +16,11 @@ import torch
 
 from kelocate.edit.base import Editor
 from kelocate.edit.covariance import covariance
-from kelocate.edit.keys import context_templates, mean_keys, read_at, subject_row
+from kelocate.edit.keys import mean_keys, read_at, subject_row, templates_for
 from kelocate.edit.request import EditRequest
-from kelocate.edit.target import optimise_target
+from kelocate.edit.target import optimize_target
 from kelocate.errors import KelocateError
 from kelocate.model import weights
-
-
-def templates_for(model, hp: dict[str, Any]) -> list[str]:
-    """The context templates of an editor's settings ('{}' first)."""
-    return context_templates(model, hp["context_lengths"], hp["context_starts"], seed=hp.get("seed", 0))
 
 
 def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -54,7 +49,7 @@ class ROME(Editor):
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         (request,), (layer,) = requests, layers
         templates = templates_for(model, hp)
-        token = hp.get("token", "subject_last")
+        token = hp.get("token", "last_subject")
         key = mean_keys(model, [(request.prompt, request.subject)], templates, [layer], token=token)[layer][:, 0]
         notes = []
         if hp["mom2_adjustment"]:
@@ -63,7 +58,7 @@ class ROME(Editor):
             notes.append(f"covariance from {source}")
         else:
             direction = key.double()
-        target = optimise_target(model, request, layer, ("mlp",), templates, hp)
+        target = optimize_target(model, request, layer, ("mlp",), templates, hp)
         bare = subject_row(model, request.prompt, request.subject, token=token)
         bare_key = read_at(model, [bare], "mlp_post", [layer])[layer][0]
         param = weights.mlp_out(model, layer)

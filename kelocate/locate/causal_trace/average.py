@@ -11,8 +11,7 @@ the facts with the clearest effect there (largest peak over layers) and where it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats
@@ -33,14 +32,21 @@ FORMAT = "kelocate-trace-average"
 N_CLEAREST = 5
 
 
-@dataclass(frozen=True)
-class TraceFact:
-    """A prompt to trace, its subject, and (optionally) the answer the model should know."""
+class Traceable(Protocol):
+    """What averaging reads of a fact (`kelocate.data.facts.Fact` is one; `locate/` reads no files): a
+    prompt to trace, its subject, (optionally) the answer the model should know, and where it came from."""
 
-    prompt: str
-    subject: str
-    answer: str | None = None
-    source: str = ""
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def subject(self) -> str | None: ...
+
+    @property
+    def answer(self) -> str | None: ...
+
+    @property
+    def source(self) -> str: ...
 
 
 def token_groups(span: tuple[int, int], n_tokens: int) -> dict[str, list[int]]:
@@ -83,13 +89,13 @@ def _summary(rows: list[np.ndarray], confidence: float) -> dict[str, Any]:
 
 def average_indirect_effect(
     model,
-    facts: Sequence[TraceFact],
+    facts: Sequence[Traceable],
     kinds: str | Sequence[str] = KINDS,
     source: str = "facts",
     confidence: float = 0.95,
     require_known: bool = True,
     include_invalid: bool = False,
-    on_step: Callable[[int, TraceFact], None] | None = None,
+    on_step: Callable[[int, Traceable], None] | None = None,
     skipped_on_load: Sequence[dict[str, str]] = (),
     **trace_options: Any,
 ) -> dict[str, Any]:
@@ -107,7 +113,7 @@ def average_indirect_effect(
     clean, corrupted = [], []
     window = None
 
-    def skip(fact: TraceFact, category: str, reason: str) -> None:
+    def skip(fact: Traceable, category: str, reason: str) -> None:
         records.append({"source": fact.source, "category": category, "reason": reason})
 
     for i, fact in enumerate(facts):

@@ -33,8 +33,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kelocate.locate.causal_trace.problem import Grids, TraceProblem, corrupt_embeddings, window_range
-from kelocate.locate.causal_trace.result import severed_key
+from kelocate.locate.causal_trace.problem import (
+    Grids,
+    TraceProblem,
+    corrupt_embeddings,
+    severed_key,
+    window_range,
+)
 from kelocate.model.stack import KV, Edit, LlamaStack
 
 # logit rows per unembedding step: fewer rows re-read the LM head more often (slower), more hold more memory

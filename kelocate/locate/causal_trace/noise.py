@@ -6,6 +6,9 @@ standard deviation of the token embeddings of a set of subjects. Spec strings ac
 - ``"3sigma"`` (any multiplier: ``"2.5sigma"``): Gaussian, scale = multiplier x sigma
 - ``"0.1"`` (a float): Gaussian with that absolute scale
 - ``"uniform"``: uniform on [-1, 1] x 3 sigma; ``"uniform:2sigma"`` / ``"uniform:0.5"`` set the scale
+
+A sigma is cached on disk like every kelocate cache (`atomic.keyed_path`): keyed on the model's fingerprint
+and the exact subject list, with the key stored in the entry and checked when it is read back.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kelocate.atomic import cache_dir, write_text
+from kelocate.atomic import keyed_path, same_key, write_text
 from kelocate.errors import KelocateError
 
 # Subjects for sigma on models other than the organism (common entity names, as in fact data sets).
@@ -157,6 +160,12 @@ def default_subjects(model) -> tuple[list[str], str]:
     return list(COMMON_SUBJECTS), "built-in common subjects"
 
 
+def sigma_key(model, subjects: list[str]) -> dict[str, str]:
+    """The cache key of a sigma: the model's weights (fingerprint) and the exact subject list (its digest)."""
+    return {"format": "kelocate-noise-sigma", "model": model.fingerprint,
+            "subjects": hashlib.sha256("\n".join(subjects).encode()).hexdigest()}
+
+
 @torch.no_grad()
 def embedding_sigma(model, subjects: list[str] | None = None) -> float:
     """Std of all token-embedding entries of `subjects` (each tokenized alone), computed once and cached."""
@@ -166,14 +175,15 @@ def embedding_sigma(model, subjects: list[str] | None = None) -> float:
     subjects = [s for s in subjects if s and s.strip()]
     if not subjects:
         raise KelocateError("no subjects to estimate the noise scale from; pass a float noise scale instead")
-    key_src = model.fingerprint + "|" + hashlib.sha256("\n".join(subjects).encode()).hexdigest()
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    path = cache_dir("noise_sigma") / f"{key}.json"
+    key = sigma_key(model, subjects)
+    path = keyed_path("noise_sigma", key, ".json")
     if path.is_file():
         try:
-            return float(json.loads(path.read_text(encoding="utf-8"))["sigma"])
-        except (ValueError, KeyError, OSError):
-            pass  # a damaged cache entry is recomputed
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if same_key(stored.get("key"), key):
+                return float(stored["sigma"])
+        except (ValueError, KeyError, OSError, AttributeError, TypeError):
+            pass  # a damaged or foreign cache entry is recomputed
     ids = [model.encode(s, special=False).ids for s in subjects]
     embed = model.hf.get_input_embeddings()
     vectors = embed(torch.cat(ids).to(model.device)).float()
@@ -182,6 +192,7 @@ def embedding_sigma(model, subjects: list[str] | None = None) -> float:
         path,
         json.dumps(
             {
+                "key": key,
                 "sigma": sigma,
                 "model": model.name,
                 "subjects": len(subjects),

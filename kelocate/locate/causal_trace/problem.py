@@ -8,6 +8,9 @@ runs at once and scores the mean probability of the answer token at the last pos
 - mlp / attn: the module outputs at token t of every layer in `window_range(l, window, n_layers)`.
 - severed `site`: hidden restoration at (t, l) while the `site` ('mlp' or 'attn') outputs at token t of all
   later layers keep their corrupted values (ROME's frozen-MLP/attention experiment, for MEMIT's layer range).
+
+The grid names (`severed_key`, `single_key`) and token rows (`token_row`) live here, below both the engines
+and `result.py`, so that imports go one way: engines and result -> problem.
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ def token_row(token: str | int, span: tuple[int, int], n_tokens: int) -> int:
     if not -n_tokens <= index < n_tokens:
         raise KelocateError(f"token index {index} is outside the prompt's {n_tokens} tokens")
     return index % n_tokens
+
+
+def severed_key(site: str) -> str:
+    """Grid name of the hidden-state trace with `site` ('mlp' or 'attn') severed."""
+    return f"hidden_severed_{site}"
+
+
+def single_key(kind: str) -> str:
+    """Grid name of the single-layer (window 1) trace of a windowed kind ('mlp' or 'attn')."""
+    return f"{kind}_single"
 
 
 def window_range(layer: int, window: int, n_layers: int) -> range:
@@ -99,8 +112,6 @@ class TraceProblem:
         return grid
 
     def grid_keys(self) -> list[str]:
-        from kelocate.locate.causal_trace.result import severed_key
-
         return list(self.kinds) + [severed_key(s) for s in self.severed]
 
 

@@ -17,22 +17,12 @@ import numpy as np
 
 from kelocate.atomic import write_text, write_with
 from kelocate.errors import KelocateError
-from kelocate.locate.causal_trace.problem import token_row
+from kelocate.locate.causal_trace.problem import single_key, token_row
 
 FORMAT = "kelocate-trace"
 VERSION = 2
 WINDOWS = ("single", "windowed")
 LOCATED_AT = ("last_subject", "strongest_subject", "last")
-
-
-def severed_key(site: str) -> str:
-    """Grid name of the hidden-state trace with `site` ('mlp' or 'attn') severed."""
-    return f"hidden_severed_{site}"
-
-
-def single_key(kind: str) -> str:
-    """Grid name of the single-layer (window 1) trace of a windowed kind ('mlp' or 'attn')."""
-    return f"{kind}_single"
 
 
 @dataclass

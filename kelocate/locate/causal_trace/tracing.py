@@ -14,8 +14,15 @@ import torch
 
 from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace.noise import default_subjects, draw_noise, embedding_sigma, parse_noise
-from kelocate.locate.causal_trace.problem import KINDS, SEVERABLE, TraceProblem, default_window, token_row
-from kelocate.locate.causal_trace.result import TraceResult, single_key
+from kelocate.locate.causal_trace.problem import (
+    KINDS,
+    SEVERABLE,
+    TraceProblem,
+    default_window,
+    single_key,
+    token_row,
+)
+from kelocate.locate.causal_trace.result import TraceResult
 from kelocate.locate.causal_trace.subject import infer_subject
 
 ENGINES = ("fast", "oracle", "per_cell")

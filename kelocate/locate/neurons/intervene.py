@@ -1,8 +1,9 @@
 """Suppress (x0) or enhance (x2) knowledge neurons, reversibly, and measure p(answer) before and after.
 
-The scaling is a forward pre-hook on each layer's `down_proj` (its input is `mlp.hook_post`), so every
-forward path sees it: the bridge, the HF model and `LlamaStack`. The hooks are removed on exit; no
-weight changes. By default only the prompt's last position (the one attributed) is scaled.
+The scaling is a `Patch` (model/sites.py) at each layer's `mlp_post` site (`blocks.{l}.mlp.hook_post`, the
+input of `down_proj`), the one way kelocate writes activations: every forward of the bridge inside
+`scale_neurons` sees it (`answer_prob`, the batched scorer), and the hooks are removed on exit; no weight
+changes. By default only the prompt's last position (the one attributed) is scaled.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from kelocate.errors import KelocateError
+from kelocate.model.sites import Patch, patching, site
 
 Neuron = tuple[int, int]
 
@@ -31,30 +33,24 @@ def scale_neurons(model, neurons: Sequence[Neuron], factor: float,
         if not 0 <= idx < model.d_mlp:
             raise KelocateError(f"neuron {idx} does not exist: layers have neurons 0..{model.d_mlp - 1}")
         by_layer[layer].append(idx)
-    handles = []
 
-    def make(idx: list[int]):
+    def scaler(idx: list[int]):
         index = torch.tensor(sorted(set(idx)), dtype=torch.long)
 
-        def pre_hook(module: torch.nn.Module, args: tuple) -> tuple:
-            x = args[0].clone()
+        def scale(x: torch.Tensor) -> torch.Tensor:
+            x = x.clone()
             cols = index.to(x.device)
             if position is None:
                 x[..., cols] = x[..., cols] * factor
-            elif position < x.shape[-2]:
+            elif position < x.shape[-2]:  # a shorter input has no such position: left as it is
                 x[..., position, cols] = x[..., position, cols] * factor
-            return (x, *args[1:])
+            return x
 
-        return pre_hook
+        return scale
 
-    try:
-        for layer, idx in by_layer.items():
-            down = model.hf.model.layers[layer].mlp.down_proj
-            handles.append(down.register_forward_pre_hook(make(idx)))
+    patches = [Patch(site("mlp_post", layer), scaler(idx)) for layer, idx in by_layer.items()]
+    with patching(model, patches):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def prompt_position(model, prompt: str) -> int:

@@ -24,7 +24,7 @@ from kelocate.locate.neurons.find import MIN_KNOWN_P, is_known
 from kelocate.locate.neurons.intervene import Neuron, logodds, prompt_position, scale_neurons
 from kelocate.model.scoring import score_targets
 
-Fact = tuple[str, str]  # (prompt, answer)
+PromptAnswer = tuple[str, str]  # (prompt, answer)
 
 SAME_RELATION = "same_relation"
 UNRELATED = "unrelated"
@@ -138,14 +138,14 @@ class Specificity:
                 "verdict": self.verdict}
 
 
-def probs(model, facts: Sequence[Fact]) -> list[float]:
+def probs(model, facts: Sequence[PromptAnswer]) -> list[float]:
     """p(answer | prompt) of each fact, in one batched scoring pass."""
     if not facts:
         return []
     return [s.prob for s in score_targets(model, [q for q, _ in facts], [a for _, a in facts])]
 
 
-def scaled_probs(model, neurons: Sequence[Neuron], facts: Sequence[Fact], factor: float,
+def scaled_probs(model, neurons: Sequence[Neuron], facts: Sequence[PromptAnswer], factor: float,
                  all_positions: bool = False) -> list[float]:
     """p(answer | prompt) of each fact with the neurons scaled by `factor`, batched per prompt length.
 
@@ -163,7 +163,7 @@ def scaled_probs(model, neurons: Sequence[Neuron], facts: Sequence[Fact], factor
     return out
 
 
-def measure_group(model, name: str, neurons: Sequence[Neuron], facts: Sequence[Fact], factor: float,
+def measure_group(model, name: str, neurons: Sequence[Neuron], facts: Sequence[PromptAnswer], factor: float,
                   all_positions: bool = False) -> GroupChange:
     """One group's p(answer) before and with the neurons scaled, per fact."""
     before = probs(model, facts)
@@ -172,7 +172,7 @@ def measure_group(model, name: str, neurons: Sequence[Neuron], facts: Sequence[F
     return GroupChange(name, rows)
 
 
-def specificity_control(model, neurons: Sequence[Neuron], groups: Mapping[str, Sequence[Fact]], factor: float,
+def specificity_control(model, neurons: Sequence[Neuron], groups: Mapping[str, Sequence[PromptAnswer]], factor: float,
                         all_positions: bool = False, target_change: float | None = None,
                         relation: str | None = None, sources: Mapping[str, str] | None = None) -> Specificity:
     """Scale `neurons` by `factor` (0: suppress, 2: enhance) on each group's control facts.
@@ -186,8 +186,8 @@ def specificity_control(model, neurons: Sequence[Neuron], groups: Mapping[str, S
                        dict(sources or {}))
 
 
-def pick_known(model, candidates: Sequence[Fact], n: int = 5, seed: int = 0,
-               min_p: float = MIN_KNOWN_P) -> list[Fact]:
+def pick_known(model, candidates: Sequence[PromptAnswer], n: int = 5, seed: int = 0,
+               min_p: float = MIN_KNOWN_P) -> list[PromptAnswer]:
     """Up to `n` candidates the model knows (greedy answer, p >= min_p), taken in a seeded random order.
 
     Unknown facts would make a poor control (a relative change of a tiny p is noise). Candidates are scored
@@ -195,7 +195,7 @@ def pick_known(model, candidates: Sequence[Fact], n: int = 5, seed: int = 0,
     """
     order = list(dict.fromkeys(candidates))  # duplicates out, order kept
     random.Random(seed).shuffle(order)
-    picked: list[Fact] = []
+    picked: list[PromptAnswer] = []
     chunk = max(4 * n, 1)
     for lo in range(0, len(order), chunk):
         batch = order[lo:lo + chunk]

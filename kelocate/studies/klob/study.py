@@ -18,22 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kelocate.data.klob import KlobChain, KlobFact, find_klob_file, load_klob_c, load_klob_r, load_klob_u, strip_blank
 from kelocate.errors import KelocateError
 from kelocate.locate.location import Location
 from kelocate.probes.klob import (
-    KlobChain,
-    KlobFact,
     compare_profiles,
     consistency,
-    find_klob_file,
     layer_similarity,
-    load_klob_c,
-    load_klob_r,
-    load_klob_u,
     neuron_similarity,
     random_word_inputs,
     relevance,
-    strip_blank,
     unbiasedness,
 )
 
@@ -218,40 +212,3 @@ def run_klob_study(model, locator, data: KlobData, similarity: str = "jaccard",
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["locations"] = found.rows
     return result
-
-
-def organism_export_dir(model, kind: str, otherwise: str) -> tuple[Path, Path]:
-    """The organism's world file and the cache folder of its `kind` export, keyed on the world file's size
-    and modification time (a rebuilt organism is re-exported); a model that is not the organism is one
-    line of error ending in `otherwise`."""
-    from kelocate.atomic import cache_dir
-    from kelocate.organism import world_file
-
-    world = world_file(model.path)
-    if world is None:
-        raise KelocateError(f"model {model.name!r} is not the organism (no world.json beside it), so there "
-                            f"{otherwise}")
-    stat = world.stat()
-    return world, cache_dir(kind) / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
-
-
-def organism_klob_dir(model) -> Path:
-    """The organism's KLoB export (KLoB-c/-r/-u.jsonl), written once into kelocate's cache folder.
-
-    The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
-    """
-    from kelocate.atomic import CACHE_FIX, atomic_dir
-
-    world, dest = organism_export_dir(model, "klob", "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl "
-                                                     "and KLoB-r.jsonl")
-    if find_klob_file(dest, "c") and find_klob_file(dest, "r"):
-        return dest
-    try:
-        from kelocate.organism.export import export_klob
-    except ImportError as exc:
-        raise KelocateError("the organism's KLoB exporter is not available in this installation; pass --data "
-                            "DIR holding KLoB-c.jsonl and KLoB-r.jsonl") from exc
-    # all files appear at once; an incomplete entry is replaced, one that a racing process wrote is kept
-    with atomic_dir(dest, replace=dest.exists(), fix=CACHE_FIX) as tmp:
-        export_klob(world, tmp)
-    return dest

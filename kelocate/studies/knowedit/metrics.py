@@ -165,18 +165,13 @@ def sampled_continuation(model, prompt: str, n_tokens: int, seed: int, top_k: in
     """A seeded top-k sampled continuation of exactly `n_tokens` tokens through `model.logits` (so a served
     editor samples too). End-of-text is never drawn: the organism ends a fact after its answer, and entropy
     over a few words would measure the length, not the repetition."""
-    generator = torch.Generator().manual_seed(seed)
+    from kelocate.model.sampling import sample
+
     ids = model.encode(prompt).ids.to(model.device)[None]
-    start = ids.shape[1]
     eos = model.tokenizer.eos_token_id
-    for _ in range(n_tokens):
-        logits = model.logits(ids)[0, -1].float().cpu()
-        if eos is not None:
-            logits[eos] = float("-inf")
-        values, index = logits.topk(min(top_k, logits.shape[0]))
-        choice = index[torch.multinomial(torch.softmax(values, -1), 1, generator=generator)]
-        ids = torch.cat([ids, choice.view(1, 1).to(ids.device)], dim=1)
-    return model.tokenizer.decode(ids[0, start:].tolist(), skip_special_tokens=True)
+    out = sample(model, ids, n_tokens, top_k=top_k, generator=torch.Generator().manual_seed(seed),
+                 ban=() if eos is None else (eos,), step=lambda current: model.logits(current)[:, -1].float().cpu())
+    return model.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
 
 def ngram_entropy(text: str) -> float:

@@ -41,10 +41,11 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
 def _order(method: str, task: str, mode: str) -> tuple:
     """The study's own order (its method and task lists), whatever order a resumed run wrote rows in."""
     from kelocate.data.knowedit import TASKS
-    from kelocate.studies.knowedit.runner import METHODS
+    from kelocate.edit.registry import METHODS
 
+    order = list(METHODS)  # the registry's order is the study's
     base, _, trained_on = method.partition("@")
-    rank = METHODS.index(base) if base in METHODS else len(METHODS)
+    rank = order.index(base) if base in order else len(order)
     return (rank, base, trained_on, TASKS.index(task) if task in TASKS else len(TASKS), task, mode)
 
 
@@ -98,7 +99,9 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     if general:
         paths["general"] = folder / "table5.md"
         write_text(paths["general"], general)
-    for path in draw_curves(rows, folder):
+    from kelocate.plots.study import draw_curves
+
+    for path in draw_curves(curves(rows), folder):
         paths[path.name] = path
     return paths
 
@@ -139,31 +142,6 @@ def curves(rows: Sequence[dict]) -> dict[str, dict[str, dict[int, dict[str, floa
                     at.setdefault(column, []).append(value)
     return {task: {method: {k: {c: sum(v) / len(v) for c, v in cols.items()} for k, cols in sorted(points.items())}
                    for method, points in methods.items()} for task, methods in sums.items()}
-
-
-def draw_curves(rows: Sequence[dict], out: str | Path) -> list[Path]:
-    """One figure per task: edit success and locality against the number of sequential edits."""
-    from matplotlib.figure import Figure
-
-    from kelocate.plots.trace import save_figure
-
-    written = []
-    for task, methods in curves(rows).items():
-        fig = Figure(figsize=(9, 3.5))
-        axes = fig.subplots(1, 2)
-        for method, points in methods.items():
-            edits = list(points)
-            for ax, column in zip(axes, ("edit_tf", "locality_tf"), strict=True):
-                ax.plot(edits, [points[k].get(column, float("nan")) for k in edits], marker="o", label=method)
-        for ax, title in zip(axes, ("edit success (teacher-forced)", "locality"), strict=True):
-            ax.set_xscale("log")
-            ax.set_xlabel("edits applied")
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{task}: {title}")
-        axes[1].legend(fontsize=8)
-        fig.tight_layout()
-        written += save_figure(fig, Path(out) / f"sequential_{task}", ("png", "pdf"))
-    return written
 
 
 def cross_domain_table(table: Sequence[dict]) -> str:

@@ -1,0 +1,56 @@
+"""ONE sampler: token by token continuation of a batch of ids, greedy, top-k or from the full distribution.
+
+Every loop that makes text with a model goes through `sample`: the greedy loop of a served model
+(`HookedModel.generate` when an editor answers in place of the bridge), the KnowEdit fluency continuation,
+the context prefixes ROME-style editors average their keys over, and the text generated for key
+statistics when a model has no corpus of its own.
+
+Each step runs `step(ids)` (default: the model's `logits` at the last position, so a served editor samples
+too; a caller with a key/value cache passes its own) and appends one token per row:
+
+- `greedy`: the argmax (the first of equal maxima);
+- `top_k`: softmax over the k largest logits, one draw from `generator` among them;
+- neither: softmax over the whole vocabulary, one draw.
+
+Draws always come from a CPU generator on CPU probabilities (`torch.multinomial(probs.cpu(), 1)`), so a seed
+means the same on any device; the distribution is computed where `step` returns its logits. Tokens in `ban`
+are never chosen (their logits are set to -inf first). With `stop_at`, sampling ends after the step in
+which every row drew that token (the token is kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+Step = Callable[[torch.Tensor], torch.Tensor]  # ids [batch, pos] -> next-token logits [batch, vocab]
+
+
+@torch.no_grad()
+def sample(model, ids: torch.Tensor, n_tokens: int, *, greedy: bool = False, top_k: int | None = None,
+           generator: torch.Generator | None = None, ban: Sequence[int] = (), stop_at: int | None = None,
+           step: Step | None = None) -> torch.Tensor:
+    """`ids` [batch, pos] followed by up to `n_tokens` chosen tokens: [batch, pos + n]."""
+    if step is None:
+        def step(current: torch.Tensor) -> torch.Tensor:
+            return model.logits(current)[:, -1]
+    banned = [int(t) for t in ban]
+    for _ in range(n_tokens):
+        logits = step(ids).float()
+        if banned:
+            logits[:, banned] = float("-inf")
+        if greedy:
+            nxt = logits.argmax(dim=-1, keepdim=True)
+        elif top_k is not None:
+            values, index = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+            probs = torch.softmax(values, dim=-1)
+            choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(index.device)
+            nxt = index.gather(1, choice)
+        else:
+            probs = torch.softmax(logits, dim=-1).cpu()
+            nxt = torch.multinomial(probs, 1, generator=generator)
+        ids = torch.cat([ids, nxt.to(ids.device)], dim=1)
+        if stop_at is not None and bool((nxt == stop_at).all()):
+            break
+    return ids

@@ -1,0 +1,157 @@
+"""One unit of a study: edit, score, revert.
+
+`task_state` takes, once per task on the unedited model, what every unit of the task works from: the cases
+as the study edits them (ConvSent's ask for the opposite of the opinion the model holds), the unedited
+model's predictions (the baseline of each selected case) and the general-ability set. `make_editor` builds
+a method's editor with the study's settings (a trained checkpoint, IKE's demonstrations: the task's other
+cases). `run_unit` applies the unit's edits through `kelocate.locate_then_edit.locate_and_edit` (KN's
+neurons, or the profile's layers), scores every case with `kelocate.studies.knowedit.metrics` and reverts;
+in sequential mode it also records the curve (the scores of the edits made so far after k edits). A
+failure the methods report (a `KelocateError`) is recorded in the row with its error, never dropped.
+
+Everything here is a function of the model, the config and the unit: the serial runner and every Ray worker
+compute the same row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kelocate.data.knowedit import EditCase
+from kelocate.edit.request import EditRequest
+from kelocate.errors import KelocateError
+from kelocate.studies.knowedit.config import TRAINED, StudyConfig
+from kelocate.studies.knowedit.metrics import (
+    Baseline,
+    MetricSettings,
+    baseline,
+    edited_prompts,
+    score_case,
+    teacher_forced_many,
+)
+from kelocate.studies.knowedit.plan import Unit, selected, selected_cases
+
+CURVE_COLUMNS = ("edit_tf", "rephrase_tf", "portability_tf", "locality_tf")
+
+
+def request_of(case: EditCase) -> EditRequest:
+    """The edit request of a case. A case without a usable subject (Sanitation's trivia questions have
+    none) uses its question, which the prompt contains, so subject-keyed editors still have a position
+    (`EditCase.edit_subject`)."""
+    return EditRequest(case.prompt, case.edit_subject, case.target_new, ground_truth=case.ground_truth,
+                       paraphrases=case.paraphrase_prompts)
+
+
+def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: MetricSettings):
+    """What every unit of a task works from, taken once on the unedited model: the cases as the study edits
+    them (ConvSent's selected edits ask for the opposite of the opinion the model holds:
+    `against_held_opinions`, greedy, so every Ray worker derives the same), the baseline of each selected
+    case (by index) and the general-ability set (or None)."""
+    if cases and cases[0].task == "ConvSent":
+        from kelocate.studies.knowedit.metrics import against_held_opinions, lexicon_for
+
+        lexicon = lexicon_for(settings, model.provenance.is_organism)
+        cases = against_held_opinions(model, cases, selected(config, cases), lexicon)
+    chosen = selected_cases(config, cases)
+    spare = 0 if config.mode == "single" else config.n - 1  # a unit's other edits are not "other topics"
+    befores = dict(zip(chosen, baseline(model, list(chosen.values()), settings, spare), strict=True))
+    return cases, befores, general_set(config, model, list(chosen.values()))
+
+
+def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
+    """What general ability is measured on (None when the study does not measure it): the organism's own
+    facts of subjects no case edits and their held-out statements, or the config's files."""
+    if not config.general:
+        return None
+    from kelocate.data.general import load_general_set
+    from kelocate.organism.datasets import organism_general_set
+
+    if config.general_facts or config.general_text:
+        return load_general_set(config.general_facts, config.general_text)
+    if not model.provenance.is_organism:
+        raise KelocateError("general = true needs general_facts and/or general_text files for this model")
+    from kelocate.organism import world_file
+    from kelocate.organism.world import load_world
+
+    return organism_general_set(model, load_world(world_file(model.path)), {c.subject for c in cases},
+                                seed=config.seed)
+
+
+def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
+    """The editor of a method with the study's settings: its [editors.<method>] table, the trained checkpoint
+    (set for every MEND/SERAC method by `training.with_trained`; 'mend@TASK' only takes the one trained on
+    TASK), IKE's pool (the task's selected cases)."""
+    from kelocate.edit import registry
+
+    base = method.partition("@")[0]
+    entry = registry.method(base)
+    settings = dict(config.editors.get(base, {}))
+    settings.pop(TRAINED, None)
+    settings.pop("train", None)  # training settings, used by `training.with_trained`
+    if entry.needs_trained:
+        trained = config.editors.get(method, {}).get(TRAINED)
+        if trained is None:
+            raise KelocateError(f"{base} needs a trained checkpoint: set [editors.{base}] {TRAINED} = \"DIR\"")
+        settings[TRAINED] = trained
+    if entry.needs_pool:
+        settings[registry.POOL] = [request_of(c) for c in cases]
+    return registry.editor(base, **settings)
+
+
+def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) -> dict[str, Any]:
+    """After k sequential edits: the mean teacher-forced columns over the k cases edited so far (do the
+    early edits still hold, and their neighbours? Neighbours that one of the k edits changes on purpose are
+    left out)."""
+    scores = teacher_forced_many(model, edited, befores, edited=edited_prompts(edited))
+    point: dict[str, Any] = {"edits": len(edited)}
+    for column in CURVE_COLUMNS:
+        values = [s[column] for s in scores if column in s]
+        point[column] = sum(values) / len(values) if values else None
+    return point
+
+
+def unit_row(unit: Unit, cases: Sequence[EditCase]) -> dict[str, Any]:
+    """What every row of a unit starts with: its key, method, task, mode and cases (file, index)."""
+    return {"unit": unit.key, "method": unit.method, "task": unit.task, "mode": unit.mode,
+            "cases": [list(cases[i].source) for i in unit.cases]}
+
+
+def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapping[int, Baseline],
+             settings: MetricSettings, curve: Sequence[int] = (), general=None,
+             edited_one: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
+    """Edit, score and revert one unit; a failure is recorded with its error, never dropped. In sequential
+    mode the row also holds the curve: the scores after each of the `curve` edit counts, with general
+    ability (`general`, a GeneralSet) there and before the first edit; `edited_one(k, n)` is called after
+    each of its edits (a 470-edit unit runs for minutes)."""
+    from kelocate.edit.record import revert_all
+    from kelocate.locate_then_edit import locate_and_edit
+    from kelocate.studies.knowedit.general import general_ability
+
+    row = unit_row(unit, cases)
+    organism = model.provenance.is_organism
+    records = []
+    try:
+        requests = [request_of(cases[i]) for i in unit.cases]
+        if unit.mode == "batch" and len(requests) > 1:
+            records.append(locate_and_edit(model, chosen, requests))
+        else:
+            edited = [cases[i] for i in unit.cases]
+            if unit.mode == "sequential" and general is not None:
+                row["general_before"] = general_ability(model, general)
+            for k, request in enumerate(requests, 1):
+                records.append(locate_and_edit(model, chosen, request))
+                edited_one(k, len(requests))
+                if unit.mode == "sequential" and (k in curve or k == len(requests)):
+                    point = curve_point(model, edited[:k], [befores[i] for i in unit.cases[:k]])
+                    if general is not None:
+                        point |= general_ability(model, general)
+                    row.setdefault("curve", []).append(point)
+        together = [cases[i] for i in unit.cases]
+        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, together) for i in unit.cases]
+        row["status"] = "ok"
+    except KelocateError as exc:
+        row["status"], row["error"] = "failed", str(exc)
+    finally:
+        revert_all(records)
+    return row
