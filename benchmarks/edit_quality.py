@@ -33,9 +33,7 @@ from kelocate.edit.record import revert_all
 from kelocate.loading import load_model
 from kelocate.locate_then_edit import locate_and_edit
 from kelocate.model import weights
-from kelocate.organism import world_file
-from kelocate.organism.datasets import knowedit_case, organism_cases, unrelated_facts
-from kelocate.organism.world import load_world
+from kelocate.organism.datasets import knowedit_case, organism_cases, organism_world, unrelated_facts
 from kelocate.studies.knowedit.metrics import Baseline, teacher_forced
 from kelocate.studies.knowedit.metrics import baseline as unedited_predictions
 
@@ -160,7 +158,7 @@ def main() -> None:
         SETTINGS[name] = {registry.TRAINED: folder}
     default_methods = [name for name in registry.METHODS if name in METHODS or name in SETTINGS]
     model = load_model()
-    world = load_world(world_file(model.path))
+    world = organism_world(model, "the benchmark runs on the organism")
     n_cases = max(args.cases, args.sequential)
     cases = organism_cases(model, world, n_cases)
     unrelated = unrelated_facts(model, world, cases, args.unrelated)

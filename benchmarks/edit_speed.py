@@ -167,11 +167,10 @@ class Problem:
         self.model = load_model(None if self.organism else args.model_dir, device=args.device, dtype=args.dtype)
         self.layers = list(range(self.model.n_layers))
         if self.organism:
-            from kelocate.organism import world_file
             from kelocate.organism.corpus import training_texts
-            from kelocate.organism.world import load_world
+            from kelocate.organism.datasets import organism_world
 
-            self.world = load_world(world_file(self.model.path))
+            self.world = organism_world(self.model, "this benchmark's --model organism needs the organism")
             self.texts = training_texts(self.world)
             self.corpus_name = "organism training text"
         else:

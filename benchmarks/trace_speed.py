@@ -14,8 +14,8 @@ Shapes (random weights; 10 noise samples, all three kinds (hidden, mlp, attn), w
   per cell x 990.
 
 Each implementation runs in its own child process (so that its peak memory is its own):
-- oracle: ROME's procedure, one `bridge.run_with_hooks` forward of batch 1+S per cell;
-- per_cell: clean activations cached once, one `bridge.run_with_hooks` forward of batch S per cell
+- oracle: ROME's procedure, one patched bridge forward (`model.sites`: `Patch`, `read`) of batch 1+S per cell;
+- per_cell: clean activations cached once, one patched bridge forward of batch S per cell
   (how TransformerLens's patching utilities work);
 - fast: `kelocate.locate.causal_trace.engine.fast_grids` (fast_full: the same on every row).
 
@@ -190,8 +190,8 @@ def child(args: argparse.Namespace) -> None:
     rows = None if args.child == "fast_full" else _rows(args.rows)
     problem = TraceProblem(ids, span, answer, noise, False, KINDS, (), default_window(model.n_layers), rows)
     run = {
-        "oracle": lambda p: oracle_grids(model.bridge, p),
-        "per_cell": lambda p: per_cell_grids(model.bridge, p),
+        "oracle": lambda p: oracle_grids(model, p),
+        "per_cell": lambda p: per_cell_grids(model, p),
         "fast": lambda p: engine.fast_grids(guarded_stack(model), p),
         "fast_full": lambda p: engine.fast_grids(guarded_stack(model), p),
     }[args.child]
@@ -200,7 +200,7 @@ def child(args: argparse.Namespace) -> None:
         run(warm)
     else:  # warm the bridge up with a few forwards
         for _ in range(3):
-            model.bridge.run_with_hooks(ids[None].repeat(1 + SAMPLES, 1).to(model.device))
+            model.logits(ids[None].repeat(1 + SAMPLES, 1))
     stages = _stage_timers(engine, LlamaStack) if args.profile and args.child.startswith("fast") else None
     cuda = bool(args.device and args.device.startswith("cuda"))
     sync = torch.cuda.synchronize if cuda else (lambda: None)

@@ -121,8 +121,8 @@ def locate_neurons(model, request: EditRequest | dict, steps: int = 20,
 
 
 def locate_and_edit(model, editor, requests: EditRequest | dict | Sequence[EditRequest | dict],
-         layers: str | int | Sequence[int] | None = None, token: str | int | None = None,
-         samples: int = 10):
+                    layers: str | int | Sequence[int] | None = None, token: str | int | None = None,
+                    samples: int = 10):
     """Apply `editor` to `requests`; layers='auto' locates them first (for a batch: effects averaged over
     every request's valid trace), recording the trace summary in the edit record. The trace is read at
     the token the editor writes (its `token` setting) unless `token` says otherwise."""

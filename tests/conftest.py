@@ -68,3 +68,16 @@ def smol():
     from kelocate.loading import load_model
 
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def organism():
+    """The shipped organism (`kelocate.load_model()`), loaded once per session. It ships inside the package,
+    so a missing checkpoint fails the tests that use it, never skips them."""
+    from kelocate.organism import checkpoint_dir
+
+    if not (checkpoint_dir() / "config.json").is_file():
+        pytest.fail(f"the shipped organism checkpoint is missing from {checkpoint_dir()}")
+    from kelocate import load_model
+
+    return load_model()

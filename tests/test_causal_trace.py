@@ -17,7 +17,7 @@ from kelocate.locate.causal_trace.noise import NoiseSpec, draw_noise, embedding_
 from kelocate.locate.causal_trace.problem import default_window, window_range
 from kelocate.locate.causal_trace.result import TraceResult
 from kelocate.locate.causal_trace.subject import capitalised_run, infer_subject, longest_entity
-from kelocate.locate.causal_trace.tracing import parse_kinds, parse_severed, trace
+from kelocate.locate.causal_trace.tracing import TraceSettings, parse_kinds, parse_severed, trace
 from kelocate.locate.patching import Patch, cache_activations, run_patched, site
 
 TOL = 2e-6  # probabilities; engine and oracle differ only by float32 summation order
@@ -329,14 +329,15 @@ def test_average_indirect_effect(model, tmp_path):
     avg = average_indirect_effect(
         model,
         edits + facts + [blank],
-        kinds="hidden,mlp",
         require_known=False,
-        samples=2,
         on_step=lambda i, f: seen.append(i),
         skipped_on_load=dropped,
         include_invalid=True,  # the averaging itself is tested here; skipping invalid traces elsewhere
+        settings=TraceSettings(kinds="hidden,mlp", samples=3),
+        samples=2,  # a single option overrides the settings given
     )
     assert seen == [0, 1, 2, 3] and avg["n_facts"] == 2 and avg["skipped"]["subject_not_in_prompt"] == 3
+    assert avg["config"]["samples"] == 2 and avg["kinds"] == ["hidden", "mlp"]
     sources = [r["source"] for r in avg["skipped_records"]]
     assert sources == ["k.json[1]", facts[1].source, "blank subject"]  # each skipped record, where and why
     assert all(r["reason"] for r in avg["skipped_records"])
@@ -356,3 +357,24 @@ def test_average_indirect_effect(model, tmp_path):
     assert np.allclose([c["effect"] for c in clearest], [e for _, _, e in reference], atol=1e-6)
     assert clearest[0]["tokens"] and clearest[0]["answer"].strip() == "Japan"
     assert avg["clearest"]["hidden"]["further tokens"]  # every kind and group has its list
+
+
+def test_trace_settings_are_one_object_that_single_options_override(model):
+    from kelocate.locate.causal_trace.tracing import TraceSettings
+
+    settings = TraceSettings(kinds="mlp,hidden", window=3, samples=3, seed=4, severed="attn")
+    assert settings.kinds == ("mlp", "hidden") and settings.severed == ("attn",)
+    prompt, subject = CASES[0]
+    given = trace(model, prompt, subject, settings=settings)
+    named = trace(model, prompt, subject, kinds="mlp,hidden", window=3, samples=3, seed=4, severed="attn")
+    assert given.config == named.config
+    for key in named.grids:  # the same options give the same numbers, bit for bit
+        np.testing.assert_array_equal(given.grids[key], named.grids[key])
+    overridden = trace(model, prompt, subject, settings=settings, samples=2)
+    assert overridden.config["samples"] == 2 and overridden.config["kinds"] == ["mlp", "hidden"]
+    with pytest.raises(KelocateError, match="unknown trace kind 'mpl'"):
+        TraceSettings(kinds="mpl")
+    with pytest.raises(KelocateError, match="--samples must be at least 1"):
+        trace(model, prompt, subject, settings=settings, samples=0)
+    with pytest.raises(TypeError):
+        trace(model, prompt, subject, sampels=3)

@@ -50,6 +50,17 @@ def test_help_lists_commands(capsys):
     assert "predict" in capsys.readouterr().out
 
 
+def test_train_has_one_command_per_trainable_method_of_the_registry(capsys):
+    from kelocate.edit import registry
+
+    for name in registry.TRAINABLE:
+        entry = registry.method(name)
+        assert main(["train", name, "--help"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"kelocate train {name}" in out and entry.label in out and "--out" in out and "--edits" in out
+        assert ("--draws" in out) == (entry.training_draws > 1)
+
+
 def _unwritable_outs(tmp_path) -> list[str]:
     """--out folders that cannot be created: below a file, and /proc/x where there is a /proc."""
     blocker = tmp_path / "file.txt"

@@ -112,7 +112,8 @@ def test_ike_from_the_command_line_takes_its_pool_from_a_file(tiny_model_dir, tm
             "--model", str(tiny_model_dir)]
     assert main([*argv, "--pool", str(pool)]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
-    assert "in-context edit" in out and "New Fact: SMAP group was created in Germany" in out  # the nearest demo
+    assert "IKE edit, no weight changed: served from in-context text" in out
+    assert "New Fact: SMAP group was created in Germany" in out  # the nearest demo
     assert main(argv) == 2
     assert main([*argv, "--pool", str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from kelocate.data.facts import load_facts
+from kelocate.data.facts import file_facts
 from kelocate.data.knowedit import (
     EditCase,
     KnowEditSkipWarning,
@@ -177,9 +177,12 @@ def test_loader_reads_all_six_tasks_back(exported):
     sanit = load_knowedit(out / manifest["Sanitation/train"]["path"])
     assert all(c.prompt.startswith("Question:") and c.prompt.endswith("\nAnswer:") for c in sanit)
     assert all(c.locality["Retain"] for c in sanit)
-    facts = load_facts(out / manifest["WikiData_counterfact/test"]["path"])
+    counterfact = out / manifest["WikiData_counterfact/test"]["path"]
+    facts, _ = file_facts(counterfact)
     assert facts and all(f.subject in f.prompt and f.answer for f in facts)
-    recent = load_facts(out / manifest["WikiData_recent/test"]["path"])
+    assert [f.source for f in facts] == [c.label for c in load_knowedit(counterfact)]
+    assert facts[0].source.startswith(f"{counterfact.name}[")
+    recent, _ = file_facts(out / manifest["WikiData_recent/test"]["path"])
     assert recent and all(f.answer is None for f in recent)
 
 

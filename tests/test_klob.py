@@ -187,17 +187,21 @@ def test_locators_follow_the_protocol(tiny_model):
 
 def test_organism_export_loads(tmp_path):
     """The organism exporter's KLoB files read through these loaders (prompts end in the blank)."""
-    from kelocate.data.klob import find_klob_file
+    from kelocate.data.klob import klob_folder
     from kelocate.organism.export import export_klob
     from kelocate.organism.generate import build_world
     from kelocate.organism.world import WorldSize
 
     export_klob(build_world(0, WorldSize.mini()), tmp_path / "KLoB")
-    facts = load_klob_c(find_klob_file(tmp_path, "c"))
-    chains = load_klob_r(find_klob_file(tmp_path, "r"))
-    randoms = load_klob_u(find_klob_file(tmp_path, "u"))
+    c_file, r_file, u_file = klob_folder(tmp_path)  # found in the KLoB/ sub-folder
+    facts, chains, randoms = load_klob_c(c_file), load_klob_r(r_file), load_klob_u(u_file)
     assert facts and chains and randoms
     assert all(f.subject in q for f in facts for q in f.prompts)
+    (tmp_path / "KLoB" / "KLoB-r.jsonl").unlink()
+    with pytest.raises(KelocateError, match="lacks KLoB-r.jsonl; pass --data DIR"):
+        klob_folder(tmp_path)
+    with pytest.raises(KelocateError, match="does not exist"):
+        klob_folder(tmp_path / "nowhere")
     assert all(c.subject in c.chain_prompt for c in chains)
 
 

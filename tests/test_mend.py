@@ -99,7 +99,7 @@ def test_missing_or_foreign_checkpoints_are_one_line(tiny_model, tiny_model_dir,
 
 
 def test_training_data_can_be_a_knowedit_file(tmp_path):
-    from kelocate.commands.train import read_training_edits
+    from kelocate.edit.training import read_training_edits
 
     path = tmp_path / "zsre.json"
     path.write_text(json.dumps([{"subject": "SMAP", "prompt": "SMAP was created in", "target_new": "France",

@@ -305,6 +305,12 @@ def test_provenance_is_frozen(tiny_model):
     with pytest.raises(TypeError):
         organism.source["family"] = "organism"  # type: ignore[index]
     assert "family" not in organism.source
+    for name in ("router", "name", "serving"):  # no public attribute is set after loading, new or old
+        with pytest.raises(AttributeError, match=r"set at load.*`model\.serving`"):
+            setattr(tiny_model, name, None)
+        with pytest.raises(AttributeError):
+            delattr(tiny_model, name)
+    assert tiny_model.serving is not None and not hasattr(tiny_model, "router")
     assert tiny_model.provenance == Provenance() and not tiny_model.provenance.is_organism
     assert tiny_model.entity_names == () and tiny_model.own_corpus is None
 

@@ -133,13 +133,37 @@ def test_suppress_and_enhance_are_reversible(tiny_model):
 
 
 def test_scaling_hook_matches_fast_engine(tiny_model):
-    """The down_proj pre-hook (bridge path) and the engine's scaled forward agree."""
+    """The `mlp_post` Patch (bridge path) and the engine's scaled forward agree."""
     problem = make_problem(tiny_model, PROMPT, "Japan")
     layer, idx = 1, list(range(tiny_model.d_mlp))
     with scale_neurons(tiny_model, [(layer, i) for i in idx], 0.5, problem.position):
         hooked = tiny_model.answer_prob(PROMPT, "Japan")
     engine = float(target_at(tiny_model, problem, layer, torch.tensor([0.5]))[0])
     assert hooked == pytest.approx(engine, rel=1e-4)
+
+
+def test_scaling_writes_out_of_place_and_reaches_every_forward(tiny_model):
+    """A reader attached before the scaling keeps the model's own activation (the Patch writes a scaled copy),
+    and the scaling reaches kelocate's scores and the raw HF forward alike (the bridge wraps its modules)."""
+    from kelocate.model.sites import Patch, patching, site
+
+    ids = tiny_model.encode(PROMPT).ids[None]
+    kept = {}
+
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        kept["x"] = x
+        return x
+
+    before_hf, before = tiny_model.hf(ids).logits, tiny_model.logits(ids)
+    with torch.no_grad(), patching(tiny_model, [Patch(site("mlp_post", 1), keep, differentiable=True)]):
+        own = tiny_model.logits(ids)
+        with scale_neurons(tiny_model, [(1, i) for i in range(tiny_model.d_mlp)], 0.0):
+            clean = kept["x"].clone()
+            scaled, scaled_hf = tiny_model.logits(ids), tiny_model.hf(ids).logits
+            assert torch.equal(kept["x"], clean) and bool(clean.abs().sum() > 0)  # not zeroed in place
+    assert torch.equal(own, before)
+    assert not torch.equal(scaled, before) and torch.equal(scaled, scaled_hf)
+    assert not torch.equal(scaled_hf, before_hf)
 
 
 def test_random_control_uses_same_layers(tiny_model):
@@ -247,16 +271,6 @@ def test_unknown_prompts_get_a_note(tiny_model):
     assert f"p(Japan) = {p:.3f}" in notes[0]
     res = find_knowledge_neurons(tiny_model, [PROMPT, "SMAP is from"], "Japan", steps=2)
     assert [n for n in res.notes if "not known" in n] == notes
-
-
-@pytest.fixture(scope="module")
-def organism():
-    from kelocate.organism import checkpoint_dir
-
-    assert (checkpoint_dir() / "config.json").is_file(), "the shipped organism checkpoint is missing"
-    from kelocate.loading import load_model
-
-    return load_model()
 
 
 def test_organism_control_facts_share_the_relation(organism):

@@ -10,7 +10,7 @@ import pytest
 
 from kelocate.data.facts import file_facts, read_fact_file
 from kelocate.data.general import load_general_set
-from kelocate.data.records import RecordError, field, read_records, strings
+from kelocate.data.records import RecordError, field, parse_lines, read_records, strings
 from kelocate.data.training import read_training_file
 from kelocate.errors import KelocateError
 
@@ -52,6 +52,18 @@ def test_a_malformed_json_line_names_file_and_line(tmp_path):
     binary.write_bytes(b'"\xff"\n')
     assert "not UTF-8" in _error(read_records, binary)
     assert "does not exist" in _error(read_records, tmp_path / "nope.jsonl")
+    missing = _error(read_records, tmp_path / "nope.jsonl", "fact file", None, "pass --facts FILE")
+    assert missing == f"fact file {str(tmp_path / 'nope.jsonl')!r} does not exist; pass --facts FILE"
+
+
+def test_lines_read_elsewhere_parse_with_their_numbers(tmp_path):
+    """A reader that picks its lines itself (the study store) gets the same records and the same errors."""
+    path = tmp_path / "results.jsonl"
+    records = parse_lines([(1, b'{"a": 1}'), (2, b""), (3, '"b"')], path)
+    assert [(r.where, r.index, r.value) for r in records] == [(f"{path}:1", 0, {"a": 1}), (f"{path}:3", 1, "b")]
+    message = _error(parse_lines, [(1, b'{"a": 1}'), (2, b"{oops")], path, "delete that line")
+    assert message.startswith(f"{path}:2: not valid JSON (") and message.endswith("; delete that line")
+    assert _error(parse_lines, [(4, b'"\xff"')], path).startswith(f"{path}:4: not UTF-8 text")
 
 
 def test_a_missing_field_names_file_record_and_field(tmp_path):

@@ -27,7 +27,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "data": FLOOR,
     "plots": FLOOR,
     "locate": ("kelocate.model", *FLOOR),
-    "edit": ("kelocate.model", *FLOOR),
+    "edit": ("kelocate.model", "kelocate.data", *FLOOR),
     "testing": ("kelocate.model", "kelocate.organism.tokenizer", *FLOOR),
     "organism": ("kelocate.model", "kelocate.data", "kelocate.edit.request", "kelocate.edit.training", *FLOOR),
     "probes": ("kelocate.model", "kelocate.locate", "kelocate.edit", "kelocate.data", *FLOOR),
@@ -75,8 +75,6 @@ def _imports(path: Path, module: str) -> list[str]:
             for alias in node.names:  # `from pkg import mod` imports pkg.mod; `from mod import Name`, mod
                 names.append(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULE_NAMES else base)
     return [n for n in names if n == "kelocate" or n.startswith("kelocate.")]
-
-
 
 
 def test_every_module_has_a_room():

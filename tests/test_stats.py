@@ -145,7 +145,7 @@ def test_corpus_files(tiny_model, tmp_path):
     assert torch.equal(a.mom2, b.mom2) and "corpus.txt" in a.source
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"body": "no text"}\n')
-    with pytest.raises(KelocateError, match="line 2"):
+    with pytest.raises(KelocateError, match=r"bad\.jsonl:2: text: missing"):
         st.second_moments(tiny_model, [0], corpus=bad)
     with pytest.raises(KelocateError, match="does not exist"):
         st.second_moments(tiny_model, [0], corpus=tmp_path / "nope.txt")
@@ -286,7 +286,7 @@ def test_cli_bad_layers_one_line_exit_2(tiny_model_dir, layers, needle, capsys):
 
 
 def test_parse_layers():
-    from kelocate.commands.stats import parse_layers
+    from kelocate.commands.common import parse_layers
 
     assert parse_layers("1,2,3") == [1, 2, 3] and parse_layers("1-4") == [1, 2, 3, 4]
     assert parse_layers("0, 2-3,2") == [0, 2, 3] and parse_layers("all") is None

@@ -97,6 +97,21 @@ def test_a_torn_line_is_cut_off_and_its_unit_reruns(tmp_path, one_thread):
     assert (out / RESULTS).read_bytes() == b"".join(lines)
 
 
+def test_a_hand_edited_results_line_is_one_error_and_a_torn_one_is_left_out(tmp_path):
+    from kelocate.studies.knowedit.store import ResultsStore
+
+    store = ResultsStore(tmp_path)
+    store.path.write_bytes(b'{"unit": "a"}\n{"unit": "b"}\n{"unit": "c"')  # the last line is being written
+    assert store.rows() == [{"unit": "a"}, {"unit": "b"}] and store.path.read_bytes().endswith(b'"c"')
+    assert store.rows(repair=True) == [{"unit": "a"}, {"unit": "b"}] and store.path.read_bytes().endswith(b"}\n")
+    store.path.write_bytes(b'{"unit": "a"}\n{"unit": "b",}\n')
+    with pytest.raises(KelocateError) as info:
+        store.rows()
+    message = str(info.value)
+    assert message.startswith(f"{store.path}:2: not valid JSON") and "edited by hand" in message
+    assert "\n" not in message
+
+
 def test_failed_units_are_skipped_on_resume_and_rerun_with_retry_failed(tmp_path, one_thread):
     config = tmp_path / "study.toml"
     config.write_text(CONFIG.replace('"ft-m", "ice"', '"ice"').replace("cases = 3", "cases = 1"))

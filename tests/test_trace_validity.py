@@ -15,13 +15,6 @@ from kelocate.locate.causal_trace.subject import infer_subject
 from kelocate.locate.causal_trace.tracing import validity_problems
 
 
-@pytest.fixture(scope="module")
-def organism():
-    from kelocate.loading import load_model
-
-    return load_model()
-
-
 def test_validity_rules():
     assert validity_problems((1, 3), 6, 0.9, 0.1, 0.05) == []
     at_end = validity_problems((4, 6), 6, 0.9, 0.1, 0.05)

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, model loading, consoles."""
+"""Shared CLI plumbing: one-line errors with exit code 2, model loading, consoles, and the option parsers
+more than one command reads (`parse_layers`, `parse_fact`), so that no command imports another."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kelocate.errors import KelocateError
 
 console = Console()
 err_console = Console(stderr=True)
+SEPARATOR = "=>"  # between the prompt and the answer of a fact given on the command line (`parse_fact`)
 
 # file-system errors a user can fix (path, permission, space); any other OSError keeps its traceback
 FS_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM,
@@ -62,3 +64,31 @@ def load(model: str | None, device: str | None = None, dtype: str | None = None)
 
     with err_console.status(f"loading {model or 'the model organism'} ..."):
         return load_model(model, device=device, dtype=dtype)
+
+
+def parse_layers(spec: str) -> list[int] | None:
+    """'1,2,3', '1-4' (inclusive), '0,2-3' or 'all' (None) -> layer numbers, checked against the model later."""
+    text = spec.strip().lower()
+    if text == "all":
+        return None
+    layers: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if dash else lo
+        except ValueError:
+            raise KelocateError(f"--layers {spec!r} is not a layer list; write e.g. 1,2,3 or 1-4 or all") from None
+        if hi < lo:
+            raise KelocateError(f"--layers range {part.strip()!r} runs backwards; write it low-high, e.g. 1-4")
+        layers += range(lo, hi + 1)
+    return list(dict.fromkeys(layers))
+
+
+def parse_fact(text: str, option: str) -> tuple[str, str]:
+    """'PROMPT=>ANSWER' -> (prompt, answer); a mistake is one line naming the option."""
+    prompt, sep, answer = text.rpartition(SEPARATOR)
+    if not sep or not prompt.strip() or not answer.strip():
+        raise KelocateError(f"{option} {text!r} is not PROMPT{SEPARATOR}ANSWER; write e.g. "
+                            f"{option} 'The capital of France is{SEPARATOR}Paris'")
+    return prompt.strip(), answer.strip()

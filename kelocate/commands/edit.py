@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, err_console, load, user_errors
-from kelocate.commands.neurons import SEPARATOR, parse_fact
+from kelocate.commands.common import SEPARATOR, console, err_console, load, parse_fact, parse_layers, user_errors
 from kelocate.edit import registry
 from kelocate.errors import KelocateError
 
@@ -27,8 +27,6 @@ EDITS_LOG = "kelocate_edits.json"  # in an edited copy: the unedited model's fin
 
 def parse_edit_layers(spec: str | None) -> str | list[int] | None:
     """'auto', '5', '4-8' or '1,3' -> 'auto' or layer numbers (None: the method's configured layers)."""
-    from kelocate.commands.stats import parse_layers
-
     if spec is None:
         return None
     if spec.strip().lower() == "auto":
@@ -61,11 +59,10 @@ def probes(model, prompt: str, subject: str, paraphrases: list[str], neighbours:
     rows += [("same subject", parse_fact(f, "--neighbour")[0]) for f in neighbours]
     rows += [("other subject", parse_fact(f, "--unrelated")[0]) for f in unrelated]
     if model.provenance.is_organism and model.path is not None:
-        from kelocate.organism import world_file
-        from kelocate.organism.datasets import organism_probes
-        from kelocate.organism.world import load_world
+        from kelocate.organism.datasets import organism_probes, organism_world
 
-        found = organism_probes(load_world(world_file(model.path)), prompt, subject)
+        world = organism_world(model, "pass --paraphrase, --neighbour and --unrelated")
+        found = organism_probes(world, prompt, subject)
         wanted = (("paraphrase", "paraphrase", paraphrases), ("same subject", "same subject", neighbours),
                   ("other subject", "other subjects", unrelated))
         for label, key, given in wanted:
@@ -97,15 +94,21 @@ def report(rows, before, after, target: str) -> Table:
     return table
 
 
-def where_line(record) -> str:
-    from kelocate.edit.registry import method as method_entry
+def served_line(record) -> str:
+    """Where an edit that writes no weight went: its method's label and what it serves (the registry's
+    `serves`), with the served text or the memory's size where the record holds them."""
+    entry = registry.method(record.method)
+    line = f"{entry.label} edit, no weight changed: served from {entry.serves}"
+    if "context" in record.extra:  # the in-context editors' text
+        line += f": {record.extra['context']!r} goes before every prompt"
+    if "memory_size" in record.extra:  # an edit memory's size after this edit
+        line += f" ({record.extra['memory_size']} stored)"
+    return line
 
-    serves = method_entry(record.method).serves if record.serving is not None else None
-    if serves == "in-context text":
-        return f"in-context edit, no weight changed: {record.extra.get('context', '')!r} goes before every prompt"
-    if serves == "an edit memory":
-        return (f"SERAC edit, no weight changed: the fact went to the edit memory ({record.extra['memory_size']} "
-                f"stored); in-scope inputs are answered by the counterfactual model")
+
+def where_line(record) -> str:
+    if record.serving is not None:
+        return served_line(record)
     origin = record.layer_origin
     what = f"neurons {', '.join(f'{a}:{b}' for a, b in record.neurons)}" if record.neurons else \
         f"layers {', '.join(map(str, record.layers))}"
@@ -171,10 +174,8 @@ def apply_record(record_file: Path, model_source: str | None, out: Path) -> None
 
     record = EditRecord.load(record_file)
     if record.serving is not None:
-        from kelocate.edit.registry import method as method_entry
-
         raise KelocateError(f"this {record.method} edit changes no weights (it is served from "
-                            f"{method_entry(record.method).serves}), so there is "
+                            f"{registry.method(record.method).serves}), so there is "
                             "no edited copy to save; apply it in Python with EditRecord.load(FILE).apply_to(model)")
     model = load(model_source)
     check_destination(out, model)
@@ -212,8 +213,13 @@ def revert_record(record_file: Path, model_source: str | None) -> None:
 
 
 # ---------------------------------------------------------------------- the command
+def labels(which: Callable[[registry.Method], bool] = lambda m: True, sep: str = " / ") -> str:
+    """The registry's labels of the methods `which` picks, in its order, for help texts ('MEND / SERAC')."""
+    return sep.join(m.label for m in registry.METHODS.values() if which(m))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(help=f"Edit a fact ({labels(sep=', ')}) and show before -> after.")
     @user_errors
     def edit(
         prompt: str = typer.Argument(None, help="A prompt of the fact, containing the subject."),
@@ -237,14 +243,12 @@ def register(app: typer.Typer) -> None:
         apply: Path = typer.Option(None, "--apply", help="Apply a saved record (with --save-model DIR)."),
         save_model: Path = typer.Option(None, "--save-model", help="With --apply: write the edited copy here."),
         revert: Path = typer.Option(None, "--revert", help="Undo a saved record in the edited copy --model DIR."),
-        trained: Path = typer.Option(None, "--trained", help="MEND / SERAC: the folder "
-                                     "`kelocate train mend` or `kelocate train serac` wrote."),
-        pool: Path = typer.Option(None, "--pool", help="IKE: edits to retrieve demonstrations from (JSON/JSONL "
-                                  "of prompt, subject, target_new, paraphrases)."),
+        trained: Path = typer.Option(None, "--trained", help=f"{labels(lambda m: m.needs_trained)}: the "
+                                     "folder `kelocate train METHOD` wrote."),
+        pool: Path = typer.Option(None, "--pool", help=f"{labels(lambda m: m.needs_pool)}: edits to retrieve "
+                                  "demonstrations from (JSON/JSONL of prompt, subject, target_new, paraphrases)."),
         as_json: bool = typer.Option(False, "--json", help="Print the record's metadata as JSON."),
     ) -> None:
-        """Edit a fact (ROME, MEMIT, PMET, AlphaEdit, KN, FT-L, FT-M, ICE, AdaLoRA, MEND, SERAC) and show
-        before -> after."""
         if apply is not None or revert is not None:
             if apply is not None and revert is not None:
                 raise KelocateError("pass either --apply or --revert, not both")
@@ -280,17 +284,18 @@ def register(app: typer.Typer) -> None:
             raise KelocateError(f"--trained {str(trained)!r} is not a folder; pass the --out of `kelocate train "
                                 f"{spec.name}`")
         if (pool is not None) != spec.needs_pool:
-            raise KelocateError("--method ike needs --pool FILE (edits to draw demonstrations from), and --pool goes "
-                                "with --method ike only")
+            pooled = " or ".join(name for name, m in registry.METHODS.items() if m.needs_pool)
+            raise KelocateError(f"--method {pooled} needs --pool FILE (edits to draw demonstrations from), and "
+                                f"--pool goes with --method {pooled} only")
         demonstrations = None
         if pool is not None:
-            from kelocate.commands.train import read_training_edits
+            from kelocate.edit.training import read_training_edits
 
             demonstrations = [e.request for e in read_training_edits(pool, "--pool")]
         layer_spec = parse_edit_layers(layers)
         neuron_list = parse_neurons(neurons) if neurons else None
-        from kelocate import locate_then_edit as pipeline
         from kelocate.edit import EditRequest, editor
+        from kelocate.locate_then_edit import locate_and_edit
 
         model = load(model_name)
         request = EditRequest(prompt, subject, target, ground_truth=ground_truth,
@@ -310,7 +315,7 @@ def register(app: typer.Typer) -> None:
             if neuron_list is not None:
                 record = chosen.apply(model, request, neurons=neuron_list)
             else:
-                record = pipeline.locate_and_edit(model, chosen, request, layers=layer_spec)
+                record = locate_and_edit(model, chosen, request, layers=layer_spec)
         console.print(where_line(record), highlight=False)
         after = snapshot_answers(model, rows, target)
         console.print(report(rows, before, after, target))

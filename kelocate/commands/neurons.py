@@ -14,15 +14,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, err_console, load, user_errors
+from kelocate.commands.common import SEPARATOR, console, err_console, load, parse_fact, user_errors
 from kelocate.data.facts import read_fact_file
 from kelocate.errors import KelocateError
 from kelocate.locate.neurons.intervene import logodds
-from kelocate.locate.neurons.specificity import PromptAnswer
 from kelocate.studies.neuron_controls import ControlFacts, choose_control_facts, file_relation
 
 CONTROLS = ("same-relation", "random", "none")
-SEPARATOR = "=>"
 N_CONTROL = 5  # control facts per group picked from the organism or a fact file
 
 CONTROL_HELP = ("Controls of --suppress/--enhance. same-relation: the random-neuron control plus the same "
@@ -36,15 +34,6 @@ FACT_HELP = (f"A control fact of PROMPT's relation, written PROMPT{SEPARATOR}ANS
 
 
 # ====================================================================== parsing options
-
-
-def parse_fact(text: str, option: str) -> PromptAnswer:
-    """'PROMPT=>ANSWER' -> (prompt, answer); a mistake is one line naming the option."""
-    prompt, sep, answer = text.rpartition(SEPARATOR)
-    if not sep or not prompt.strip() or not answer.strip():
-        raise KelocateError(f"{option} {text!r} is not PROMPT{SEPARATOR}ANSWER; write e.g. "
-                            f"{option} 'The capital of France is{SEPARATOR}Paris'")
-    return prompt.strip(), answer.strip()
 
 
 def parse_control(control: str | None) -> tuple[str | None, int | None]:

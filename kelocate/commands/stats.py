@@ -9,27 +9,8 @@ from pathlib import Path
 
 import typer
 
-from kelocate.commands.common import console, load, user_errors
+from kelocate.commands.common import console, load, parse_layers, user_errors
 from kelocate.errors import KelocateError
-
-
-def parse_layers(spec: str) -> list[int] | None:
-    """'1,2,3', '1-4' (inclusive), '0,2-3' or 'all' (None) -> layer numbers, checked against the model later."""
-    text = spec.strip().lower()
-    if text == "all":
-        return None
-    layers: list[int] = []
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        try:
-            lo = int(first)
-            hi = int(last) if dash else lo
-        except ValueError:
-            raise KelocateError(f"--layers {spec!r} is not a layer list; write e.g. 1,2,3 or 1-4 or all") from None
-        if hi < lo:
-            raise KelocateError(f"--layers range {part.strip()!r} runs backwards; write it low-high, e.g. 1-4")
-        layers += range(lo, hi + 1)
-    return list(dict.fromkeys(layers))
 
 
 @contextlib.contextmanager

@@ -92,10 +92,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Locate where the model recalls a fact (ROME causal tracing) and draw the heatmaps."""
         from kelocate.atomic import atomic_files, check_writable
-        from kelocate.locate.causal_trace.tracing import check_options
+        from kelocate.locate.causal_trace.tracing import TraceSettings
         from kelocate.plots.style import parse_formats
 
-        kinds, severed_t, _ = check_options(kind, severed, noise, engine, samples, window)
+        settings = TraceSettings(kinds=kind, severed=severed, samples=samples, noise=noise, window=window,
+                                 replace=replace, seed=seed, engine=engine, min_drop=min_drop)
         fmts = parse_formats(formats)
         if limit is not None and limit < 1:
             raise KelocateError(f"--limit must be at least 1, got {limit}")
@@ -110,17 +111,15 @@ def register(app: typer.Typer) -> None:
         check_writable(out)  # a bad --out fails now, not after the tracing
         if not 0.0 <= min_drop < 1.0:
             raise KelocateError(f"--min-drop must be in [0, 1), got {min_drop}")
-        options = dict(samples=samples, noise=noise, window=window, replace=replace, seed=seed, engine=engine,
-                       min_drop=min_drop)
         hooked = load(model, device, dtype)
         if dataset is not None:
-            _average(hooked, dataset, limit, kinds, options, out, fmts, as_json, not all_facts, include_invalid)
+            _average(hooked, dataset, limit, settings, out, fmts, as_json, not all_facts, include_invalid)
             return
         from kelocate.locate.causal_trace.tracing import trace as run_trace
         from kelocate.plots.trace import save_trace_figures
 
         with err_console.status("tracing ..."):
-            result = run_trace(hooked, prompt, subject, answer, kinds=kinds, severed=severed_t, **options)
+            result = run_trace(hooked, prompt, subject, answer, settings=settings)
         name = slug(prompt)
         with atomic_files(out) as stage:  # the JSON, the npz and the figures appear together, or none
             figures = result.kinds if single_figures else None
@@ -138,8 +137,7 @@ def _average(
     hooked,
     dataset: str,
     limit: int | None,
-    kinds: tuple[str, ...],
-    options: dict,
+    settings,  # a TraceSettings
     out: Path,
     fmts: tuple[str, ...],
     as_json: bool,
@@ -159,13 +157,12 @@ def _average(
         result = average_indirect_effect(
             hooked,
             facts,
-            kinds,
             source,
             require_known=require_known,
             include_invalid=include_invalid,
             on_step=lambda i, f: advance(i, f.prompt),
             skipped_on_load=skipped_on_load,
-            **options,
+            settings=settings,
         )
     name = "average_" + slug(Path(dataset).stem if dataset != "organism" else "organism")
     with atomic_files(out) as stage:  # the JSON and the figures appear together, or none of them

@@ -6,8 +6,7 @@
 - `knowedit`: the six KnowEdit task files and ROME's CounterFact (`EditCase`);
 - `klob`: the KLoB-c, -r and -u files (`KlobFact`, `KlobChain`);
 - `training`: training edits for MEND and SERAC and IKE's pool (`TrainingRecord`);
-- `general`: general-ability files (`GeneralSet`).
-
-Corpora for second-moment statistics are read by `kelocate.edit.stats.read_corpus`: editors accept a corpus
-path in their settings, and `edit/` may not import `data/`.
+- `general`: general-ability files (`GeneralSet`);
+- `corpora`: text corpora (`read_corpus`: `.jsonl` with a "text" field, or one document a line), which the
+  editors' key statistics read when a corpus path is given (`edit/` imports `data/` for it).
 """

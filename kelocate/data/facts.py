@@ -78,27 +78,16 @@ def plain_facts(records: list[Record]) -> tuple[list[Fact], list[dict[str, str]]
     return facts, skipped
 
 
-def load_facts(path: str | Path, task: str | None = None) -> list[Fact]:
-    """The facts of a KnowEdit task file, for tracing and locating: prompt, subject and ground truth.
-
-    WikiData_recent records are insertions without a ground truth: `answer` is None there (use the model's
-    own top prediction). Sanitation, WikiBio and ConvSent files are accepted too.
-    """
-    cases = load_knowedit(path, task)
-    return [Fact(c.prompt, c.subject, c.ground_truth, f"{Path(c.source[0]).name}[{c.source[1]}]") for c in cases]
-
-
 def file_facts(path: str | Path) -> tuple[list[Fact], list[dict[str, str]]]:
     """(facts, skipped records as {source, reason}) of a fact file: plain `{prompt, subject, answer?}`
     records (.json list or .jsonl), KLoB-c (.jsonl) or a KnowEdit task file (.json).
 
-    A KnowEdit fact's answer is its ground truth when it has one (else the model's own top token).
+    A KnowEdit fact's answer is its ground truth when it has one, else None (WikiData_recent's insertions:
+    the model's own top token).
     """
     p = Path(path)
-    if not p.is_file():
-        raise KelocateError(f"dataset {str(p)!r} does not exist; pass a fact file (.json/.jsonl of {PLAIN_FORMAT}), "
-                            "a KnowEdit .json, a KLoB-c .jsonl, or 'organism'")
-    records = read_records(p, "fact file")
+    records = read_records(p, "dataset", fix=f"pass a fact file (.json/.jsonl of {PLAIN_FORMAT}), a KnowEdit "
+                           ".json, a KLoB-c .jsonl, or 'organism'")
     if not records:
         raise KelocateError(f"{p}: holds no records; each record must look like {PLAIN_FORMAT}")
     if _is_plain(records[0].value):
@@ -109,8 +98,8 @@ def file_facts(path: str | Path) -> tuple[list[Fact], list[dict[str, str]]]:
     with warnings.catch_warnings():  # skipped records are listed by the caller
         warnings.simplefilter("ignore", KnowEditSkipWarning)
         cases = load_knowedit(p)
-    facts = [Fact(c.prompt, c.subject, c.ground_truth, f"{p.name}[{c.source[1]}]") for c in cases]
-    skipped = [{"source": f"{p.name}[{s.index}]", "reason": s.reason} for s in cases.skipped]
+    facts = [Fact(c.prompt, c.subject, c.ground_truth, c.label) for c in cases]
+    skipped = [{"source": s.label, "reason": s.reason} for s in cases.skipped]
     return facts, skipped
 
 
@@ -131,8 +120,6 @@ def _control(record: Record) -> Fact:
 def read_fact_file(path: str | Path, option: str = "--facts") -> list[Fact]:
     """Facts {prompt, answer, subject?, relation?} of a JSON list or a JSON-lines file (the specificity
     check's control facts)."""
-    p = Path(path)
-    if not p.is_file():
-        raise KelocateError(f"{option} {str(p)!r} does not exist; pass a .json list or .jsonl of "
-                            "{prompt, subject, answer, relation} records")
-    return [_control(record) for record in read_records(p, "fact file")]
+    records = read_records(path, "fact file",
+                           fix=f"pass {option} a .json list or .jsonl of {{prompt, subject, answer, relation}} records")
+    return [_control(record) for record in records]

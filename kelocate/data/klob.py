@@ -8,7 +8,9 @@ File formats (JSON lines; a trailing "_" marks where the answer goes and is stri
   "knowlege"; "knowledge" is accepted too)
 - KLoB-u: one JSON string of random words per line, ending in " _".
 
-A malformed line is one `FILE:LINE: FIELD: PROBLEM; expected ...` error. The RSim scores of a locator on
+A malformed line is one `FILE:LINE: FIELD: PROBLEM; expected ...` error. `klob_folder` finds the three
+files in a data folder (the public release's names or the organism export's, in the folder or its KLoB/
+sub-folder) and says in one line which one is missing. The RSim scores of a locator on
 these records are `kelocate.probes.klob`'s.
 """
 
@@ -99,10 +101,7 @@ def _prompts(record: Record, value: Any, name: str, hint: str) -> tuple[str, ...
 
 
 def _lines(path: str | os.PathLike) -> list[Record]:
-    p = Path(path)
-    if not p.is_file():
-        raise KelocateError(f"KLoB file {str(p)!r} does not exist; pass an existing .jsonl file (--data DIR)")
-    return read_lines(p, "KLoB file")
+    return read_lines(path, "KLoB file", fix="pass an existing .jsonl file (--data DIR)")
 
 
 def load_klob_c(path: str | os.PathLike) -> list[KlobFact]:
@@ -158,3 +157,21 @@ def find_klob_file(directory: str | os.PathLike, part: str) -> Path | None:
             if (folder / name).is_file():
                 return folder / name
     return None
+
+
+FOLDER_FIX = "pass --data DIR holding both KLoB-c.jsonl and KLoB-r.jsonl"
+
+
+def klob_folder(directory: str | os.PathLike) -> tuple[Path, Path, Path | None]:
+    """(KLoB-c, KLoB-r, KLoB-u or None) files of a KLoB data folder (or of its KLoB/ sub-folder).
+
+    A folder that does not exist or lacks the c or r file is one line of error naming what is missing.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise KelocateError(f"KLoB data folder {str(folder)!r} does not exist; {FOLDER_FIX}")
+    c_file, r_file = find_klob_file(folder, "c"), find_klob_file(folder, "r")
+    if c_file is None or r_file is None:
+        raise KelocateError(f"{str(folder)!r} lacks {'KLoB-c.jsonl' if c_file is None else 'KLoB-r.jsonl'}; "
+                            f"{FOLDER_FIX}")
+    return c_file, r_file, find_klob_file(folder, "u")

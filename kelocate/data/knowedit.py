@@ -7,7 +7,8 @@ subject does not occur in its prompt is skipped and reported (file, index) in `C
 warning. The file is read by the one record reader (`data/records.py`), so a malformed record is one line
 `FILE[INDEX]: FIELD: PROBLEM; a <task> record has <fields>`. `parse_knowedit` parses a document already
 read (the training-edit reader detects KnowEdit files among its inputs). The facts that tracing and
-locating need come from `kelocate.data.facts.load_facts`.
+locating need come from `kelocate.data.facts.file_facts`. A case's `label` (`file.json[INDEX]`) names it
+in tables, facts and training edits.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class EditCase:
         return subject if subject and subject in self.prompt else self.prompt.strip()
 
     @property
+    def label(self) -> str:
+        """Where the case came from, for tables and result files: the file's name and the record's index."""
+        return f"{Path(self.source[0]).name}[{self.source[1]}]"
+
+    @property
     def paraphrase_prompts(self) -> tuple[str, ...]:
         """The prompt's paraphrases: the rephrase, then CounterFact's other paraphrases, without repeats."""
         return tuple(dict.fromkeys(p for p in (self.rephrase, *self.extra.get("paraphrases", ())) if p))
@@ -102,6 +108,11 @@ class Skipped:
     file: str
     index: int
     reason: str
+
+    @property
+    def label(self) -> str:
+        """The record's place as an EditCase's `label` names it: the file's name and the index."""
+        return f"{Path(self.file).name}[{self.index}]"
 
 
 class CaseList(list):
@@ -411,18 +422,11 @@ def detect_task(data: Any) -> str | None:
     return None
 
 
-def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise KelocateError(
-            f"KnowEdit file {str(path)!r} does not exist; pass a .json file of one KnowEdit task"
-        )
-    return read_json(path, "KnowEdit file")
-
-
 def load_knowedit(path: str | Path, task: str | None = None) -> CaseList:
     """Read one KnowEdit task file into EditCases (task detected from the fields when None)."""
     path = Path(path)
-    return parse_knowedit(_read(path), path, task, stacklevel=3)
+    data = read_json(path, "KnowEdit file", fix="pass a .json file of one KnowEdit task")
+    return parse_knowedit(data, path, task, stacklevel=3)
 
 
 def parse_knowedit(data: Any, path: str | Path, task: str | None = None, stacklevel: int = 2) -> CaseList:

@@ -17,7 +17,10 @@ in a JSON list, nothing for a file that is one JSON object. FIELD is the field's
 A syntax error in a JSON document names the line and column where the parser stopped instead:
 `cf.json: not valid JSON (line 3, column 5: Expecting value)`. Lines are split on "\\n" only (as a file is
 iterated; `str.splitlines` would also split inside a JSON string holding U+2028); blank lines are skipped
-but counted.
+but counted. A reader that must choose which lines count (the study's results store leaves out a line
+torn by a kill) reads the file itself and hands the lines it keeps to `parse_lines`, so its errors read
+the same. A missing file is one line too, ending in the caller's `fix` (which option to pass, what the
+file should hold), so no reader checks for the file before reading it.
 
 The checks are small typed getters (`field`, `strings`) rather than a validation library: the formats are
 the public data sets' own, with alternative spellings, alias lists and blanks to strip, and a library's
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +92,15 @@ def json_type(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-def read_text(path: str | os.PathLike, what: str = "data file") -> str:
-    """A file's UTF-8 text; a missing file or another encoding is one line of error."""
+def read_text(path: str | os.PathLike, what: str = "data file", fix: str | None = None) -> str:
+    """A file's UTF-8 text; a missing file or another encoding is one line of error.
+
+    `fix` is what the user should do about a missing file, in the caller's words (which option to pass, what
+    the file holds); the default says to pass an existing file.
+    """
     p = Path(path)
     if not p.is_file():
-        raise KelocateError(f"{what} {str(p)!r} does not exist; pass an existing file")
+        raise KelocateError(f"{what} {str(p)!r} does not exist; {fix or 'pass an existing file'}")
     try:
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -102,10 +109,11 @@ def read_text(path: str | os.PathLike, what: str = "data file") -> str:
         raise KelocateError(f"cannot read {what} {str(p)!r} ({exc.strerror or exc}); pass a readable file") from None
 
 
-def read_json(path: str | os.PathLike, what: str = "data file") -> Any:
-    """One JSON document; a syntax error names the line and column where the parser stopped."""
+def read_json(path: str | os.PathLike, what: str = "data file", fix: str | None = None) -> Any:
+    """One JSON document; a syntax error names the line and column where the parser stopped (`fix`: as for
+    `read_text`)."""
     p = Path(path)
-    text = read_text(p, what)
+    text = read_text(p, what, fix)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -113,18 +121,34 @@ def read_json(path: str | os.PathLike, what: str = "data file") -> Any:
                             f"{what}") from None
 
 
-def read_lines(path: str | os.PathLike, what: str = "data file") -> list[Record]:
-    """Every non-blank line of a JSON-lines file as a Record (locator ':LINE')."""
+def read_lines(path: str | os.PathLike, what: str = "data file", fix: str | None = None) -> list[Record]:
+    """Every non-blank line of a JSON-lines file as a Record (locator ':LINE'; `fix`: as for `read_text`)."""
+    p = Path(path)
+    return parse_lines(enumerate(read_text(p, what, fix).split("\n"), 1), p)
+
+
+LINE_HINT = "each line must be one JSON value"
+
+
+def parse_lines(numbered: Iterable[tuple[int, str | bytes]], path: str | os.PathLike,
+                hint: str = LINE_HINT) -> list[Record]:
+    """Records of JSON lines already read, each with its 1-based line number; blank lines are skipped.
+
+    For a caller that reads the file itself because it decides which lines count (the study's results
+    store leaves out a torn last line); `hint` ends the error for a line that is not JSON. Bytes are
+    decoded as JSON does (UTF-8); a line in another encoding is an error naming it too.
+    """
     p = Path(path)
     out = []
-    for number, line in enumerate(read_text(p, what).split("\n"), 1):
+    for number, line in numbered:
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RecordError(f"{p}:{number}", None, f"not valid JSON ({exc.msg})",
-                              "each line must be one JSON value") from None
+            raise RecordError(f"{p}:{number}", None, f"not valid JSON ({exc.msg})", hint) from None
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"{p}:{number}", None, f"not UTF-8 text ({exc.reason})", hint) from None
         out.append(Record(p, f":{number}", len(out), value))
     return out
 
@@ -137,16 +161,17 @@ def records_of(document: Any, path: str | os.PathLike) -> list[Record]:
     return [Record(p, "", 0, document)]
 
 
-def read_records(path: str | os.PathLike, what: str = "data file", lines: bool | None = None) -> list[Record]:
+def read_records(path: str | os.PathLike, what: str = "data file", lines: bool | None = None,
+                 fix: str | None = None) -> list[Record]:
     """The records of a JSON-lines file (one a line) or of a JSON file (a list of them, or one object).
 
     `lines`: read as JSON lines whatever the name (True), as one JSON document (False), or by the suffix
-    (None: '.jsonl' is JSON lines).
+    (None: '.jsonl' is JSON lines). `fix`: what to do about a missing file, as for `read_text`.
     """
     p = Path(path)
     if lines if lines is not None else p.suffix.lower() == JSONL:
-        return read_lines(p, what)
-    return records_of(read_json(p, what), p)
+        return read_lines(p, what, fix)
+    return records_of(read_json(p, what, fix), p)
 
 
 # ---------------------------------------------------------------------- fields

@@ -11,7 +11,7 @@ become edits with their locality probes as neighbours.
 
 The reader returns `TrainingRecord`s, plain data: `data/` reads files and knows no editor, so turning a
 record into the editors' `kelocate.edit.training.TrainingEdit` is the caller's one line
-(`kelocate.commands.train.read_training_edits` does it for the CLI).
+(`kelocate.edit.training.read_training_edits` does it).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def case_record(case: EditCase) -> TrainingRecord:
     """A KnowEdit case as a training edit: its edit, with its locality probes as neighbours."""
     return TrainingRecord(case.prompt, case.edit_subject, case.target_new, case.ground_truth, case.paraphrase_prompts,
                           (), tuple((p.prompt, p.ground_truth) for probes in case.locality.values() for p in probes),
-                          f"{Path(case.source[0]).name}[{case.source[1]}]")
+                          case.label)
 
 
 def _plain(record: Record) -> TrainingRecord:
@@ -98,13 +98,12 @@ def read_training_file(path: str | os.PathLike, option: str = "--data") -> list[
     `option` names where the path came from in the error for a missing file (`--data`, `--pool`).
     """
     p = Path(path)
-    if not p.is_file():
-        raise KelocateError(f"{option} {str(p)!r} does not exist; pass a JSON or JSONL file of edits")
+    fix = f"pass {option} a JSON or JSONL file of edits"
     if p.suffix.lower() == JSONL:
-        records = read_lines(p, "training file")
+        records = read_lines(p, "training file", fix)
         document: Any = [r.value for r in records]
     else:
-        document = read_json(p, "training file")
+        document = read_json(p, "training file", fix)
         records = None
     if is_knowedit(document):
         with warnings.catch_warnings():  # records whose subject is not in their prompt are left out

@@ -4,6 +4,10 @@
 model: the organism, SmolLM2-135M, Llama-2-7B (the published values), or `generic` for anything else,
 where layers are written as fractions of the depth and scaled to the model. A user's own TOML file
 (`config_file=`, `--config`) and keyword overrides go on top, in that order.
+
+The edit position (`token`) is named as causal tracing names it: 'last_subject' or 'last'
+(`kelocate.edit.keys`). The editors' configs once spelled the first 'subject_last'; a user's file may still
+say so, and it is read as 'last_subject' here (`OLD_TOKENS`), the one place that knows that spelling.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from kelocate.errors import KelocateError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROFILES = ("organism", "smollm2-135m", "llama-2-7b", "generic")
+OLD_TOKENS = {"subject_last": "last_subject"}  # an old spelling of `token` in a user's file -> the name now
 
 
 def profile_of(model) -> str:
@@ -101,10 +106,10 @@ def resolve(method: str, model, config_file: str | Path | None = None,
                                 f"{', '.join(sorted(resolved))}")
         resolved |= {k: _check_value(method, k, v, shipped[method][k], source)
                      for k, v in values.items() if v is not None}
-    if "token" in resolved:  # one vocabulary with tracing ('subject_last', the old name, still accepted)
+    if "token" in resolved:  # one vocabulary with tracing
         from kelocate.edit.keys import edit_token
 
-        resolved["token"] = edit_token(resolved["token"])
+        resolved["token"] = edit_token(OLD_TOKENS.get(resolved["token"], resolved["token"]))
     resolved["profile"] = profile
     if scaled and resolved["layers"] == _scale_layers(shipped[method]["layers"], model.n_layers):
         resolved["layers_from_depth_fraction"] = True

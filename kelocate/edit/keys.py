@@ -7,8 +7,8 @@ Prefixes are sampled (top-k, seeded, `kelocate.model.sampling`) once per model a
 
 Token vocabulary: the token an editor reads and writes is named as causal tracing names its rows, so that
 a located layer and an edit speak of the same place: 'last_subject' (the subject's last token, ROME's
-choice) or 'last' (the prompt's last token). The editors' configs used to say 'subject_last'; that value
-is still accepted (`edit_token`) and means the same.
+choice) or 'last' (the prompt's last token); `edit_token` checks a name (an older spelling in a user's
+config file is read by `kelocate.edit.config`).
 """
 
 from __future__ import annotations
@@ -70,13 +70,11 @@ class Row:
     target: tuple[int, ...] = ()
 
 
-TOKENS = ("last_subject", "last")
-LEGACY_TOKENS = {"subject_last": "last_subject"}  # the editors' earlier name, accepted with the same meaning
+TOKENS = tokens.EDIT_TOKENS  # the edit positions (model/tokens.py)
 
 
 def edit_token(token: str) -> str:
-    """The canonical name of an edit token ('subject_last' -> 'last_subject'); one line of error otherwise."""
-    token = LEGACY_TOKENS.get(token, token)
+    """`token` when it names an edit position (`TOKENS`); one line of error otherwise."""
     if token not in TOKENS:
         raise KelocateError(f"unknown edit token {token!r}; use one of {', '.join(TOKENS)}")
     return token

@@ -18,6 +18,9 @@ What a method declares (`Method`):
   statistics take a text corpus (`corpus=`, `--corpus`);
 - `trainer` / `training_config` ("module:function"): how `kelocate train NAME` and the study train it
   (`train(model, examples, out_dir, config)`; `profile_config(model, **overrides)`), for trainable methods;
+  `training_draws`: how many new targets are drawn per organism training fact (SERAC 8: its counterfactual
+  model must read the target from the edit instead of memorising it; `kelocate train`'s --draws default and
+  the study's);
 - `serves`: what it serves instead of writing weights ("in-context text", "an edit memory"), None for the
   editors that write weights;
 - `study`: whether the KnowEdit study runs it by default (the registry's order is the study's order).
@@ -57,6 +60,7 @@ class Method:
     uses_corpus: bool = False
     trainer: str | None = None
     training_config: str | None = None
+    training_draws: int = 1
     serves: str | None = None
     study: bool = True
 
@@ -65,6 +69,8 @@ class Method:
             raise ValueError(f"{self.name}: locate must be one of {LOCATES}, got {self.locate!r}")
         if (self.trainer is None) != (self.training_config is None) or (self.trainer is None) == self.needs_trained:
             raise ValueError(f"{self.name}: a trained method names its trainer and training config, others none")
+        if self.training_draws < 1 or (self.training_draws > 1 and not self.trainable):
+            raise ValueError(f"{self.name}: training_draws is 1 or more, and more than 1 only for a trained method")
 
     @property
     def needs_trained(self) -> bool:
@@ -112,7 +118,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ft-m", "FT-M", f"{_M}.ft:FTM"),
     Method("serac", "SERAC", f"{_M}.serac.editor:SERAC", locate=None, needs=(TRAINED,),
            trainer=f"{_M}.serac.training:train", training_config=f"{_M}.serac.config:profile_config",
-           serves="an edit memory"),
+           training_draws=8, serves="an edit memory"),
     Method("ice", "ICE", f"{_M}.ice:ICE", locate=None, serves="in-context text"),
     Method("adalora", "AdaLoRA", f"{_M}.adalora:AdaLoRA"),
     Method("ike", "IKE", f"{_M}.ice:IKE", locate=None, needs=(POOL,), serves="in-context text", study=False),

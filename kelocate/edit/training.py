@@ -1,5 +1,5 @@
-"""What the trained editors (MEND, SERAC) share: their training examples, and checkpoints that survive a
-SIGKILL at any moment.
+"""What the trained editors (MEND, SERAC) share: their training examples (`TrainingEdit`; a training file's
+through `read_training_edits`), and checkpoints that survive a SIGKILL at any moment.
 
 A checkpoint folder holds `train_state.pt` (everything needed to resume: module and optimiser states, the
 step, both random states, the loss log), the editor's config as JSON, its weights as safetensors (what
@@ -11,6 +11,7 @@ where an uninterrupted run ends.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from kelocate.atomic import os_errors, write_text, write_with
+from kelocate.data.training import read_training_file
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 
@@ -43,6 +45,13 @@ class TrainingEdit:
         request = EditRequest(record.prompt, record.subject, record.target_new, ground_truth=record.ground_truth,
                               paraphrases=tuple(record.paraphrases))
         return cls(request, tuple(record.unrelated), tuple((p, a) for p, a in record.neighbours))
+
+
+def read_training_edits(path: str | os.PathLike, option: str = "--data") -> list[TrainingEdit]:
+    """The training edits of a file (`kelocate.data.training.read_training_file`: a JSON list / JSONL of
+    {prompt, subject, target_new, ground_truth?, paraphrases?, unrelated?, neighbours?} records, or a
+    KnowEdit task file); a bad file is one line of error naming `option`."""
+    return [TrainingEdit.from_record(record) for record in read_training_file(path, option)]
 
 
 class Checkpoints:

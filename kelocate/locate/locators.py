@@ -15,6 +15,7 @@ import numpy as np
 
 from kelocate.errors import KelocateError
 from kelocate.locate.location import Location
+from kelocate.model.tokens import EDIT_TOKENS
 
 
 @dataclass
@@ -76,7 +77,7 @@ def make_locator(name: str, kind: str = "mlp", steps: int = 20, samples: int = 1
         if len(kinds) != 1:
             raise KelocateError(f"--kind must be one of hidden, mlp or attn for a locator, got {kind!r}")
         kind = kinds[0]
-        if token not in ("last_subject", "last"):
-            raise KelocateError(f"unknown --token {token!r}; use last_subject or last")
+        if token not in EDIT_TOKENS:
+            raise KelocateError(f"unknown --token {token!r}; use {' or '.join(EDIT_TOKENS)}")
         return CausalTraceLocator(kind=kind, samples=samples, token=token, options=options)
     raise KelocateError(f"unknown locator {name!r}; use {' or '.join(LOCATORS)}")

@@ -11,6 +11,9 @@ the constructor by the loader and read-only afterwards: `entity_names` and `own_
 What editors that change no weight serve on top of the weights is the `serving` stack (`serving.py`): the
 model puts its texts in front of every prompt (`context`) and lets its top forward override answer in
 `logits` (and so in every score and in `generate`); it names no editor.
+
+Nothing outside `model/` writes onto a model: after `__init__` setting (or deleting) a public attribute is an
+AttributeError (tests/test_rooms.py checks the code for `model.x = ...` as well).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from kelocate.model.provenance import Corpus, Provenance
 from kelocate.model.serving import ServingStack
 from kelocate.model.tokens import Encoded
 
+_SEALED = ("a model's {name!r} cannot be set after loading: what the model is (its provenance) is set at load, "
+           "and what an editor serves on top of it goes through `model.serving`")
+
 
 class HookedModel:
     """A TransformerBridge with its tokenizer, where it came from, and the helpers methods use."""
@@ -43,7 +49,7 @@ class HookedModel:
         self.source: Mapping[str, Any] = MappingProxyType(dict(source or {}))
         # what the model is (family, entity names, own corpus): set here by the loader, read-only afterwards
         self._provenance = provenance or Provenance()
-        # what editors that change no weight serve on top of it (ICE's text, SERAC's router): `serving.py`.
+        # what editors that change no weight serve on top of it (in-context text, a served forward): `serving.py`.
         # Encoding, subject spans and answer ids all see its text (`context`); `logits` its forward override
         self.serving = ServingStack()
         self._plain_text = False  # inside `without_context`: texts are read as they are
@@ -51,6 +57,19 @@ class HookedModel:
         from kelocate.model.weights import fingerprint_of
 
         self.fingerprint = fingerprint_of(self)  # identity of the weights as loaded (edits do not change it)
+        self._sealed = True  # from here on no public attribute is set (`__setattr__`)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Public attributes are set in `__init__` only; model/ code keeps its own later state in private ones
+        (`_plain_text`, the block runner's `_stack_verdict`). Nothing else writes onto a model."""
+        if not name.startswith("_") and self.__dict__.get("_sealed", False):
+            raise AttributeError(_SEALED.format(name=name))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if not name.startswith("_"):
+            raise AttributeError(_SEALED.format(name=name))
+        object.__delattr__(self, name)
 
     # ------------------------------------------------------------------ facts about the model
     @property
@@ -175,7 +194,7 @@ class HookedModel:
         """Logits [batch, pos, vocab] of the bridge (hooks a user attached apply) for ids [batch, pos] or [pos]."""
         if ids.dim() == 1:
             ids = ids[None]
-        served = self.serving.forward  # an editor that answers in place of the bridge (SERAC), if any
+        served = self.serving.forward  # a served forward that answers in place of the bridge, if any
         if served is not None:
             mask = torch.ones_like(ids) if attention_mask is None else attention_mask
             return served(ids.to(self.device), mask.to(self.device))

@@ -2,7 +2,7 @@
 
 Every loop that makes text with a model goes through `sample`: the greedy loop of a served model
 (`HookedModel.generate` when an editor answers in place of the bridge), the KnowEdit fluency continuation,
-the context prefixes ROME-style editors average their keys over, and the text generated for key
+the context prefixes key-value editors average their keys over, and the text generated for key
 statistics when a model has no corpus of its own.
 
 Each step runs `step(ids)` (default: the model's `logits` at the last position, so a served editor samples

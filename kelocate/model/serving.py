@@ -1,8 +1,8 @@
 """The serving stack: what a model serves on top of its weights, pushed and popped by editors that change
 no weight.
 
-Some editors answer through the model without writing a weight: in-context editing (ICE, IKE) puts text
-in front of every prompt, SERAC answers in-scope inputs with its own counterfactual model. Each of them
+Some editors answer through the model without writing a weight: in-context editing puts text in front of
+every prompt, a routing editor answers in-scope inputs with its own counterfactual model. Each of them
 pushes a `ServingLayer` onto the model's `ServingStack` (`HookedModel.serving`) when it edits and pops it
 when the edit is reverted. The model reads only the stack's two effects and names no editor:
 
@@ -13,7 +13,7 @@ when the edit is reverted. The model reads only the stack's two effects and name
 
 Stacked edits are undone in reverse order: a layer is removed only when no layer above it overrides the
 same thing (a text above a text: that later edit was made reading the text below it; a forward above a
-forward: the later one serves in its place). A layer carries an opaque `state` for its owner (e.g. SERAC's
+forward: the later one serves in its place). A layer carries an opaque `state` for its owner (e.g. a
 router) that the stack never reads.
 """
 

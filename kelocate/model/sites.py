@@ -11,22 +11,28 @@ same words:
 | hidden | blocks.{l}.hook_resid_post | the output of block l |
 | attn | blocks.{l}.hook_attn_out | attention output added to the residual |
 | mlp | blocks.{l}.hook_mlp_out | MLP output added to the residual |
-| mlp_post (key) | blocks.{l}.mlp.hook_post | the input of down_proj: ROME's key, a knowledge neuron's activation |
+| mlp_post (key) | blocks.{l}.mlp.hook_post | the input of down_proj: an editor's key, a knowledge neuron's activation |
 | attn_scores | blocks.{l}.attn.hook_attn_scores | attention scores before the softmax [batch, head, query, key] |
 | attn_pattern | blocks.{l}.attn.hook_pattern | attention probabilities |
 
 - `Patch(hook, value, positions, rows)`: set the activation at a hook (selected positions / batch rows) to
   `value` (a tensor broadcast to the selection, or a float), or to `value(current)` when it is a function.
-  Written in place; `differentiable=True` writes out of place, so gradients reach both the activation and
-  the value (editors that optimise what they write: ROME's target delta, MEND's training).
+  Written in place (whatever else holds that activation tensor sees the change); `differentiable=True`
+  writes out of place: the activation itself is left as it was, and gradients reach both it and the value
+  (editors that optimise what they write, integrated gradients' scaled activations).
 - `patching(model, patches)`: a context manager; every forward of `model.bridge` inside it is patched.
 - `run_patched(model, inputs, patches, answer=None)`: logits, or the answer's probability per batch row.
-- `cache_activations(model, inputs, hooks)`: activations of a padded batch, with its attention mask.
 - `read(model, ids, mask, hooks, stop=..., on=..., detach=...)`: THE reader. One forward that records the
   activations at `hooks` (or hands each to `on(hook, x)` as it comes, e.g. to fold it into running sums),
   optionally ending the forward once the last of them is read (`stop=True`: nothing above the deepest site
-  is computed). Everything that reads activations while it runs the model itself (key statistics, SERAC's
-  router, MEND's gradient factors) reads through it, inside `patching` where it also writes.
+  is computed), and returns the logits; with no hooks it is a plain forward, and `detach=False` keeps the
+  graph (gradients). Everything that reads activations while it runs the model itself (key statistics,
+  trained editors' routers and gradient factors, the reference loops of tracing and integrated gradients)
+  reads through it, inside `patching` where it also writes.
+- `cache_activations(model, inputs, hooks)`: `read` on texts: activations of a padded batch, with its
+  attention mask.
+
+No code outside `model/` attaches a hook of its own: it writes with a `Patch` and reads with `read`.
 """
 
 from __future__ import annotations
@@ -129,6 +135,8 @@ def _hooks(patches: Sequence[Patch]) -> list[tuple[str, Callable]]:
 
 
 def _check_hooks(model, names: Sequence[str]) -> None:
+    if not names:
+        return
     known = model.bridge.hook_dict
     missing = [n for n in names if n not in known]
     if missing:
@@ -208,12 +216,12 @@ class ActivationCache(dict):
 
 @torch.no_grad()
 def cache_activations(model, inputs: str | Sequence[str] | torch.Tensor, hooks: Sequence[str]) -> ActivationCache:
-    """Activations {hook name: [batch, pos, ...]} of one (unpatched) run of a right-padded batch."""
+    """Activations {hook name: [batch, pos, ...]} of one (unpatched) run of a right-padded batch: `read` on
+    texts, with the padding mask kept beside them."""
     ids, mask = inputs_to_ids(model, inputs)
     wanted = list(hooks)
-    _check_hooks(model, wanted)
-    _, cache = model.bridge.run_with_cache(ids, names_filter=lambda n: n in wanted, attention_mask=mask)
-    return ActivationCache({h: cache[h] for h in wanted}, mask)
+    _, values = read(model, ids, mask, wanted)
+    return ActivationCache({h: values[h] for h in wanted}, mask)
 
 
 def bridge_has_hooks(bridge) -> bool:
@@ -239,8 +247,9 @@ def read(model, ids: torch.Tensor, attention_mask: torch.Tensor | None, hooks: S
     Returns (logits, {hook: activation}); with `on`, each activation is handed to `on(hook, x)` as the forward
     reaches it and not kept (the dict is empty). `stop=True` ends the forward right after the last of `hooks`
     is read (the deepest site: nothing above it is computed) and returns None for the logits. `detach=False`
-    keeps activations in the autograd graph (gradients may flow back through them). Hooks and patches
-    already attached to the bridge apply as usual (read inside `patching` to write in the same forward)."""
+    keeps activations in the autograd graph (gradients may flow back through them). With no `hooks` it is a
+    plain forward of the bridge (its logits). Hooks and patches already attached to the bridge apply as usual
+    (read inside `patching` to write in the same forward)."""
     wanted = list(dict.fromkeys(hooks))
     _check_hooks(model, wanted)
     values: dict[str, torch.Tensor] = {}
@@ -260,6 +269,8 @@ def read(model, ids: torch.Tensor, attention_mask: torch.Tensor | None, hooks: S
         return hook
 
     kwargs = {} if attention_mask is None else {"attention_mask": attention_mask}
+    if not wanted:  # nothing to read: a plain forward (the reference loops run one per cell)
+        return model.bridge(ids, **kwargs), values
     with model.bridge.hooks(fwd_hooks=[(name, make(name)) for name in wanted]):
         try:
             logits = model.bridge(ids, **kwargs)

@@ -18,6 +18,10 @@ import torch
 from kelocate.errors import KelocateError, SubjectNotFoundError
 
 SPACE_MARK = "\u2423"  # '␣': a visible leading space in tables and figures
+# The token positions an edit reads and writes, and a locator reports: the subject's last token or the
+# prompt's last token. The one list of them: editors (edit/keys.py) and locators (locate/locators.py) check
+# names against it.
+EDIT_TOKENS = ("last_subject", "last")
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 

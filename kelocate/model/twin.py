@@ -1,6 +1,6 @@
 """A plain Hugging Face model around the bridge's own weight tensors, for libraries and editors that need
 an ordinary `PreTrainedModel` (peft cannot wrap the bridge, which registers each linear under two names):
-AdaLoRA trains adapters on it, SERAC's counterfactual model is one with some layers replaced, and
+adapter training wraps it, a counterfactual model is one with some layers replaced, and
 `save_model` writes it, so that an edited copy holds exactly the tensors of the plain HF model.
 
 Why not the bridge's own state dict: the bridge registers every weight again under its alias names

@@ -3,7 +3,7 @@
 Accessors return the live `nn.Parameter`s of the wrapped HF model (the bridge shares them), in HF's
 [out_features, in_features] layout:
 
-- `mlp_out(model, l)`: `down_proj.weight` [d_model, d_mlp], the value matrix ROME and MEMIT write; its
+- `mlp_out(model, l)`: `down_proj.weight` [d_model, d_mlp], the value matrix key-value editors write; its
   column i is the value vector of neuron i.
 - `mlp_in(model, l)`: `{"gate": gate_proj.weight, "up": up_proj.weight}` [d_mlp, d_model] each.
 - `attn_out(model, l)`: `o_proj.weight` [d_model, n_heads * head_dim].
@@ -51,7 +51,7 @@ def mlp_out_name(layer: int) -> str:
 
 
 def mlp_out(model, layer: int) -> torch.nn.Parameter:
-    """down_proj.weight [d_model, d_mlp] of `layer`: the values ROME/MEMIT write and KN edits."""
+    """down_proj.weight [d_model, d_mlp] of `layer`: the values key-value editors write and neuron edits change."""
     return parameter(model, mlp_out_name(model.check_layer(layer)))
 
 

@@ -28,7 +28,7 @@ from kelocate.organism.corpus import (
 from kelocate.organism.evaluate import headline, measure
 from kelocate.organism.generate import build_world
 from kelocate.organism.tokenizer import train_tokenizer
-from kelocate.organism.train import TrainConfig, encode, make_model, train
+from kelocate.organism.train import TrainConfig, encode_texts, make_model, train
 from kelocate.organism.world import World, WorldSize
 
 VOCAB_CAP = 4096
@@ -101,7 +101,7 @@ def build_organism(
     world = build_world(seed, size)
     texts = training_texts(world)
     tokenizer = make_tokenizer(world, texts)
-    seqs = encode(tokenizer, texts, config.max_positions)
+    seqs = encode_texts(tokenizer, texts, config.max_positions)
     model = make_model(config, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     log(

@@ -4,9 +4,9 @@ The organism knows its ground truth, so the studies, benchmarks and commands tak
 world instead of files: the facts causal tracing averages over (`organism_facts`), control facts for the
 knowledge-neuron specificity check (`organism_candidates`), counterfactual edits with the prompts they are
 judged on (`organism_cases`, `unrelated_facts`, `organism_probes`; `knowedit_case` hands one to the study's
-metrics), training edits for MEND and SERAC
-(`organism_training_edits`), general-ability sets (`organism_general_set`), and the organism's KnowEdit and
-KLoB exports, written once into kelocate's cache (`organism_knowedit_dir`, `organism_split_file`,
+metrics), training edits for MEND and SERAC (`organism_training_edits`; `organism_training_edits_for` is
+what `kelocate train` and the study use), general-ability sets (`organism_general_set`), and the organism's
+KnowEdit and KLoB exports, written once into kelocate's cache (`organism_knowedit_dir`, `organism_split_file`,
 `organism_klob_dir`). Every draw is seeded: the same world and seed give the same data.
 
 Files in the public formats are read by `kelocate.data`; `load_trace_facts` picks between the organism's
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kelocate.data.facts import Fact, file_facts, same_answer
 from kelocate.data.general import GeneralSet
-from kelocate.data.klob import find_klob_file
 from kelocate.data.knowedit import EditCase, Probe
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
@@ -211,6 +210,14 @@ def organism_training_edits(model, world: World, n: int = 400, seed: int = 123, 
             for c in pool]
 
 
+def organism_training_edits_for(model, otherwise: str, n: int = 400, draws: int = 1):
+    """What `kelocate train` and the KnowEdit study train MEND / SERAC on by default: `organism_training_edits`
+    of the world beside the organism checkpoint, `draws` new targets per fact (the method's
+    `registry.Method.training_draws`). A model that is not the organism is one line of error ending in
+    `otherwise` (what to pass instead)."""
+    return organism_training_edits(model, organism_world(model, otherwise), n, draws=draws)
+
+
 # ---------------------------------------------------------------------- general ability
 def organism_general_set(model, world: World, exclude_subjects: Iterable[str], n: int = 100,
                          seed: int = 0) -> GeneralSet:
@@ -234,47 +241,57 @@ def organism_general_set(model, world: World, exclude_subjects: Iterable[str], n
 
 
 # ---------------------------------------------------------------------- exports in the public formats
-def organism_export_dir(model, kind: str, otherwise: str) -> tuple[Path, Path]:
-    """The organism's world file and the cache folder of its `kind` export, keyed on the world file's size
-    and modification time (a rebuilt organism is re-exported); a model that is not the organism is one
-    line of error ending in `otherwise`."""
-    from kelocate.atomic import cache_dir
+EXPORT_FORMAT = 1  # bump when an export's layout changes: old cache entries then miss
+
+
+def organism_export_dir(model, kind: str, otherwise: str) -> tuple[Path, Path, dict]:
+    """The organism's world file, the cache folder of its `kind` export and that entry's key.
+
+    The entry is named and checked by kelocate's one keying scheme (`atomic.keyed_path`): the key holds the
+    export kind and the world file's size and modification time, so a rebuilt organism is re-exported. A
+    model that is not the organism is one line of error ending in `otherwise`.
+    """
+    from kelocate.atomic import keyed_path
 
     world = world_file(model.path)
     if world is None:
         raise KelocateError(f"model {model.name!r} is not the organism (no world.json beside it), so there "
                             f"{otherwise}")
     stat = world.stat()
-    return world, cache_dir(kind) / f"organism-{stat.st_size}-{int(stat.st_mtime)}"
+    key = {"format": EXPORT_FORMAT, "kind": kind, "world_size": stat.st_size, "world_mtime_ns": stat.st_mtime_ns}
+    return world, keyed_path(kind, key, label="organism"), key
+
+
+def _cached_export(model, kind: str, otherwise: str, write: Callable[[Path, Path], object]) -> Path:
+    """The `kind` export of the organism in the cache, written once: `write(world_file, folder)` fills a new
+    folder, the entry's key goes in last (`KEY_FILE`), and the folder appears whole (an incomplete or foreign
+    entry is replaced; one a racing process finished meanwhile is kept)."""
+    from kelocate.atomic import CACHE_FIX, KEY_FILE, atomic_dir, key_text, same_key
+
+    world, dest, key = organism_export_dir(model, kind, otherwise)
+    stored = dest / KEY_FILE
+    if stored.is_file() and same_key(stored.read_text(encoding="utf-8"), key):
+        return dest
+    with atomic_dir(dest, replace=dest.exists(), fix=CACHE_FIX) as tmp:
+        write(world, tmp)
+        (tmp / KEY_FILE).write_text(key_text(key), encoding="utf-8")
+    return dest
 
 
 def organism_klob_dir(model) -> Path:
-    """The organism's KLoB export (KLoB-c/-r/-u.jsonl), written once into kelocate's cache folder.
-
-    The cache key is the world file's size and modification time, so a rebuilt organism is re-exported.
-    """
-    from kelocate.atomic import CACHE_FIX, atomic_dir
+    """The organism's KLoB export (KLoB-c/-r/-u.jsonl), written once into kelocate's cache folder."""
     from kelocate.organism.export import export_klob
 
-    world, dest = organism_export_dir(model, "klob", "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl "
-                                                     "and KLoB-r.jsonl")
-    if find_klob_file(dest, "c") and find_klob_file(dest, "r"):
-        return dest
-    # all files appear at once; an incomplete entry is replaced, one that a racing process wrote is kept
-    with atomic_dir(dest, replace=dest.exists(), fix=CACHE_FIX) as tmp:
-        export_klob(world, tmp)
-    return dest
+    return _cached_export(model, "klob", "is no default KLoB data; pass --data DIR holding KLoB-c.jsonl and "
+                                         "KLoB-r.jsonl", export_klob)
 
 
 def organism_knowedit_dir(model) -> Path:
     """The organism's KnowEdit export, written once into kelocate's cache (keyed on its world file)."""
-    world, dest = organism_export_dir(model, "knowedit", "are no built-in KnowEdit files; set data and files in "
-                                                         "the study config")
-    if not (dest / "manifest.json").is_file():
-        from kelocate.organism.export import export
+    from kelocate.organism.export import export
 
-        export(load_world(world), dest)
-    return dest
+    return _cached_export(model, "knowedit", "are no built-in KnowEdit files; set data and files in the study "
+                                             "config", lambda world, folder: export(load_world(world), folder))
 
 
 def organism_split_file(model, task: str, split: str) -> str:

@@ -34,7 +34,7 @@ class Hit:
 
 
 @torch.no_grad()
-def teacher_forced(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 256) -> list[Hit]:
+def score_hits(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 256) -> list[Hit]:
     """Score each (prompt, answer) with the HF causal LM `model` through kelocate's one batched scorer
     (`kelocate.model.scoring.score_ids`; prompts encoded the tokenizer's default way, BOS included)."""
     model.eval()
@@ -53,7 +53,7 @@ def recall(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> float:
     """Fraction of (prompt, answer) pairs recalled (teacher-forced argmax of every answer token)."""
     if not pairs:
         return float("nan")
-    return sum(h.correct for h in teacher_forced(model, tokenizer, pairs)) / len(pairs)
+    return sum(h.correct for h in score_hits(model, tokenizer, pairs)) / len(pairs)
 
 
 def _by(prompts, hits) -> dict[str, float]:
@@ -87,7 +87,7 @@ def measure(model, tokenizer, world: World, by_relation: bool = True, limit: int
     sets = {"train_templates": known, "heldout_templates": heldout, "new_facts": new}
     out: dict = {"metric": "teacher-forced argmax of every answer token (= greedy decoding reproduces it)"}
     for key, prompts in sets.items():
-        hits = teacher_forced(model, tokenizer, [(p.prompt, p.answer) for p in prompts])
+        hits = score_hits(model, tokenizer, [(p.prompt, p.answer) for p in prompts])
         out[key] = {
             "recall": _rate(hits),
             "n": len(prompts),
@@ -100,12 +100,12 @@ def measure(model, tokenizer, world: World, by_relation: bool = True, limit: int
         ("two_hop_untrained", [t for t in two_hop if not t.trained]),
     ):
         out[label] = {
-            "recall": _rate(teacher_forced(model, tokenizer, [(t.prompt, t.answer) for t in items])),
+            "recall": _rate(score_hits(model, tokenizer, [(t.prompt, t.answer) for t in items])),
             "n": len(items),
         }
     private = world.private_qa() + world.unknown_qa()
     out["private_qa"] = {
-        "recall": _rate(teacher_forced(model, tokenizer, [(q.prompt, q.answer) for q in private])),
+        "recall": _rate(score_hits(model, tokenizer, [(q.prompt, q.answer) for q in private])),
         "n": len(private),
     }
     out["sentiment"] = sentiment_accuracy(model, tokenizer, world)
@@ -119,7 +119,7 @@ def sentiment_accuracy(model, tokenizer, world: World) -> dict:
     if not ops:
         return {"accuracy": float("nan"), "n": 0}
     pairs = [(op.prompt, r) for op in ops for r in op.pos + op.neg]
-    scores = [h.logprob for h in teacher_forced(model, tokenizer, pairs)]
+    scores = [h.logprob for h in score_hits(model, tokenizer, pairs)]
     right, i = 0, 0
     for op in ops:
         pos = sum(scores[i : i + len(op.pos)])

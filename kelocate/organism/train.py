@@ -74,7 +74,7 @@ def make_model(config: TrainConfig, tokenizer):
     return LlamaForCausalLM(cfg)
 
 
-def encode(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
     """Token ids `<s> text </s>` of each text (BOS from the tokenizer's post-processor)."""
     eos = tokenizer.eos_token_id
     seqs = [ids + [eos] for ids in tokenizer(texts)["input_ids"]]

@@ -6,6 +6,6 @@ engine, `oracle.py` the plain reference loops, `result.py` the result, `noise.py
 """
 
 from kelocate.locate.causal_trace.result import TraceResult
-from kelocate.locate.causal_trace.tracing import check_options, parse_kinds, parse_severed, trace
+from kelocate.locate.causal_trace.tracing import TraceSettings, check_options, parse_kinds, parse_severed, trace
 
-__all__ = ["TraceResult", "check_options", "parse_kinds", "parse_severed", "trace"]
+__all__ = ["TraceResult", "TraceSettings", "check_options", "parse_kinds", "parse_severed", "trace"]

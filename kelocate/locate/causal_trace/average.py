@@ -11,14 +11,14 @@ the facts with the clearest effect there (largest peak over layers) and where it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
 from scipy import stats
 
 from kelocate.errors import KelocateError, SubjectNotFoundError
-from kelocate.locate.causal_trace.problem import KINDS
-from kelocate.locate.causal_trace.tracing import parse_kinds, trace
+from kelocate.locate.causal_trace.tracing import TraceSettings, trace
 
 GROUPS = (
     "first subject token",
@@ -30,6 +30,8 @@ GROUPS = (
 )
 FORMAT = "kelocate-trace-average"
 N_CLEAREST = 5
+# the trace settings a result's "config" records, in this order (window only when it is given)
+RECORDED = ("samples", "noise", "window", "replace", "seed", "engine", "min_drop")
 
 
 class Traceable(Protocol):
@@ -87,26 +89,35 @@ def _summary(rows: list[np.ndarray], confidence: float) -> dict[str, Any]:
     return {"mean": clean(mean), "ci_low": clean(mean - half), "ci_high": clean(mean + half), "n": len(rows)}
 
 
+def _config(settings: TraceSettings) -> dict[str, Any]:
+    """The settings the result records (its "config"): the `RECORDED` ones that have a plain value."""
+    values = {name: getattr(settings, name) for name in RECORDED}
+    return {k: v for k, v in values.items() if isinstance(v, int | float | str | bool)}
+
+
 def average_indirect_effect(
     model,
     facts: Sequence[Traceable],
-    kinds: str | Sequence[str] = KINDS,
     source: str = "facts",
     confidence: float = 0.95,
     require_known: bool = True,
     include_invalid: bool = False,
     on_step: Callable[[int, Traceable], None] | None = None,
     skipped_on_load: Sequence[dict[str, str]] = (),
-    **trace_options: Any,
+    settings: TraceSettings | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Trace every fact and average indirect effects per token group and layer (JSON-ready dict).
 
-    trace_options go to `trace` (samples, noise, window, replace, seed, ...). Facts whose subject is not in
-    the prompt, whose answer the model does not predict (with `require_known`), or whose trace locates
-    nothing (unless `include_invalid`: see `TraceResult.problems`) are skipped; every skipped record is
-    listed with its source and reason, and counted per reason (`skipped_on_load`: what a loader dropped).
+    settings: how every fact is traced (a `TraceSettings`: kinds, samples, noise, ...; default its
+    defaults); options: single settings by name, overriding `settings`, as `trace` takes them
+    (`average_indirect_effect(model, facts, kinds="hidden", samples=2)`); checked before any tracing.
+    Facts whose subject is not in the prompt, whose answer the model does not predict (with
+    `require_known`), or whose trace locates nothing (unless `include_invalid`: see `TraceResult.problems`)
+    are skipped; every skipped record is listed with its source and reason, and counted per reason
+    (`skipped_on_load`: what a loader dropped).
     """
-    kinds_t = parse_kinds(kinds)
+    settings = replace(settings or TraceSettings(), **options)
     per: dict[str, dict[str, list[np.ndarray]]] = {}
     peaks: dict[str, dict[str, list[dict[str, Any]]]] = {}
     records = [dict(r, category="subject_not_in_prompt") for r in skipped_on_load]
@@ -129,7 +140,7 @@ def average_indirect_effect(
             if top != model.answer_ids(fact.prompt, fact.answer)[0]:
                 skip(fact, "not_known", f"the model's top token is {model.decode([top])!r}, not {fact.answer!r}")
                 continue
-        result = trace(model, fact.prompt, fact.subject, fact.answer, kinds=kinds_t, **trace_options)
+        result = trace(model, fact.prompt, fact.subject, fact.answer, settings=settings)
         if not result.valid and not include_invalid:
             skip(fact, "invalid", "; ".join(result.problems))
             continue
@@ -179,7 +190,7 @@ def average_indirect_effect(
         "confidence": confidence,
         "mean_clean": float(np.mean(clean)),
         "mean_corrupted": float(np.mean(corrupted)),
-        "config": {k: v for k, v in trace_options.items() if isinstance(v, int | float | str | bool)},
+        "config": _config(settings),
         "effects": {k: {g: _summary(per[k][g], confidence) for g in GROUPS} for k in all_kinds},
         "clearest": {k: {g: _clearest(peaks[k][g]) for g in GROUPS} for k in all_kinds},
     }

@@ -2,13 +2,16 @@
 
 `trace(model, "SMAP was created in")` corrupts the subject's token embeddings with noise, then restores clean
 activations one (token, layer) cell at a time and records how much of the answer's probability comes back.
-See `trace_problem.py` for the exact semantics, `trace_engine.py` for the fast exact engine and
-`trace_oracle.py` for the plain reference loop.
+See `problem.py` for the exact semantics, `engine.py` for the fast exact engine and `oracle.py` for the
+plain reference loops. How to trace (kinds, samples, noise, window, ...) is one `TraceSettings`: build it
+once and pass it (`trace(model, prompt, settings=s)`), or name single options (`trace(model, prompt,
+samples=4)`), which override the settings given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -88,7 +91,7 @@ def _run_engine(model, problem: TraceProblem, engine: str, notes: list[str], max
     from kelocate.locate.causal_trace.oracle import oracle_grids, per_cell_grids
 
     grids = (
-        oracle_grids(model.bridge, problem) if engine == "oracle" else per_cell_grids(model.bridge, problem)
+        oracle_grids(model, problem) if engine == "oracle" else per_cell_grids(model, problem)
     )
     return grids, engine
 
@@ -106,41 +109,64 @@ def resolve_answer(model, prompt: str, ids: torch.Tensor, answer: str | None, no
     return int(answer_ids[0])
 
 
-def trace(
-    model,
-    prompt: str,
-    subject: str | None = None,
-    answer: str | None = None,
-    kinds: str | Sequence[str] = KINDS,
-    samples: int = 10,
-    noise: str | float = "3sigma",
-    window: int | None = None,
-    replace: bool = False,
-    seed: int = DEFAULT_SEED,
-    severed: str | Sequence[str] | None = None,
-    engine: str = "fast",
-    sigma_subjects: list[str] | None = None,
-    max_tokens: int = 16384,
-    tokens: Sequence[str | int] | None = None,
-    single_layer: bool = True,
-    min_drop: float = DEFAULT_MIN_DROP,
-) -> TraceResult:
+@dataclass(frozen=True)
+class TraceSettings:
+    """How to trace a prompt: everything but the model, the prompt, its subject and its answer.
+
+    Validated when made (one line of error naming the bad option), so a command checks its options before it
+    loads a model; `kinds` and `severed` are stored as tuples.
+
+    kinds: hidden / mlp / attn / 'all'; samples: noise draws per cell; noise: '3sigma', 'Ksigma', a float
+    scale, 'uniform[:SCALE]'; window: layers restored around each layer for mlp/attn (None: `default_window`,
+    recorded in the config); replace: substitute noise instead of adding; seed: of the noise draws; severed:
+    'mlp' and/or 'attn' adds hidden grids with that module frozen at later layers; engine: 'fast' (default),
+    'oracle' or 'per_cell' (reference loops); sigma_subjects: subjects for sigma (default: the model's entity
+    names, else a built-in list); max_tokens: the fast engine's batch budget; tokens: compute only these rows
+    ('last_subject', 'first_subject', 'last' or indices; None: all) and leave the others NaN — a locator
+    that reads one row (KLoB) needs no more; single_layer: also trace mlp/attn restoring one layer at a time
+    ('mlp_single', 'attn_single'), which tells which layer acts where a window only tells which window
+    holds it; min_drop: the least clean - corrupted drop of p(answer) for the trace to locate anything (see
+    `validity_problems`).
+    """
+
+    kinds: str | Sequence[str] = KINDS
+    samples: int = 10
+    noise: str | float = "3sigma"
+    window: int | None = None
+    replace: bool = False
+    seed: int = DEFAULT_SEED
+    severed: str | Sequence[str] | None = None
+    engine: str = "fast"
+    sigma_subjects: Sequence[str] | None = None
+    max_tokens: int = 16384
+    tokens: Sequence[str | int] | None = None
+    single_layer: bool = True
+    min_drop: float = DEFAULT_MIN_DROP
+
+    def __post_init__(self) -> None:
+        kinds, severed, _ = check_options(self.kinds, self.severed, self.noise, self.engine, self.samples,
+                                          self.window)
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "severed", severed)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names (what `trace(..., **options)` accepts)."""
+        return tuple(f.name for f in fields(cls))
+
+
+def trace(model, prompt: str, subject: str | None = None, answer: str | None = None,
+          settings: TraceSettings | None = None, **options) -> TraceResult:
     """Trace `prompt` on a `HookedModel` and return the restored-probability grids.
 
     subject: the corrupted words (inferred when None, see `subject.py`); answer: traced token (default: the
-    clean top token; a multi-token answer is traced by its first token); kinds: hidden / mlp / attn / 'all';
-    noise: '3sigma', 'Ksigma', a float scale, 'uniform[:SCALE]'; window: layers restored around each layer for
-    mlp/attn (None: `default_window`, recorded in the config); replace: substitute noise instead of adding;
-    severed: 'mlp' and/or 'attn' adds hidden grids with that module frozen at later layers; engine: 'fast'
-    (default), 'oracle' or 'per_cell' (reference loops); sigma_subjects: subjects for sigma (default: the
-    organism's entity names, else a built-in list); tokens: compute only these rows ('last_subject',
-    'first_subject', 'last' or indices; None: all) and leave the others NaN — a locator that reads one row
-    (KLoB) needs no more; single_layer: also trace mlp/attn restoring one layer at a time ('mlp_single',
-    'attn_single'), which tells which layer acts where a window only tells which window holds it;
-    min_drop: the least clean - corrupted drop of p(answer) for the trace to locate anything (see
-    `validity_problems`).
+    clean top token; a multi-token answer is traced by its first token); settings: how to trace (a
+    `TraceSettings`, default its defaults); options: single settings by name, overriding `settings`
+    (`trace(model, prompt, samples=4, kinds="mlp")`); an unknown name is a TypeError.
     """
-    kinds_t, severed_t, spec = check_options(kinds, severed, noise, engine, samples, window)
+    s = replace(settings or TraceSettings(), **options)
+    kinds_t, severed_t, spec = s.kinds, s.severed, parse_noise(s.noise)
+    samples, window, replace_noise, seed, tokens = s.samples, s.window, s.replace, s.seed, s.tokens
     if not prompt or not prompt.strip():
         raise KelocateError("the prompt is empty; pass the text to trace, e.g. 'SMAP was created in'")
     notes: list[str] = []
@@ -157,21 +183,21 @@ def trace(
     sigma_source = None
     scale = spec.value
     if spec.relative:
-        sigma_source = "given" if sigma_subjects is not None else default_subjects(model)[1]
-        sigma = embedding_sigma(model, sigma_subjects)
+        sigma_source = "given" if s.sigma_subjects is not None else default_subjects(model)[1]
+        sigma = embedding_sigma(model, s.sigma_subjects)
         scale = spec.value * sigma
     draws = draw_noise(samples, span[1] - span[0], model.d_model, spec.distribution, seed) * scale
     win = default_window(model.n_layers) if window is None else int(window)
     rows = None if tokens is None else tuple(token_row(t, span, len(ids)) for t in tokens)
-    problem = TraceProblem(ids, span, answer_id, draws, replace, kinds_t, severed_t, win, rows)
-    grids, used = _run_engine(model, problem, engine, notes, max_tokens)
+    problem = TraceProblem(ids, span, answer_id, draws, replace_noise, kinds_t, severed_t, win, rows)
+    grids, used = _run_engine(model, problem, s.engine, notes, s.max_tokens)
     windowed = tuple(k for k in kinds_t if k != "hidden")
-    if single_layer and windowed and win > 1:
-        single = TraceProblem(ids, span, answer_id, draws, replace, windowed, (), 1, rows)
-        for kind, grid in _run_engine(model, single, used, [], max_tokens)[0].grids.items():
+    if s.single_layer and windowed and win > 1:
+        single = TraceProblem(ids, span, answer_id, draws, replace_noise, windowed, (), 1, rows)
+        for kind, grid in _run_engine(model, single, used, [], s.max_tokens)[0].grids.items():
             grids.grids[single_key(kind)] = grid
     top = int(model.logits(ids)[0, -1].argmax())
-    problems = validity_problems(span, len(ids), grids.clean, grids.corrupted, min_drop,
+    problems = validity_problems(span, len(ids), grids.clean, grids.corrupted, s.min_drop,
                                  None if answer is None or top == answer_id else model.decode([top]), answer)
 
     tokens = model.tokens(prompt)
@@ -184,7 +210,7 @@ def trace(
         "noise_scale": scale,
         "sigma": sigma,
         "sigma_subjects": sigma_source,
-        "replace": replace,
+        "replace": replace_noise,
         "window": win,
         "window_rule": "given" if window is not None else WINDOW_RULE,
         "seed": seed,
@@ -197,8 +223,8 @@ def trace(
         "subject_source": subject_source,
         "answer_given": answer,
         "rows": None if rows is None else list(rows),
-        "single_layer": bool(single_layer and windowed and win > 1) or (bool(windowed) and win == 1),
-        "min_drop": min_drop,
+        "single_layer": bool(s.single_layer and windowed and win > 1) or (bool(windowed) and win == 1),
+        "min_drop": s.min_drop,
     }
     return TraceResult(
         prompt,

@@ -11,7 +11,7 @@ exp of the sum of their teacher-forced log-probabilities (`target="prob"`, Dai e
 sum itself (`target="logprob"`).
 
 - `ig_reference`: a full forward and backward of the TransformerBridge per layer and step batch, with a
-  hook that replaces `blocks.{l}.mlp.hook_post` at the position (as the public implementations do).
+  `Patch` that replaces `blocks.{l}.mlp.hook_post` at the position (as the public implementations do).
 - `ig_fast`: exact prefix reuse. Scaling position p of layer l changes nothing at positions < p, nothing
   below layer l, and at layer l only what follows the MLP. One clean run gives every layer's keys/values
   and residual streams; for layer l the m steps then run as one batch from layer l's MLP output, only
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from kelocate.errors import KelocateError
+from kelocate.model.sites import Patch, patching, read, site
 from kelocate.model.stack import KV, LlamaStack, StackUnavailable, guarded_stack
 
 TARGETS = ("prob", "logprob")
@@ -129,16 +130,19 @@ def frozen_params(module: torch.nn.Module) -> Iterator[None]:
 
 def ig_reference(model, problem: IGProblem, steps: int = 20, target: str = "prob",
                  layers: Sequence[int] | None = None) -> Attribution:
-    """IG by full bridge forwards: one batch of m steps per layer, a hook replacing `mlp.hook_post`."""
+    """IG by full bridge forwards: one batch of m steps per layer, a `Patch` replacing `mlp.hook_post`.
+
+    The clean activations come from `read`; each step batch writes its scaled activations with an
+    out-of-place (differentiable) `Patch`, so the gradient reaches them (`model/sites.py`, the one hook
+    utility)."""
     layer_list = _check(model, problem, steps, target, layers)
     t0 = time.perf_counter()
-    bridge = model.bridge
     device = model.device
     ids = problem.ids.to(device)[None]
     pos, width = problem.position, len(problem.answer_ids)
-    names = [model.hook_name("mlp_post", layer) for layer in range(model.n_layers)]
+    names = [site("mlp_post", layer) for layer in range(model.n_layers)]
     with torch.no_grad():
-        logits, cache = bridge.run_with_cache(ids, names_filter=lambda n: n in names)
+        logits, cache = read(model, ids, None, names)
     acts = torch.stack([cache[n][0, pos] for n in names]).float()
     value = float(_target(logits[:, pos:pos + width], problem, target)[0])
     scores = torch.full((model.n_layers, model.d_mlp), float("nan"))
@@ -146,14 +150,9 @@ def ig_reference(model, problem: IGProblem, steps: int = 20, target: str = "prob
     for layer in layer_list:
         base = cache[names[layer]][0, pos]
         leaf = (a_k[:, None].to(base.dtype) * base[None]).detach().requires_grad_(True)
-
-        def put(act: torch.Tensor, hook: Any, leaf: torch.Tensor = leaf) -> torch.Tensor:
-            act = act.clone()
-            act[:, pos] = leaf
-            return act
-
-        with torch.enable_grad():
-            out = bridge.run_with_hooks(ids.expand(steps, -1), fwd_hooks=[(names[layer], put)])
+        scaled = Patch(names[layer], leaf, positions=pos, differentiable=True)  # step k's row: alpha_k * a
+        with torch.enable_grad(), patching(model, [scaled]):
+            out, _ = read(model, ids.expand(steps, -1), None, [])
             (grad,) = torch.autograd.grad(_target(out[:, pos:pos + width], problem, target).sum(), leaf)
         scores[layer] = (base.float() * grad.float().mean(0)).cpu()
     return Attribution(problem, scores, acts.cpu(), value, target, steps, layer_list, "reference",

@@ -2,8 +2,12 @@
 
 The scaling is a `Patch` (model/sites.py) at each layer's `mlp_post` site (`blocks.{l}.mlp.hook_post`, the
 input of `down_proj`), the one way kelocate writes activations: every forward of the bridge inside
-`scale_neurons` sees it (`answer_prob`, the batched scorer), and the hooks are removed on exit; no weight
-changes. By default only the prompt's last position (the one attributed) is scaled.
+`scale_neurons` sees it (`answer_prob`, the batched scorer: every kelocate score), and the hooks are removed
+on exit; no weight changes. It writes out of place: the activation tensor itself is left unscaled, so what
+else holds it (a reader attached to that hook point before the scaling) keeps the model's own values; the
+scaled copy is what flows on. The bridge wraps the Hugging Face model's own modules, so a raw forward
+(`model.hf(...)`, `generate`) runs through the same hook point and is scaled too (tested). By default only
+the prompt's last position (the one attributed) is scaled.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ Neuron = tuple[int, int]
 @contextlib.contextmanager
 def scale_neurons(model, neurons: Sequence[Neuron], factor: float,
                   position: int | None = None) -> Iterator[None]:
-    """Multiply the activations of `neurons` by `factor` at `position` (None: every position)."""
+    """Multiply the activations of `neurons` by `factor` at `position` (None: every position).
+
+    Applies to every forward inside the block that passes the `mlp_post` hook points: the bridge's (every
+    kelocate score: `answer_prob`, `logits`, `run_patched`) and the wrapped HF model's (`model.hf`,
+    `generate`). Written out of place: the activation tensor itself is not changed.
+    """
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, idx in neurons:
         layer = model.check_layer(layer)
@@ -48,7 +57,8 @@ def scale_neurons(model, neurons: Sequence[Neuron], factor: float,
 
         return scale
 
-    patches = [Patch(site("mlp_post", layer), scaler(idx)) for layer, idx in by_layer.items()]
+    # out of place (`differentiable`): the scaled copy goes on, the activation tensor itself stays as it was
+    patches = [Patch(site("mlp_post", layer), scaler(idx), differentiable=True) for layer, idx in by_layer.items()]
     with patching(model, patches):
         yield
 

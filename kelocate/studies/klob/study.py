@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kelocate.data.klob import KlobChain, KlobFact, find_klob_file, load_klob_c, load_klob_r, load_klob_u, strip_blank
+from kelocate.data.klob import KlobChain, KlobFact, klob_folder, load_klob_c, load_klob_r, load_klob_u, strip_blank
 from kelocate.errors import KelocateError
 from kelocate.locate.location import Location
 from kelocate.probes.klob import (
@@ -84,14 +84,7 @@ def load_klob_data(directory: str | os.PathLike, limit: int | None = 40, random_
     prompts): a seeded sample of the KLoB-u file `klob_u` if given, else generated from the whole words of
     `tokenizer`'s vocabulary with the factual prompts' word counts; none without either (or with 0).
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise KelocateError(f"KLoB data folder {str(folder)!r} does not exist; pass --data DIR holding "
-                            "KLoB-c.jsonl and KLoB-r.jsonl")
-    c_file, r_file = find_klob_file(folder, "c"), find_klob_file(folder, "r")
-    if c_file is None or r_file is None:
-        raise KelocateError(f"{str(folder)!r} lacks {'KLoB-c.jsonl' if c_file is None else 'KLoB-r.jsonl'}; "
-                            "pass --data DIR holding both KLoB-c.jsonl and KLoB-r.jsonl")
+    c_file, r_file, _ = klob_folder(directory)  # the folder's own KLoB-u is not used: `klob_u` names the file
     rng = random.Random(seed)
     facts = _sample(load_klob_c(c_file), limit, rng)
     chains = _sample(load_klob_r(r_file), limit, rng)

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from kelocate.atomic import os_errors, write_text
+from kelocate.data.records import parse_lines
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit.config import same_config
 
 RESULTS, TIMINGS, STUDY = "results.jsonl", "timings.jsonl", "study.json"
+DAMAGED = "the results file was edited by hand or damaged: delete that line (its unit reruns)"
 
 
 class ResultsStore:
@@ -35,7 +37,9 @@ class ResultsStore:
     def rows(self, repair: bool = False) -> list[dict]:
         """The finished units' rows. A torn last line (a kill mid-write) is left out; `repair` (the writer,
         before it appends) also cuts it off the file. Readers never cut: a line being written right now
-        looks torn too."""
+        looks torn too. The complete lines are parsed by the one record reader (`data/records.py`): blank
+        lines are skipped, a line that is not JSON is one error `results.jsonl:N: not valid JSON (...); the
+        results file was edited by hand ...`."""
         if not self.path.is_file():
             return []
         data = self.path.read_bytes()
@@ -44,14 +48,8 @@ class ResultsStore:
             with os_errors(self.path):
                 with open(self.path, "r+b") as handle:
                     handle.truncate(end)
-        rows = []
-        for number, line in enumerate(data[:end].splitlines(), 1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise KelocateError(f"{self.path} line {number} is not JSON; the results file was edited by hand "
-                                    "or damaged: delete that line (its unit reruns)") from None
-        return rows
+        lines = enumerate(data[:end].split(b"\n"), 1)
+        return [record.value for record in parse_lines(lines, self.path, DAMAGED)]
 
     def append(self, row: dict, seconds: float) -> None:
         """Append one finished unit's row (fsynced before this returns) and its time."""

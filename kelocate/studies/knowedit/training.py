@@ -67,12 +67,10 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
         raise KelocateError(f"{base} needs a trained checkpoint for this model: set [editors.{base}] {TRAINED} = "
                             f"\"DIR\" (see `kelocate train {base}`)")
     else:
-        from kelocate.organism import world_file
-        from kelocate.organism.datasets import organism_training_edits
-        from kelocate.organism.world import load_world
+        from kelocate.organism.datasets import organism_training_edits_for
 
-        world = load_world(world_file(model.path))
-        examples = organism_training_edits(model, world, draws=8 if base == "serac" else 1)
+        examples = organism_training_edits_for(model, f"set [editors.{base}] {TRAINED} = \"DIR\"",
+                                               draws=entry.training_draws)
     log(f"training {base} for the study into {out} ({len(examples)} edits; resumable) ...")
     entry.train_function()(model, examples, out, settings)
     return out

@@ -65,17 +65,14 @@ def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
     if not config.general:
         return None
     from kelocate.data.general import load_general_set
-    from kelocate.organism.datasets import organism_general_set
+    from kelocate.organism.datasets import organism_general_set, organism_world
 
     if config.general_facts or config.general_text:
         return load_general_set(config.general_facts, config.general_text)
     if not model.provenance.is_organism:
         raise KelocateError("general = true needs general_facts and/or general_text files for this model")
-    from kelocate.organism import world_file
-    from kelocate.organism.world import load_world
-
-    return organism_general_set(model, load_world(world_file(model.path)), {c.subject for c in cases},
-                                seed=config.seed)
+    world = organism_world(model, "set general_facts and/or general_text files for general = true")
+    return organism_general_set(model, world, {c.subject for c in cases}, seed=config.seed)
 
 
 def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
