@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover
 app = typer.Typer(name="kelocate", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Locate knowledge in language models and edit it where it was located.")
 
-COMMAND_MODULES = ("predict", "models", "organism", "trace", "neurons", "klob", "stats", "edit", "train", "study")
+COMMAND_MODULES = ("predict", "models", "organism", "trace", "neurons", "klob", "stats", "edit", "train", "study",
+                   "project", "sparsity")
 
 
 @app.callback()

@@ -13,7 +13,7 @@ from kelocate.organism import checkpoint_dir
 from kelocate.organism.build import build_organism, make_tokenizer
 from kelocate.organism.corpus import training_texts
 from kelocate.organism.generate import build_world
-from kelocate.organism.train import TrainConfig, encode, make_model, train
+from kelocate.organism.train import TrainConfig, encode_texts, make_model, train
 from kelocate.organism.world import WorldSize
 
 
@@ -58,7 +58,7 @@ def test_training_is_deterministic():
         tok = make_tokenizer(world, training_texts(world))
         config = TrainConfig.mini(epochs=1)
         model = make_model(config, tok)
-        losses = train(model, encode(tok, texts, config.max_positions), tok.pad_token_id, config)
+        losses = train(model, encode_texts(tok, texts, config.max_positions), tok.pad_token_id, config)
         runs.append((losses, model.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])

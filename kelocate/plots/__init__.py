@@ -4,5 +4,7 @@ it draws as plain data (results, dicts), never a model.
 - `style`: formats, `new_figure` / `save_figure` (Agg canvas, atomic writes), colours and font sizes;
 - `trace`: causal-trace heatmaps and the averaged indirect effects of a data set;
 - `klob`: the KLoB RSim curves over top-k layers;
-- `study`: the KnowEdit study's sequential-editing curves.
+- `study`: the KnowEdit study's sequential-editing curves;
+- `projection`: Hit@k of an edit's top value columns before and after (the comprehensive study's Figure 7);
+- `sparsity`: |dW| heatmaps on one colour scale and the concentration measures over many edits (Figure 6).
 """
