@@ -18,6 +18,12 @@ def register(app: typer.Typer) -> None:
     study_app = typer.Typer(help="The KnowEdit study: validate task files, run a study, report it.",
                             no_args_is_help=True)
     app.add_typer(study_app, name="study")
+    from kelocate.commands.case import register_case
+
+    register_case(study_app)  # `kelocate study case`: the SMAP case (Figure 9)
+    from kelocate.commands.study_recovery import register as register_recovery
+
+    register_recovery(study_app)  # `kelocate study recovery` (kelocate.studies.recovery)
 
     @study_app.command("validate")
     @user_errors

@@ -6,5 +6,7 @@ it draws as plain data (results, dicts), never a model.
 - `klob`: the KLoB RSim curves over top-k layers;
 - `study`: the KnowEdit study's sequential-editing curves;
 - `projection`: Hit@k of an edit's top value columns before and after (the comprehensive study's Figure 7);
-- `sparsity`: |dW| heatmaps on one colour scale and the concentration measures over many edits (Figure 6).
+- `sparsity`: |dW| heatmaps on one colour scale and the concentration measures over many edits (Figure 6);
+- `case`: the three traces of a case on one colour scale per kind, and their layer overlap over k (Figure 9);
+- `recovery`: the knowledge graph and the model after edits and edits back, side by side (Figure 10).
 """
