@@ -15,8 +15,8 @@ from kelocate.commands.common import console, err_console, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    study_app = typer.Typer(help="The KnowEdit study: validate task files, run a study, report it.",
-                            no_args_is_help=True)
+    study_app = typer.Typer(help="The studies: KnowEdit (validate, run, report) and the analyses of edits "
+                                 "(case, recovery, locate-vs-edit).", no_args_is_help=True)
     app.add_typer(study_app, name="study")
     from kelocate.commands.case import register_case
 
@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
     from kelocate.commands.study_recovery import register as register_recovery
 
     register_recovery(study_app)  # `kelocate study recovery` (kelocate.studies.recovery)
+    from kelocate.commands.study_locate_vs_edit import register as register_locate_vs_edit
+
+    register_locate_vs_edit(study_app)  # `kelocate study locate-vs-edit` (kelocate.studies.locate_vs_edit)
 
     @study_app.command("validate")
     @user_errors
