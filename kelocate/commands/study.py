@@ -107,4 +107,5 @@ def register(app: typer.Typer) -> None:
         folder = out or (results if results.is_dir() else results.parent) / "report"
         paths = write_report(rows, folder)
         console.print(markdown(aggregate(rows), sub_types=False), highlight=False, markup=False)
-        console.print(f"written: {paths['markdown']}, {paths['csv']}", highlight=False)
+        extra = f", {paths['failures']}" if "failures" in paths else ""
+        console.print(f"written: {paths['markdown']}, {paths['csv']}{extra}", highlight=False)

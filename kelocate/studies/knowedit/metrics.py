@@ -58,6 +58,7 @@ class Baseline:
     other_topics: list[str] = field(default_factory=list)  # their prompts
     other_rows: list[int] = field(default_factory=list)  # their rows of other_logprobs
     other_logprobs: torch.Tensor | None = None  # [topics, vocab], shared by the task's cases
+    reply: str | None = None  # the greedy reply to the edit prompt (`generated_reply`), when generating
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = Metric
             out[i].other_topics = [topics[j][1] for j in rows]
             out[i].other_rows = rows
             out[i].other_logprobs = logprobs
+    if settings.generation:  # what the unedited model says to each edit prompt, kept beside the edited reply
+        for i, case in enumerate(cases):
+            out[i].reply = generated_reply(model, case.prompt, [case.target_new])
     return out
 
 
@@ -153,11 +157,16 @@ def says(text: str, answers: Sequence[str]) -> bool:
     return False
 
 
-def generated_success(model, prompt: str, answers: Sequence[str]) -> float:
-    """Greedy decoding says an alias within the longest alias's length + 3 tokens (no fixed cap: WikiBio's
-    targets are sentences of up to 80 tokens)."""
+def generated_reply(model, prompt: str, answers: Sequence[str]) -> str:
+    """The greedy continuation the generation metrics read: the longest alias's length + 3 tokens (no fixed
+    cap: WikiBio's targets are sentences of up to 80 tokens)."""
     n = max(len(model.answer_ids(prompt, a)) for a in answers) + 3
-    return float(says(continuation(model, prompt, n), answers))
+    return continuation(model, prompt, n)
+
+
+def generated_success(model, prompt: str, answers: Sequence[str]) -> float:
+    """Greedy decoding says an alias within the longest alias's length + 3 tokens (`generated_reply`)."""
+    return float(says(generated_reply(model, prompt, answers), answers))
 
 
 @torch.no_grad()
@@ -266,11 +275,15 @@ def _columns(tf: list, local: list, scores: list, before: Baseline) -> dict[str,
 
 
 def generation(model, case: EditCase, before: Baseline, settings: MetricSettings, organism: bool = False,
-               edited_subjects: Collection[str] = ()) -> dict[str, float]:
-    """The generation-based columns of one (edited) case; `edited_subjects`: those its unit edited."""
+               edited_subjects: Collection[str] = (), said: dict[str, str] | None = None) -> dict[str, float]:
+    """The generation-based columns of one (edited) case; `edited_subjects`: those its unit edited. With
+    generation, `said` (if given) receives the reply `edit_gen` read, as `said["after"]`."""
     out: dict[str, float] = {}
     if settings.generation:
-        out["edit_gen"] = generated_success(model, case.prompt, [case.target_new])
+        reply = generated_reply(model, case.prompt, [case.target_new])
+        out["edit_gen"] = float(says(reply, [case.target_new]))
+        if said is not None:
+            said["after"] = reply
         if case.rephrase:
             out["rephrase_gen"] = generated_success(model, case.rephrase, [case.target_new])
         kinds = [_mean([generated_success(model, p.prompt, p.answers) for p in probes])
@@ -293,8 +306,10 @@ def generation(model, case: EditCase, before: Baseline, settings: MetricSettings
 
 
 def score_case(model, case: EditCase, before: Baseline, settings: MetricSettings = MetricSettings(),
-               organism: bool = False, unit: Sequence[EditCase] = ()) -> dict[str, float]:
+               organism: bool = False, unit: Sequence[EditCase] = (),
+               said: dict[str, str] | None = None) -> dict[str, float]:
     """All metrics of one case on the (edited) model. `unit`: the cases edited with it (batch, sequential):
-    locality leaves out the probes they edit on purpose, ConvSent's KL their topics."""
+    locality leaves out the probes they edit on purpose, ConvSent's KL their topics. `said`: see
+    `generation`."""
     return {**teacher_forced(model, case, before, edited_prompts(unit)),
-            **generation(model, case, before, settings, organism, {c.subject for c in unit})}
+            **generation(model, case, before, settings, organism, {c.subject for c in unit}, said)}

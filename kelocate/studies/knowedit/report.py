@@ -1,6 +1,7 @@
 """`kelocate study report`: the Table 4 analog from a results file (methods x tasks x metrics), teacher-forced
 and generation columns side by side, as Markdown and CSV; and, for sequential runs, the editing curves
-(success and locality of the edits made so far after 1, 10, 100, 500 edits) as PNG and PDF."""
+(success and locality of the edits made so far after 1, 10, 100, 500 edits) as PNG and PDF; and failures.md,
+what the edited model said, by kind (`failures.py`)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def markdown(table: Sequence[dict], sub_types: bool = True) -> str:
 
 
 def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
-    """Write table4.md, table4.csv and the sequential curves into folder `out`; returns their paths."""
+    """Write table4.md, table4.csv, the sequential curves and (rows with replies) failures.md, the kinds of the
+    edited model's replies (`failures.py`), into folder `out`; returns their paths."""
     folder = Path(out)
     table = aggregate(rows)
     buffer = io.StringIO()
@@ -95,6 +97,12 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     if cross:
         paths["cross_domain"] = folder / "table6.md"
         write_text(paths["cross_domain"], cross)
+    from kelocate.studies.knowedit.failures import failures_markdown
+
+    failures = failures_markdown(rows)
+    if failures:  # results written before replies were kept have none
+        paths["failures"] = folder / "failures.md"
+        write_text(paths["failures"], failures)
     general = general_table(rows)
     if general:
         paths["general"] = folder / "table5.md"

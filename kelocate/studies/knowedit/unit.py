@@ -5,7 +5,8 @@ as the study edits them (ConvSent's ask for the opposite of the opinion the mode
 model's predictions (the baseline of each selected case) and the general-ability set. `make_editor` builds
 a method's editor with the study's settings (a trained checkpoint, IKE's demonstrations: the task's other
 cases). `run_unit` applies the unit's edits through `kelocate.locate_then_edit.locate_and_edit` (KN's
-neurons, or the profile's layers), scores every case with `kelocate.studies.knowedit.metrics` and reverts;
+neurons, or the profile's layers), scores every case with `kelocate.studies.knowedit.metrics` (with
+generation, the row's `replies` keep what the model said to each edit prompt before and after) and reverts;
 in sequential mode it also records the curve (the scores of the edits made so far after k edits). A
 failure the methods report (a `KelocateError`) is recorded in the row with its error, never dropped.
 
@@ -114,6 +115,14 @@ def unit_row(unit: Unit, cases: Sequence[EditCase]) -> dict[str, Any]:
             "cases": [list(cases[i].source) for i in unit.cases]}
 
 
+def replies_of(case: EditCase, before: Baseline, said: Mapping[str, str]) -> dict[str, Any]:
+    """What the model said to a case's edit prompt before and after the edit (greedy, as long as `edit_gen`
+    decodes), with the target and the old answer's aliases (`failures.classify` reads them)."""
+    old = [a for a in dict.fromkeys((case.ground_truth, *case.ground_truth_aliases)) if a]
+    return {"prompt": case.prompt, "before": before.reply, "after": said.get("after"), "target": case.target_new,
+            "old": old}
+
+
 def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapping[int, Baseline],
              settings: MetricSettings, curve: Sequence[int] = (), general=None,
              edited_one: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
@@ -145,7 +154,11 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
                         point |= general_ability(model, general)
                     row.setdefault("curve", []).append(point)
         together = [cases[i] for i in unit.cases]
-        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, together) for i in unit.cases]
+        said = [{} for _ in unit.cases]
+        row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, together, s)
+                         for i, s in zip(unit.cases, said, strict=True)]
+        if settings.generation:
+            row["replies"] = [replies_of(cases[i], befores[i], s) for i, s in zip(unit.cases, said, strict=True)]
         row["status"] = "ok"
     except KelocateError as exc:
         row["status"], row["error"] = "failed", str(exc)
