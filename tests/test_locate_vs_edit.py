@@ -1,4 +1,4 @@
-"""The locate-vs-edit study (issue 21, section 5): the correlations agree with a plain loop on hand-made numbers,
+"""The locate-vs-edit study: the correlations agree with a plain loop on hand-made numbers,
 a tiny organism run is well formed and leaves the model as it was, the CLI writes its files and the figure a PNG."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The knowledge-graph recovery study (issue 21, section 4): the world's round trip is the identity, the model's
+"""The knowledge-graph recovery study: the world's round trip is the identity, the model's
 measures are zero for an unchanged model and positive for a changed one, the revert control is exact, the model is
 restored after the study, and the CLI and the figure write their files."""
 

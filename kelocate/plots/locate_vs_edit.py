@@ -1,4 +1,4 @@
-"""The locate-vs-edit figure (issue 21, section 5): does the traced effect of a layer predict how well ROME edits
+"""The locate-vs-edit figure: does the traced effect of a layer predict how well ROME edits
 there?
 
 Left, one point per (fact, layer): the single-layer MLP indirect effect at the edit token against the edit's

@@ -1,4 +1,4 @@
-"""Does locating predict editing? (issue 21, section 5; after Hase et al. 2023, "Does Localization Inform Editing?")
+"""Does locating predict editing? (after Hase et al. 2023, "Does Localization Inform Editing?")
 
 kelocate's premise is that the located layers feed the editors (`layers="auto"`). `run_locate_vs_edit` tests it on
 N known facts of the organism (or any model with its world):
