@@ -131,6 +131,14 @@ def organism_cases(model, world: World, n: int = 100, seed: int = 0, known_only:
     return out
 
 
+def exactly_n_cases(model, world: World, n: int, seed: int = 0) -> list[OrganismEdit]:
+    """`organism_cases` for a study that needs all `n`: one line of error naming the most it can have."""
+    cases = organism_cases(model, world, n, seed=seed)
+    if len(cases) < n:
+        raise KelocateError(f"the model recalls only {len(cases)} single-answer facts; ask for --facts {len(cases)}")
+    return cases
+
+
 def knowedit_case(edit: OrganismEdit, unrelated: Sequence[PromptAnswer] = (), neighbours: bool = True) -> EditCase:
     """An organism edit as a KnowEdit case, so that the study's metrics (`kelocate.studies.knowedit.metrics`)
     score it: its paraphrases are 'Paraphrase' portability probes (answer: the new target), the subject's other

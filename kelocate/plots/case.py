@@ -23,7 +23,7 @@ from matplotlib.patches import Rectangle
 
 from kelocate.errors import KelocateError
 from kelocate.plots.style import DPI, GRID_ALPHA, NOTE, SERIES, SITE_CMAPS, SMALL, TITLE, new_figure, save_figure
-from kelocate.plots.trace import layer_ticks
+from kelocate.plots.trace import base_kind, layer_ticks, token_labels
 
 ROLES = ("fact", "chain", "unrelated")
 ROLE_TITLES = {"fact": "the fact", "chain": "a question that needs its chain", "unrelated": "an unrelated fact"}
@@ -33,10 +33,6 @@ PANEL_WIDTH = 4.2  # inches per heatmap
 TOKEN_HEIGHT = 0.24  # inches per token row
 VERDICT_SHORT = {"entity": "the entity", "fact": "the fact", "neither": "neither (chance level)"}
 KIND_NAMES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
-
-
-def _label(token: str) -> str:
-    return token.replace("$", r"\$") if token.strip() else repr(token)
 
 
 def _wrap(text: str, width: int = 48) -> str:
@@ -64,15 +60,14 @@ def draw_case_traces(result, path: str | os.PathLike, formats: Sequence[str] = (
     prompts = result.case.prompts()
     for row, kind in enumerate(comp.kinds):
         low, high = _row_scale(traces, kind, comp.window)
-        base = "hidden" if kind.startswith("hidden") else kind
+        base = base_kind(kind)
         mesh = None
         for col, role in enumerate(ROLES):
             t, ax = traces[role], axes[row][col]
             grid = t.window_grid(kind, comp.window)
             mesh = ax.pcolormesh(grid, cmap=SITE_CMAPS[base], vmin=low, vmax=high)
             ax.invert_yaxis()
-            start, end = t.subject_span
-            labels = [_label(tok) + ("*" if start <= i < end else "") for i, tok in enumerate(t.tokens)]
+            labels = token_labels(t.tokens, t.subject_span)
             ax.set_yticks(np.arange(len(labels)) + 0.5, labels, fontsize=SMALL)
             layer_ticks(ax, n_layers, PANEL_WIDTH - 1.2)
             ax.tick_params(axis="x", labelsize=SMALL)

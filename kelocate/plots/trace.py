@@ -14,11 +14,16 @@ from matplotlib.figure import Figure
 from kelocate.plots.style import BAND_ALPHA, SERIES, SITE_CMAPS, SITE_NAMES, SMALL, TITLE, new_figure, save_figure
 
 
-def _label(token: str) -> str:
-    return token.replace("$", r"\$") if token.strip() else repr(token)
+def token_labels(tokens: Sequence[str], span: tuple[int, int]) -> list[str]:
+    """Readable tick labels of a trace's tokens, the subject's marked '*' (matplotlib's '$' escaped, blanks
+    shown by repr)."""
+    start, end = span
+    return [(t.replace("$", r"\$") if t.strip() else repr(t)) + ("*" if start <= i < end else "")
+            for i, t in enumerate(tokens)]
 
 
-def _base_kind(kind: str) -> str:
+def base_kind(kind: str) -> str:
+    """The site a grid's colour map belongs to: 'hidden' (severed ones too), 'mlp' or 'attn'."""
     return "hidden" if kind.startswith("hidden") else kind.removesuffix("_single")
 
 
@@ -32,9 +37,8 @@ def layer_ticks(ax, n_layers: int, width_inches: float) -> None:
 def trace_heatmap(result, kind: str) -> Figure:
     """ROME-style heatmap of one grid: tokens (subject marked '*') x layers, floor at the corrupted score."""
     grid = result.grid(kind)
-    base = _base_kind(kind)
-    start, end = result.subject_span
-    labels = [_label(t) + ("*" if start <= i < end else "") for i, t in enumerate(result.tokens)]
+    base = base_kind(kind)
+    labels = token_labels(result.tokens, result.subject_span)
     n_tokens, n_layers = grid.shape
     fig = new_figure(max(3.5, 0.28 * n_layers + 2.0), max(2.0, 0.3 * n_tokens + 0.9))
     ax = fig.add_subplot()
@@ -99,7 +103,7 @@ def average_figure(average: dict[str, Any]) -> Figure:
         ax = axes[0][col]
         mesh = ax.pcolormesh(
             np.nan_to_num(mean, nan=0.0),
-            cmap=SITE_CMAPS[_base_kind(kind)],
+            cmap=SITE_CMAPS[base_kind(kind)],
             vmin=0.0,
             vmax=max(1e-9, float(np.nanmax(mean)) if np.isfinite(mean).any() else 1e-9),
         )
@@ -107,7 +111,7 @@ def average_figure(average: dict[str, Any]) -> Figure:
         layer_ticks(ax, mean.shape[1], 2.8)
         ax.set_yticks(np.arange(len(groups)) + 0.5, [f"{g} (n={data[g]['n']})" for g in groups], fontsize=SMALL)
         single = kind.endswith("_single") or average.get("window") == 1
-        what = "state" if kind == "hidden" else SITE_NAMES[_base_kind(kind)] + (" (single layer)" if single else "")
+        what = "state" if kind == "hidden" else SITE_NAMES[base_kind(kind)] + (" (single layer)" if single else "")
         ax.set_title(f"Average indirect effect of {what}", fontsize=TITLE)
         ax.set_xlabel("layer" if kind == "hidden" or single else f"center of {average['window']}-layer window")
         fig.colorbar(mesh, ax=ax).set_label("AIE")

@@ -36,7 +36,7 @@ from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace import trace
 from kelocate.model import weights
 from kelocate.model.scoring import score_targets
-from kelocate.organism.datasets import organism_cases, organism_world
+from kelocate.organism.datasets import exactly_n_cases, organism_world
 from kelocate.organism.world import World
 
 FORMAT = "kelocate-locate-vs-edit"
@@ -244,9 +244,7 @@ def run_locate_vs_edit(model, settings: LocateVsEditSettings | None = None, worl
     settings.check()
     start = time.perf_counter()
     world = world or organism_world(model, "the locate-vs-edit study has no world to take facts from")
-    cases = organism_cases(model, world, settings.facts, seed=settings.seed)
-    if len(cases) < settings.facts:
-        raise KelocateError(f"the model recalls only {len(cases)} single-answer facts; ask for --facts {len(cases)}")
+    cases = exactly_n_cases(model, world, settings.facts, seed=settings.seed)
     editor = registry.editor(settings.method, **settings.overrides)
     hp = editor.hparams(model)
     token = hp.get("token", "last_subject")

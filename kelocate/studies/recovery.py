@@ -36,7 +36,7 @@ from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.locate_then_edit import locate_and_edit
 from kelocate.model import weights
-from kelocate.organism.datasets import OrganismEdit, organism_cases, organism_world
+from kelocate.organism.datasets import OrganismEdit, exactly_n_cases, organism_world
 from kelocate.organism.graph_edit import FactEdit, round_trips
 from kelocate.organism.world import World
 from kelocate.studies.recovery_probes import Probes, Reference, measure, recall_vector, recovery_probes, reference
@@ -238,9 +238,7 @@ def run_recovery(model, settings: RecoverySettings | None = None, world: World |
     settings.check()
     start = time.perf_counter()
     world = world or organism_world(model, "the recovery study has no world to take facts from")
-    cases = organism_cases(model, world, settings.facts, seed=settings.seed)
-    if len(cases) < settings.facts:
-        raise KelocateError(f"the model recalls only {len(cases)} single-answer facts; ask for --facts {len(cases)}")
+    cases = exactly_n_cases(model, world, settings.facts, seed=settings.seed)
     probes = recovery_probes(model, world, cases, settings.unrelated)
     ref = reference(model, probes)
     initial = weights.state_hash(model)
