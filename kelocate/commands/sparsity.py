@@ -10,18 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from kelocate.commands.common import console, load, user_errors
-from kelocate.errors import KelocateError
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def check_fingerprint(record, model) -> None:
-    """The record must have been made on `model` (same weights fingerprint), else one line."""
-    if model.fingerprint != record.fingerprint:
-        raise KelocateError(f"this {record.method} edit was made on model {record.fingerprint}, not on {model.name} "
-                            f"({model.fingerprint}); pass the model the edit was made on, or leave out --model")
 
 
 def print_tables(result) -> None:
@@ -67,7 +59,7 @@ def register(app: typer.Typer) -> None:
         loaded = EditRecord.load(record)
         result = measure(loaded)
         if model is not None:
-            check_fingerprint(loaded, load(model))
+            loaded.check_model(load(model), fix="pass the model the edit was made on, or leave out --model")
         if as_json:
             console.print_json(result.to_json(arrays=arrays))
             return

@@ -91,11 +91,14 @@ class EditRecord:
                 "notes": self.notes, "extra": self.extra, "parameters": self.names, "serving": self.serving}
 
     # ------------------------------------------------------------------ apply / revert
-    def _check_model(self, model, fingerprint: str | None = None) -> None:
+    def check_model(self, model, fingerprint: str | None = None,
+                    fix: str = "load the model the edit was made on") -> None:
+        """One line of error unless the edit was made on `model` (its fingerprint, or `fingerprint`: the
+        unedited model's, for a model loaded from an edited copy); `fix` ends the message."""
         if (fingerprint or model.fingerprint) != self.fingerprint:
             raise KelocateError(
                 f"this {self.method} edit was made on model {self.fingerprint}, not on {model.name} "
-                f"({model.fingerprint}); load the model the edit was made on")
+                f"({model.fingerprint}); {fix}")
 
     def _require_equal(self, model, expected: Mapping[str, torch.Tensor], why: str) -> None:
         for name, value in expected.items():
@@ -128,7 +131,7 @@ class EditRecord:
         model = model if model is not None else self.model
         if model is None:
             raise KelocateError("this record is not applied to a model; pass the model: record.revert(model)")
-        self._check_model(model, base_fingerprint)
+        self.check_model(model, base_fingerprint)
         self._require_equal(model, self.after, "it changed since the edit was applied; revert later edits "
                                                "first (records stack: revert in reverse order)")
         self._require_serving(model, "after", "revert later edits first")
@@ -139,7 +142,7 @@ class EditRecord:
     @torch.no_grad()
     def apply_to(self, model, base_fingerprint: str | None = None) -> EditRecord:
         """Write this edit's values into `model` (which must hold the weights it was made on)."""
-        self._check_model(model, base_fingerprint)
+        self.check_model(model, base_fingerprint)
         self._require_equal(model, self.before, "the model's weights differ from those the edit was made on; "
                                                 "apply the records it was stacked on first, in order")
         self._require_serving(model, "before", "apply the records it was stacked on first, in order")

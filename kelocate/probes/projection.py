@@ -325,9 +325,7 @@ def project_edit(model, record: EditRecord, n_columns: int = N_COLUMNS, seed: in
     `model` must be the model the edit was made on (its fingerprint, or `base_fingerprint` for an edited
     copy); it may hold the edit or not, since W and W' come from the record. `top_k` is how many tokens each
     top column lists; `ks` the Hit@k cut-offs."""
-    if (base_fingerprint or model.fingerprint) != record.fingerprint:
-        raise KelocateError(f"this {record.method} edit was made on model {record.fingerprint}, not on "
-                            f"{model.name} ({model.fingerprint}); load the model the edit was made on")
+    record.check_model(model, base_fingerprint)
     if n_columns < 1:
         raise KelocateError(f"the number of columns must be at least 1, got {n_columns}")
     if not record.requests:
