@@ -17,6 +17,7 @@ weights are bit-identical afterwards (subtracting a delta in float would not be)
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 import torch
@@ -43,6 +44,15 @@ def parameter(model, name: str) -> torch.nn.Parameter:
     except AttributeError:
         raise KelocateError(
             f"the model has no parameter {name!r}; see weights.parameter_names(model) for its names") from None
+
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layer_of(name: str) -> int | None:
+    """The block number in an HF parameter name ('model.layers.5.mlp.down_proj.weight' -> 5), None if none."""
+    found = _LAYER.search(name)
+    return int(found.group(1)) if found else None
 
 
 def mlp_out_name(layer: int) -> str:

@@ -246,13 +246,12 @@ class EditProjection:
 
 def _edited_value_layers(record: EditRecord) -> dict[int, str]:
     """Layer -> HF name of every `down_proj` weight the record changed (in layer order); one line otherwise."""
-    prefix, suffix = "model.layers.", ".mlp.down_proj.weight"
     found = {}
     for name in record.names:
-        middle = name.removeprefix(prefix).removesuffix(suffix)
-        if name.startswith(prefix) and name.endswith(suffix) and middle.isdigit():
-            if not torch.equal(record.before[name], record.after[name]):
-                found[int(middle)] = name
+        layer = weights.layer_of(name)
+        if layer is not None and name == weights.mlp_out_name(layer) and not torch.equal(record.before[name],
+                                                                                          record.after[name]):
+            found[layer] = name
     if not found:
         changed = ", ".join(record.names) or "no weights"
         raise KelocateError(f"this {record.method} edit changed no down_proj weight (it changed {changed}); "

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,11 +43,11 @@ import torch
 
 from kelocate.edit.record import EditRecord
 from kelocate.errors import KelocateError
+from kelocate.model import weights
 
 TOP_COLUMNS = 5  # the "top five columns of dW" (De Cao et al.; the comprehensive study's Figure 7)
 TOP_FRACTION = 0.01  # the "top 1%" of columns
 N_SINGULAR = 10  # leading singular values kept in a result
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 CONVENTIONS = {
     "delta": "dW = after - before of the record, in float64",
@@ -150,12 +149,6 @@ def _as_matrix(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
 
 
-def layer_of(name: str) -> int | None:
-    """The block number in an HF parameter name ('model.layers.5.mlp.down_proj.weight' -> 5), None if none."""
-    found = _LAYER.search(name)
-    return int(found.group(1)) if found else None
-
-
 @dataclass
 class ParameterSparsity:
     """How dW of one parameter is spread over its columns and rows, with its size and rank."""
@@ -204,7 +197,7 @@ def parameter_sparsity(name: str, before: torch.Tensor, after: torch.Tensor) -> 
     column_energy, row_energy = squares.sum(axis=0), squares.sum(axis=1)
     frob = float(math.sqrt(squares.sum()))
     return ParameterSparsity(
-        name=name, layer=layer_of(name), shape=list(delta.shape), dtype=str(after.dtype).removeprefix("torch."),
+        name=name, layer=weights.layer_of(name), shape=list(delta.shape), dtype=str(after.dtype).removeprefix("torch."),
         changed=int(np.count_nonzero(delta)), abs_sum=float(magnitude.sum()), frobenius=frob,
         relative=frob / base if base > 0 else None, max_abs=float(magnitude.max(initial=0.0)),
         columns=Concentration.of(column_energy, "energy"), columns_l1=Concentration.of(magnitude.sum(axis=0), "l1"),
