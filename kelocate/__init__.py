@@ -10,6 +10,7 @@ A few lines trace a fact, edit it where it was located, and undo the edit:
     record.revert()                                # bit-identical weights again
 """
 
+from kelocate import notebook as _notebook  # noqa: F401  (registers the inline views of the results)
 from kelocate.edit import EditRecord, EditRequest, editor
 from kelocate.errors import KelocateError
 from kelocate.loading import load_model

@@ -18,11 +18,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kelocate"
 
-FLOOR = ("kelocate.errors", "kelocate.atomic")
+FLOOR = ("kelocate.errors", "kelocate.atomic", "kelocate.display")
 # room -> the kelocate modules (and packages) it may import; a room may always import itself
 ALLOWED: dict[str, tuple[str, ...]] = {
     "errors": (),
     "atomic": ("kelocate.errors",),
+    "display": (),
     "model": FLOOR,
     "data": FLOOR,
     "plots": FLOOR,
@@ -37,6 +38,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                 "kelocate.plots", "kelocate.organism", "kelocate.locate_then_edit", "kelocate.loading", *FLOOR),
     "commands": ("kelocate",),  # the CLI is a skin over everything
     "cli": ("kelocate.commands", *FLOOR),
+    "notebook": ("kelocate",),  # the inline views: figures of every room's results
     "__init__": ("kelocate",),  # the public face
 }
 

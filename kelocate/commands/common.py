@@ -1,5 +1,6 @@
 """Shared CLI plumbing: one-line errors with exit code 2, model loading, consoles, and the option parsers
-more than one command reads (`parse_layers`, `parse_fact`), so that no command imports another."""
+more than one command reads (`parse_layers`, `parse_fact`, `parse_names`, `parse_trained`), so that no
+command imports another."""
 
 from __future__ import annotations
 
@@ -92,3 +93,22 @@ def parse_fact(text: str, option: str) -> tuple[str, str]:
         raise KelocateError(f"{option} {text!r} is not PROMPT{SEPARATOR}ANSWER; write e.g. "
                             f"{option} 'The capital of France is{SEPARATOR}Paris'")
     return prompt.strip(), answer.strip()
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """'rome, memit' -> ('rome', 'memit'); '' or 'none' -> ()."""
+    items = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    return () if items == ("none",) else items
+
+
+def parse_trained(items: list[str]) -> dict[str, dict[str, str]]:
+    """['mend=DIR'] -> {'mend': {'trained': 'DIR'}} (a bare DIR is MEND's): the editors' settings."""
+    out = {}
+    for item in items:
+        method, sep, folder = item.partition("=")
+        if not sep:
+            method, folder = "mend", item
+        if not folder:
+            raise KelocateError(f"--trained {item!r}: pass METHOD=DIR, e.g. --trained mend=kelocate_out/train/mend")
+        out[method.strip().lower()] = {"trained": folder}
+    return out

@@ -15,8 +15,9 @@ from kelocate.commands.common import console, err_console, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    study_app = typer.Typer(help="The studies: KnowEdit (validate, run, report) and the analyses of edits "
-                                 "(case, recovery, locate-vs-edit).", no_args_is_help=True)
+    study_app = typer.Typer(help="The studies: KnowEdit (validate, run, report), the analyses of edits (case, "
+                                 "recovery, locate-vs-edit, weights) and every figure at once (figures).",
+                            no_args_is_help=True)
     app.add_typer(study_app, name="study")
     from kelocate.commands.case import register_case
 
@@ -27,6 +28,12 @@ def register(app: typer.Typer) -> None:
     from kelocate.commands.study_locate_vs_edit import register as register_locate_vs_edit
 
     register_locate_vs_edit(study_app)  # `kelocate study locate-vs-edit` (kelocate.studies.locate_vs_edit)
+    from kelocate.commands.study_weights import register as register_weights
+
+    register_weights(study_app)  # `kelocate study weights` (kelocate.studies.weights)
+    from kelocate.commands.study_figures import register as register_figures
+
+    register_figures(study_app)  # `kelocate study figures` (kelocate.studies.figures)
 
     @study_app.command("validate")
     @user_errors

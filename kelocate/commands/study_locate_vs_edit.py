@@ -39,7 +39,10 @@ def register(study_app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the facts and their new targets."),
         mom2_samples: int = typer.Option(None, "--mom2-samples", min=1,
                                          help="ROME's key-statistics samples (default: the profile's)."),
-        model: str = typer.Option(None, "--model", "-m", help="The organism (default) or a model with its world."),
+        facts_file: Path = typer.Option(None, "--facts-file", help="A KnowEdit or CounterFact file to take the facts "
+                                        "from (needed on a model other than the organism)."),
+        model: str = typer.Option(None, "--model", "-m", help="The organism (default), or a local/fetched model "
+                                  "with --facts-file."),
         out: Path = typer.Option(Path("kelocate_out/study/locate_vs_edit"), "--out",
                                  help="Folder for the JSON and figure."),
         formats: str = typer.Option("png", "--formats", help="Figure formats: png, pdf, svg (comma-separated)."),
@@ -47,6 +50,7 @@ def register(study_app: typer.Typer) -> None:
     ) -> None:
         """Trace N facts (single-layer MLP effect at the edit token) and edit each at every layer with ROME: does
         the effect predict the edit's success, and does the largest-effect layer beat the profile's?"""
+        from kelocate.errors import KelocateError
         from kelocate.plots.locate_vs_edit import draw_locate_vs_edit
         from kelocate.plots.style import parse_formats
         from kelocate.studies.locate_vs_edit import LocateVsEditSettings, run_locate_vs_edit
@@ -55,9 +59,11 @@ def register(study_app: typer.Typer) -> None:
         settings = LocateVsEditSettings(facts=facts, samples=samples, seed=seed, overrides=overrides)
         settings.check()
         kinds = parse_formats(formats)
+        if facts_file is not None and not facts_file.is_file():
+            raise KelocateError(f"--facts-file {str(facts_file)!r} is not a file; pass a KnowEdit or CounterFact file")
         loaded = load(model)
-        result = run_locate_vs_edit(loaded, settings, log=lambda text: err_console.print(text, highlight=False,
-                                                                                         markup=False))
+        result = run_locate_vs_edit(loaded, settings, facts_file=facts_file,
+                                    log=lambda text: err_console.print(text, highlight=False, markup=False))
         data = result.to_json()
         path = result.save(out / "locate_vs_edit.json")
         figures = draw_locate_vs_edit(data, out / "locate_vs_edit", kinds)

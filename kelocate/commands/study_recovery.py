@@ -9,28 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, err_console, load, user_errors
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """'rome, memit' -> ('rome', 'memit'); '' or 'none' -> ()."""
-    items = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
-    return () if items == ("none",) else items
-
-
-def _trained(items: list[str]) -> dict[str, dict[str, str]]:
-    """['mend=DIR'] -> {'mend': {'trained': 'DIR'}} (a bare DIR is MEND's): the editors' settings."""
-    from kelocate.errors import KelocateError
-
-    out = {}
-    for item in items:
-        method, sep, folder = item.partition("=")
-        if not sep:
-            method, folder = "mend", item
-        if not folder:
-            raise KelocateError(f"--trained {item!r}: pass METHOD=DIR, e.g. --trained mend=kelocate_out/train/mend")
-        out[method.strip().lower()] = {"trained": folder}
-    return out
+from kelocate.commands.common import console, err_console, load, parse_names, parse_trained, user_errors
 
 
 def _table(data: dict) -> Table:
@@ -68,23 +47,30 @@ def register(study_app: typer.Typer) -> None:
         unrelated: int = typer.Option(100, "--unrelated", min=0, help="Unrelated prompts for the KL."),
         seed: int = typer.Option(0, "--seed", help="Seed of the facts and their new objects."),
         trained: list[str] = typer.Option([], "--trained", help="METHOD=DIR: a trained checkpoint (MEND)."),
-        model: str = typer.Option(None, "--model", "-m", help="The organism (default) or a model with its world."),
+        facts_file: Path = typer.Option(None, "--facts-file", help="A KnowEdit or CounterFact file to take the facts "
+                                        "and the graph from (needed on a model other than the organism)."),
+        model: str = typer.Option(None, "--model", "-m", help="The organism (default), or a local/fetched model "
+                                  "with --facts-file."),
         out: Path = typer.Option(Path("kelocate_out/study/recovery"), "--out", help="Folder for the JSON and figure."),
         formats: str = typer.Option("png", "--formats", help="Figure formats: png, pdf, svg (comma-separated)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Edit N facts o -> o' and back o' -> o, K times, in the knowledge graph and in the model: is either
         restored? Writes OUT/recovery.json and OUT/recovery.<fmt>."""
+        from kelocate.errors import KelocateError
         from kelocate.plots.recovery import draw_recovery
         from kelocate.plots.style import parse_formats
         from kelocate.studies.recovery import RecoverySettings, run_recovery
 
-        settings = RecoverySettings(_names(methods), facts, rounds, _names(batch), _names(control), unrelated, seed,
-                                    _trained(trained))
+        settings = RecoverySettings(parse_names(methods), facts, rounds, parse_names(batch), parse_names(control),
+                                    unrelated, seed, parse_trained(trained))
         settings.check()
         kinds = parse_formats(formats)
+        if facts_file is not None and not facts_file.is_file():
+            raise KelocateError(f"--facts-file {str(facts_file)!r} is not a file; pass a KnowEdit or CounterFact file")
         loaded = load(model)
-        result = run_recovery(loaded, settings, log=lambda text: err_console.print(text, highlight=False))
+        result = run_recovery(loaded, settings, log=lambda text: err_console.print(text, highlight=False),
+                              facts_file=facts_file)
         data = result.to_json()
         path = result.save(out / "recovery.json")
         figures = draw_recovery(data, out / "recovery", kinds)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from kelocate import display
 from kelocate.atomic import os_errors, write_with
 from kelocate.errors import KelocateError
 from kelocate.model import weights
@@ -63,6 +64,10 @@ class EditRecord:
     model: Any = field(default=None, repr=False, compare=False)  # the model it is applied to, if any
 
     # ------------------------------------------------------------------ facts
+    def _repr_html_(self) -> str | None:
+        """Shown inline in Jupyter: a figure and the key numbers (`kelocate.notebook`)."""
+        return display.html("edit", self)
+
     @property
     def names(self) -> list[str]:
         return list(self.before)

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from kelocate.errors import KelocateError
 from kelocate.plots.style import DPI, GRID_ALPHA, NOTE, SERIES, SMALL, TITLE, new_figure, save_figure
 
@@ -23,12 +25,10 @@ BARS = (("top dW columns, W", "top", "before", SERIES[0], ""), ("top dW columns,
 BASE_HOW = {"any": "any_of", "mean": "rate"}  # the base rate that is the chance level of each reading
 
 
-def draw_projection_hits(summaries: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
-                         ks: Sequence[int] = (10, 50), how: str = "any", title: str = "",
-                         formats: tuple[str, ...] = ("png", "pdf"), dpi: int = DPI) -> list[Path]:
+def projection_hits_figure(summaries: Mapping[str, Mapping[str, Any]], ks: Sequence[int] = (10, 50),
+                           how: str = "any", title: str = "") -> Figure:
     """One panel per k: grouped bars per method (top and random columns, before and after), a black tick at
-    the base rate after the edit (dotted: before). `how` = "any" (any of the columns) or "mean" (per column).
-    Writes PATH.<fmt> for each format and returns the files."""
+    the base rate after the edit (dotted: before). `how` = "any" (any of the columns) or "mean" (per column)."""
     if not summaries:
         raise KelocateError("no methods to draw; pass at least one method's projection summary")
     if how not in BASE_HOW:
@@ -60,4 +60,11 @@ def draw_projection_hits(summaries: Mapping[str, Mapping[str, Any]], path: str |
     if title:
         fig.suptitle(title, fontsize=NOTE)
     fig.tight_layout()
-    return save_figure(fig, path, formats, dpi)
+    return fig
+
+
+def draw_projection_hits(summaries: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
+                         ks: Sequence[int] = (10, 50), how: str = "any", title: str = "",
+                         formats: tuple[str, ...] = ("png", "pdf"), dpi: int = DPI) -> list[Path]:
+    """`projection_hits_figure` written as PATH.<fmt> for each format; returns the files."""
+    return save_figure(projection_hits_figure(summaries, ks, how, title), path, formats, dpi)

@@ -71,7 +71,7 @@ def draw_concentration_bars(values: Mapping[str, Mapping[str, Sequence[float]]],
         raise KelocateError("no concentration measures to draw; pass at least one method")
     measures = list(dict.fromkeys(m for per in values.values() for m in per))
     methods = list(values)
-    fig = new_figure(2.6 * len(measures) + 0.4, 3.0)
+    fig = new_figure(max(2.6, 0.55 * len(methods)) * len(measures) + 0.4, 3.2)
     axes = fig.subplots(1, len(measures), squeeze=False)[0]
     for ax, measure in zip(axes, measures, strict=True):
         labels = []
@@ -83,7 +83,7 @@ def draw_concentration_bars(values: Mapping[str, Mapping[str, Sequence[float]]],
             mean = float(v.mean())
             low, high = np.percentile(v, [2.5, 97.5])
             ax.bar(i, mean, color=SERIES[i % len(SERIES)], yerr=[[mean - low], [high - mean]], capsize=3)
-        ax.set_xticks(range(len(methods)), labels, fontsize=SMALL)
+        ax.set_xticks(range(len(methods)), labels, fontsize=SMALL, rotation=90 if len(methods) > 4 else 0)
         ax.set_title(measure, fontsize=TITLE)
         ax.set_ylabel(MEASURE_LABELS.get(measure, measure), fontsize=SMALL)
         if "share" in measure:

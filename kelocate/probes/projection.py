@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from kelocate import display
 from kelocate.edit.record import EditRecord
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
@@ -76,6 +77,10 @@ class ValueProjection:
     norm: float  # L2 norm of the value vector
     top: list[TokenLogit]
     choices: list[str] = field(default_factory=list)
+
+    def _repr_html_(self) -> str | None:
+        """Shown inline in Jupyter: a figure and the key numbers (`kelocate.notebook`)."""
+        return display.html("value_projection", self)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "layer": self.layer, "neuron": self.neuron, "final_norm": self.final_norm,
@@ -223,6 +228,10 @@ class EditProjection:
     layer: int  # the headline layer: the largest ||dW||_F
     layers: list[LayerProjection]
     choices: list[str]
+
+    def _repr_html_(self) -> str | None:
+        """Shown inline in Jupyter: a figure and the key numbers (`kelocate.notebook`)."""
+        return display.html("edit_projection", self)
 
     @property
     def headline(self) -> LayerProjection:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kelocate import display
 from kelocate.edit.record import EditRecord
 from kelocate.errors import KelocateError
 from kelocate.model import weights
@@ -229,6 +230,10 @@ class SparsityResult:
     parameters: list[ParameterSparsity]
     layers: list[LayerMass]
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+
+    def _repr_html_(self) -> str | None:
+        """Shown inline in Jupyter: a figure and the key numbers (`kelocate.notebook`)."""
+        return display.html("sparsity", self)
 
     def parameter(self, name: str | None = None) -> ParameterSparsity:
         """One parameter's measures: `name`, or the one with the largest ||dW||_F."""

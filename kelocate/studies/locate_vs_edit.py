@@ -1,7 +1,7 @@
 """Does locating predict editing? (after Hase et al. 2023, "Does Localization Inform Editing?")
 
 kelocate's premise is that the located layers feed the editors (`layers="auto"`). `run_locate_vs_edit` tests it on
-N known facts of the organism (or any model with its world):
+N known facts of the organism's world, or of a fact file on any model:
 
 - locate: the single-layer MLP indirect effect of every layer at the token ROME writes (the profile's `token`:
   'last' on the organism, 'last_subject' elsewhere): p(answer) with that one layer's MLP output restored in the
@@ -36,8 +36,9 @@ from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace import trace
 from kelocate.model import weights
 from kelocate.model.scoring import score_targets
-from kelocate.organism.datasets import exactly_n_cases, organism_world
+from kelocate.organism.datasets import exactly_n_cases
 from kelocate.organism.world import World
+from kelocate.studies.known_facts import known_cases
 
 FORMAT = "kelocate-locate-vs-edit"
 VERSION = 1
@@ -237,14 +238,17 @@ def measure_fact(model, request: EditRequest, paraphrases: Sequence[str], editor
 
 
 def run_locate_vs_edit(model, settings: LocateVsEditSettings | None = None, world: World | None = None,
-                       log: Log = lambda text: None) -> LocateVsEditResult:
-    """The study on `model` (the organism, or a model with its world): N facts, every layer; the model is left
-    bit-identical to how it came (checked by `weights.state_hash`)."""
+                       log: Log = lambda text: None, facts_file: str | Path | None = None) -> LocateVsEditResult:
+    """The study on `model`: N known facts of `world` (default: the organism's) or of `facts_file` (a KnowEdit or
+    CounterFact file, for any model), every layer; the model is left bit-identical to how it came (checked by
+    `weights.state_hash`)."""
     settings = settings or LocateVsEditSettings()
     settings.check()
     start = time.perf_counter()
-    world = world or organism_world(model, "the locate-vs-edit study has no world to take facts from")
-    cases = exactly_n_cases(model, world, settings.facts, seed=settings.seed)
+    if world is not None:
+        cases = exactly_n_cases(model, world, settings.facts, seed=settings.seed)
+    else:
+        cases = known_cases(model, settings.facts, settings.seed, facts_file, "the locate-vs-edit study")
     editor = registry.editor(settings.method, **settings.overrides)
     hp = editor.hparams(model)
     token = hp.get("token", "last_subject")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import torch
 
 from kelocate.atomic import write_text
@@ -39,7 +40,16 @@ from kelocate.model import weights
 from kelocate.organism.datasets import OrganismEdit, exactly_n_cases, organism_world
 from kelocate.organism.graph_edit import FactEdit, round_trips
 from kelocate.organism.world import World
-from kelocate.studies.recovery_probes import Probes, Reference, measure, recall_vector, recovery_probes, reference
+from kelocate.studies.known_facts import NO_SOURCE, file_cases, file_facts
+from kelocate.studies.recovery_probes import (
+    Probes,
+    Reference,
+    file_recovery_probes,
+    measure,
+    recall_vector,
+    recovery_probes,
+    reference,
+)
 
 FORMAT = "kelocate-recovery"
 VERSION = 1
@@ -164,6 +174,27 @@ def world_edits(world: World, cases: Sequence[OrganismEdit]) -> list[FactEdit]:
     return out
 
 
+def file_world(pool: Sequence[OrganismEdit]) -> nx.MultiDiGraph:
+    """A fact file as a knowledge graph: a node per subject ('s:NAME') and per object, original or new
+    ('o:NAME'), an edge subject -[relation]-> original object per fact (a fact met twice is one edge)."""
+    graph = nx.MultiDiGraph()
+    for case in pool:
+        r = case.request
+        graph.add_node(f"s:{r.subject}", name=r.subject)
+        for obj in (r.ground_truth or "", r.target_new):
+            graph.add_node(f"o:{obj}", name=obj)
+        if not any(d.get("relation") == case.relation for _, o, d in graph.out_edges(f"s:{r.subject}", data=True)
+                   if o == f"o:{r.ground_truth}"):
+            graph.add_edge(f"s:{r.subject}", f"o:{r.ground_truth}", relation=case.relation)
+    return graph
+
+
+def file_edits(cases: Sequence[OrganismEdit]) -> list[FactEdit]:
+    """The cases as edits of `file_world`'s graph."""
+    return [FactEdit(f"s:{c.request.subject}", c.relation, f"o:{c.request.ground_truth}", f"o:{c.request.target_new}")
+            for c in cases]
+
+
 # ---------------------------------------------------------------------- the model
 def make_editor(method: str, settings: RecoverySettings):
     """The editor of `method` with the study's settings for it (overrides, a trained checkpoint)."""
@@ -231,18 +262,26 @@ def run_one(model, method: str, mode: str, cases: Sequence[OrganismEdit], probes
 
 
 def run_recovery(model, settings: RecoverySettings | None = None, world: World | None = None,
-                 log: Log = lambda text: None) -> RecoveryResult:
-    """The recovery study on `model` (the organism, or a model with its world) with `settings`; the model is
-    left bit-identical to how it came (checked by `weights.state_hash`)."""
+                 log: Log = lambda text: None, facts_file: str | Path | None = None) -> RecoveryResult:
+    """The recovery study on `model` with `settings`: facts of `world` (default: the organism's), or of
+    `facts_file` (a KnowEdit or CounterFact file, for any model; its facts make the graph, `file_world`). The
+    model is left bit-identical to how it came (checked by `weights.state_hash`)."""
     settings = settings or RecoverySettings()
     settings.check()
     start = time.perf_counter()
-    world = world or organism_world(model, "the recovery study has no world to take facts from")
-    cases = exactly_n_cases(model, world, settings.facts, seed=settings.seed)
-    probes = recovery_probes(model, world, cases, settings.unrelated)
+    if facts_file is not None and world is None:
+        pool = file_facts(facts_file, settings.seed)
+        cases = file_cases(model, facts_file, settings.facts, seed=settings.seed)
+        probes = file_recovery_probes(model, cases, pool, settings.unrelated)
+        graph, edits = file_world(pool), file_edits(cases)
+    else:
+        world = world or organism_world(model, f"the recovery study {NO_SOURCE}")
+        cases = exactly_n_cases(model, world, settings.facts, seed=settings.seed)
+        probes = recovery_probes(model, world, cases, settings.unrelated)
+        graph, edits = world.graph, world_edits(world, cases)
     ref = reference(model, probes)
     initial = weights.state_hash(model)
-    trips = round_trips(world.graph, world_edits(world, cases), settings.rounds)
+    trips = round_trips(graph, edits, settings.rounds)
     log(f"world: distance after each round {[t['distance'] for t in trips]}")
     runs = []
     for method, mode in settings.runs():

@@ -1,12 +1,13 @@
 """What the recovery study measures on a model, and the prompts it measures on.
 
-The probes come from the organism's world (`recovery_probes`): the edited facts (with their original and new
-answers), every other known fact of the world (its first training statement, one prompt per fact, so the whole
-world rather than a sample), the edited subjects' other facts, and prompts of unrelated facts for the KL of
-next-token distributions. `Reference` holds what the unedited model does on them; `measure` compares the model
-as it is now: recall (teacher-forced argmax of every answer token, `score_targets`), the share of what the
-original recalled that is still recalled, the mean KL(original || now) of the next-token distributions, and the
-relative Frobenius distance of every written weight from its original value.
+The probes come from the organism's world (`recovery_probes`), or from a fact file for any other model
+(`file_recovery_probes`, where "known" means recalled by the unedited model): the edited facts (with their
+original and new answers), every other known fact (in the world its first training statement, one prompt per
+fact, so the whole world rather than a sample), the edited subjects' other facts, and prompts of unrelated facts
+for the KL of next-token distributions. `Reference` holds what the unedited model does on them; `measure`
+compares the model as it is now: recall (teacher-forced argmax of every answer token, `score_targets`), the share
+of what the original recalled that is still recalled, the mean KL(original || now) of the next-token
+distributions, and the relative Frobenius distance of every written weight from its original value.
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ def recovery_probes(model, world: World, cases: Sequence[OrganismEdit], unrelate
     return Probes(tuple((c.request.prompt, c.request.ground_truth or "") for c in cases),
                   tuple((c.request.prompt, c.request.target_new) for c in cases), tuple(others),
                   tuple(neighbours), kl_prompts)
+
+
+def file_recovery_probes(model, cases: Sequence[OrganismEdit], pool: Sequence[OrganismEdit],
+                         unrelated: int = 100) -> Probes:
+    """The probes of `cases` drawn from a fact file (`pool`: every fact of the file): every other fact of the file
+    the unedited model recalls (a file has no 'known' set, so recall decides), the edited subjects' other facts
+    among them, and the prompts of the first `unrelated` other facts of other subjects for the KL."""
+    if not cases:
+        raise KelocateError("no facts to edit; ask for at least one fact")
+    edited = {c.request.prompt for c in cases}
+    subjects = {c.request.subject for c in cases}
+    rest = [c for c in pool if c.request.prompt not in edited]
+    pairs = [(c.request.prompt, c.request.ground_truth or "") for c in rest]
+    known = recall_vector(model, pairs)
+    others = tuple(p for p, k in zip(pairs, known, strict=True) if k)
+    neighbours = tuple(p for c, p, k in zip(rest, pairs, known, strict=True) if k and c.request.subject in subjects)
+    kl_prompts = tuple(c.request.prompt for c in rest if c.request.subject not in subjects)[:unrelated]
+    return Probes(tuple((c.request.prompt, c.request.ground_truth or "") for c in cases),
+                  tuple((c.request.prompt, c.request.target_new) for c in cases), others, neighbours, kl_prompts)
 
 
 def recall_vector(model, pairs: Sequence[PromptAnswer], batch_size: int = 64) -> list[bool]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kelocate import display
 from kelocate.atomic import write_text, write_with
 from kelocate.errors import KelocateError
 from kelocate.locate.causal_trace.problem import single_key, token_row
@@ -50,6 +51,10 @@ class TraceResult:
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    def _repr_html_(self) -> str | None:
+        """Shown inline in Jupyter: a figure and the key numbers (`kelocate.notebook`)."""
+        return display.html("trace", self)
 
     # ------------------------------------------------------------------ validity
     @property
