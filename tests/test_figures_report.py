@@ -85,6 +85,28 @@ def test_report_opens_in_a_real_browser(made, tmp_path):
     assert seen["images"] == 3 and seen["images-ok"] == 2
 
 
+def test_every_other_section_computes_draws_and_describes(organism, tmp_path):
+    """The sections the cache tests above do not run, at the smallest sizes (MEND left out: no checkpoint)."""
+    settings = FiguresSettings(**SMALL, train_mend=False)
+    run = make_figures(organism, tmp_path, settings, only=["trace", "weights", "recovery", "locate_vs_edit",
+                                                           "sequential"])
+    assert not run.failed and not any(s.skipped for s in run.sections)
+    by = {s.name: s for s in run.sections}
+    assert [p.name for p in by["trace"].figures] == ["average_trace.png"]
+    assert {p.name for p in by["weights"].figures} == {"weights_projection.png", "weights_heatmaps.png",
+                                                       "weights_concentration.png"}
+    methods = [row[0] for row in by["weights"].description.tables[0][1]]
+    assert "rome" in methods and "mend" not in methods  # no checkpoint: no MEND row
+    assert by["recovery"].description.answer.startswith(("no editor restores", "restored by"))
+    assert "Pearson r" in by["locate_vs_edit"].description.answer
+    assert by["sequential"].figures[0].name == "sequential_WikiData_counterfact.png"
+    assert "FT-L's dW is" in by["weights"].description.answer
+    assert not (tmp_path / "data" / "trained").exists()
+    data = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert any(n.startswith("weights_") and n.endswith(".npz") for n in data)
+    assert any(n.startswith("sequential_") and (tmp_path / "data" / n).is_dir() for n in data)
+
+
 def test_sections_a_model_cannot_run_say_why(tiny_model, tmp_path):
     run = make_figures(tiny_model, tmp_path, FiguresSettings(**SMALL),
                        only=["trace", "weights", "recovery", "locate_vs_edit", "knowedit"])

@@ -45,12 +45,12 @@ def test_results_show_a_figure_and_their_numbers(organism):
     assert "not applied" in record._repr_html_()
 
 
-def test_tutorial_notebook_runs(tmp_path):
+def test_tutorial_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(TUTORIAL, as_version=4)
-    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "MPLBACKEND": "Agg"}
-    os.environ.update(env)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))  # the kernel inherits these
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError on the first failing cell

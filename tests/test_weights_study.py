@@ -57,7 +57,9 @@ def test_summary_follows_its_rules(small_run):
     mean = np.mean([r.projection["top"]["before"]["any"]["50"] for r in common])
     assert rome["projection_common"]["top"]["before"]["any"]["50"] == pytest.approx(mean)
     assert set(s["paper"]) == {"rome", "ft-l"}
-    assert "denser" in s["ft_l_denser_than_rome"]
+    pr = {m: s["methods"][m]["concentration_mean"]["participation ratio"] for m in ("rome", "ft-l")}
+    assert s["ft_l_denser_than_rome"].startswith("FT-L's dW is denser" if pr["ft-l"] > pr["rome"] else
+                                                 "FT-L's dW is not denser")
     assert small_run.heatmap_fact in s["common_facts"]
     assert set(small_run.heatmaps) == {"rome", "ft-l", "adalora"}
 
@@ -71,6 +73,9 @@ def test_paper_checks_rule():
     assert lines["memit"].endswith("-> holds") and lines["rome"].endswith("-> holds")
     assert lines["ft-l"].endswith("-> does not hold") and lines["mend"].endswith("-> holds")
     assert study.paper_checks({"memit": summary(0.6, 0.62, 0.5)})["memit"].endswith("does not hold")
+    assert study.paper_checks({"memit": summary(0.30, 0.35, 0.5)})["memit"].endswith("-> holds")  # exactly 5 points
+    assert study.paper_checks({"mend": summary(0.85, 1.0, 0.95)})["mend"].endswith("does not hold")  # low before
+    assert study.paper_checks({"mend": summary(0.95, 1.0, 0.85)})["mend"].endswith("does not hold")  # low Hit@1
 
 
 def test_result_round_trip_and_figures(small_run, tmp_path):

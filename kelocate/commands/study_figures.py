@@ -37,6 +37,10 @@ def register(study_app: typer.Typer) -> None:
         recovery_rounds: int = typer.Option(5, "--recovery-rounds", help="Round trips k = 1..K."),
         locate_facts: int = typer.Option(50, "--locate-facts", help="Facts of the locate-vs-edit study."),
         weights_facts: int = typer.Option(20, "--weights-facts", help="Facts of the projection and sparsity study."),
+        weights_methods: str = typer.Option(None, "--weights-methods", help="Editors of the projection and "
+                                            "sparsity section (default: every weight editor)."),
+        recovery_methods: str = typer.Option(None, "--recovery-methods", help="Editors of the recovery section "
+                                             "(default: rome, memit, ft-l, ft-m, and mend when trained)."),
         seed: int = typer.Option(0, "--seed", help="Seed of every sample of facts."),
     ) -> None:
         """Make every figure (averaged trace, KLoB, SMAP case, projection and sparsity, recovery, locate-vs-edit,
@@ -45,19 +49,23 @@ def register(study_app: typer.Typer) -> None:
         from kelocate.commands.progress import progress
         from kelocate.errors import KelocateError
         from kelocate.studies.figures import FiguresSettings, make_figures
+        from kelocate.studies.figures.run import check_sections
 
         settings = FiguresSettings(trace_facts, samples, klob_limit, study_cases, recovery_facts, recovery_rounds,
                                    locate_facts, weights_facts, seed, str(facts_file) if facts_file else None,
                                    str(klob_data) if klob_data else None,
-                                   {m: v["trained"] for m, v in parse_trained(trained).items()})
+                                   {m: v["trained"] for m, v in parse_trained(trained).items()},
+                                   weights_methods=parse_names(weights_methods) if weights_methods else None,
+                                   recovery_methods=parse_names(recovery_methods) if recovery_methods else None)
         settings.check()
-        chosen = parse_names(only)
+        chosen = [c.replace("-", "_") for c in parse_names(only)]
+        check_sections(chosen)
         if out.exists() and not out.is_dir():
             raise KelocateError(f"--out {str(out)!r} is a file; pass a folder")
         check_writable(out)
         loaded = load(model)
         with progress("figures", 8 if not chosen else len(chosen)) as advance:
-            run = make_figures(loaded, out, settings, only=[c.replace("-", "_") for c in chosen] or None,
+            run = make_figures(loaded, out, settings, only=chosen or None,
                                progress=lambda done, total, name: advance(done, name),
                                log=lambda text: err_console.print(text, highlight=False, markup=False))
         table = Table("section", "status", "seconds", "figures", title=f"{run.model}: {run.seconds:.0f} s",

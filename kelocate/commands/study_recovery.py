@@ -43,7 +43,7 @@ def register(study_app: typer.Typer) -> None:
         control: str = typer.Option("rome", "--control", help="Editors also run as the control: the edits "
                                     "reverted bit for bit instead of edited back ('none' for none)."),
         facts: int = typer.Option(20, "--facts", min=1, help="N: known facts edited o -> o' and back."),
-        rounds: int = typer.Option(3, "--rounds", min=1, help="K: round trips o -> o' -> o."),
+        rounds: int = typer.Option(5, "--rounds", min=1, help="K: round trips o -> o' -> o (k = 1..K drawn)."),
         unrelated: int = typer.Option(100, "--unrelated", min=0, help="Unrelated prompts for the KL."),
         seed: int = typer.Option(0, "--seed", help="Seed of the facts and their new objects."),
         trained: list[str] = typer.Option([], "--trained", help="METHOD=DIR: a trained checkpoint (MEND)."),

@@ -51,8 +51,9 @@ def register(study_app: typer.Typer) -> None:
     def weights_study(
         methods: str = typer.Option(",".join(("kn", "rome", "memit", "pmet", "alphaedit", "ft-l", "ft-m", "mend",
                                               "adalora")), "--methods", help="Weight editors, each run on every fact."),
-        compared: str = typer.Option("mend,rome,memit,ft-l", "--compared", help="The methods of the Figure 7 bars "
-                                     "(over the facts all of them edit successfully) and of the |dW| heatmaps."),
+        compared: str = typer.Option(None, "--compared", help="The methods of the Figure 7 bars (over the facts "
+                                     "all of them edit successfully) and of the |dW| heatmaps (default: those of "
+                                     "mend, rome, memit, ft-l that --methods runs)."),
         facts: int = typer.Option(20, "--facts", min=1, help="N: known facts, each edited by every method."),
         facts_file: Path = typer.Option(None, "--facts-file", help="A KnowEdit or CounterFact file to take the facts "
                                         "from (needed on a model other than the organism)."),
@@ -71,13 +72,15 @@ def register(study_app: typer.Typer) -> None:
         from kelocate.errors import KelocateError
         from kelocate.plots.style import parse_formats
         from kelocate.plots.weights import draw_weights
-        from kelocate.studies.weights import WeightsSettings, run_weights
+        from kelocate.studies.weights import COMPARED, WeightsSettings, run_weights
 
         editors = parse_trained(trained)
         to_train = "mend" in parse_names(methods) and "mend" not in editors
         if to_train:  # trained below into OUT/trained/mend on the organism (resumable); elsewhere an error
             editors["mend"] = {"trained": str(out / "trained" / "mend")}
-        settings = WeightsSettings(parse_names(methods), parse_names(compared), facts, seed, editors=editors)
+        chosen = parse_names(methods)
+        shown = parse_names(compared) if compared is not None else tuple(m for m in COMPARED if m in chosen)
+        settings = WeightsSettings(chosen, shown, facts, seed, editors=editors)
         settings.check()
         kinds = parse_formats(formats)
         if facts_file is not None and not facts_file.is_file():

@@ -140,17 +140,10 @@ def average_table(average: dict[str, Any]) -> Table:
     table.add_column("group", no_wrap=True)
     for kind in average["kinds"]:
         table.add_column(kind_label(kind, average.get("window")), justify="right")
-    for group in average["groups"]:
-        cells = []
-        for kind in average["kinds"]:
-            mean = average["effects"][kind][group]["mean"]
-            if mean is None:
-                cells.append("-")
-                continue
-            values = np.array([np.nan if v is None else v for v in mean], dtype=float)
-            j = int(np.nanargmax(values))
-            cells.append(f"{j} ({values[j]:+.4f})")
-        table.add_row(group, *cells)
+    from kelocate.locate.causal_trace.average import peak_layers
+
+    for group, per in peak_layers(average).items():
+        table.add_row(group, *("-" if p is None else f"{p[0]} ({p[1]:+.4f})" for p in per.values()))
     return table
 
 

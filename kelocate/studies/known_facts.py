@@ -21,16 +21,22 @@ NO_SOURCE = ("has no facts to edit on this model: pass --facts-file FILE, a Know
 
 
 def file_facts(path: str | Path, seed: int = 0) -> list[OrganismEdit]:
-    """Every case of the file at `path` with an original answer and a new target, as edits, in seeded order."""
+    """Every case of the file at `path` with an original answer and a new target, as edits, in seeded order; a
+    fact (subject, relation, answer) or a prompt met again is left out."""
     from kelocate.studies.knowedit.plan import load_cases
     from kelocate.studies.knowedit.unit import request_of
 
     cases = [c for c in load_cases(str(path), "auto") if c.ground_truth and c.target_new]
     random.Random(seed).shuffle(cases)
-    out = []
+    out, seen = [], set()
     for case in cases:
         request = request_of(case)
-        out.append(OrganismEdit(request, str(case.extra.get("relation_id") or case.task), request.paraphrases))
+        relation = str(case.extra.get("relation_id") or case.task)
+        fact = (request.subject, relation, request.ground_truth)
+        if fact in seen or request.prompt in seen:  # one edit per fact and per prompt (a graph edge each)
+            continue
+        seen.update((fact, request.prompt))
+        out.append(OrganismEdit(request, relation, request.paraphrases))
     return out
 
 

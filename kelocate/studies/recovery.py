@@ -67,7 +67,7 @@ class RecoverySettings:
 
     methods: tuple[str, ...] = DEFAULT_METHODS
     facts: int = 20
-    rounds: int = 3
+    rounds: int = 5
     batch: tuple[str, ...] = ("memit",)
     control: tuple[str, ...] = ("rome",)
     unrelated: int = 100

@@ -24,6 +24,7 @@ from kelocate.organism.datasets import OrganismEdit, unrelated_facts
 from kelocate.organism.world import World, WorldFact
 
 PromptAnswer = tuple[str, str]
+MAX_FILE_FACTS = 2000  # the other facts of a fact file scored per round (the first, in the file's seeded order)
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,14 @@ def recovery_probes(model, world: World, cases: Sequence[OrganismEdit], unrelate
 def file_recovery_probes(model, cases: Sequence[OrganismEdit], pool: Sequence[OrganismEdit],
                          unrelated: int = 100) -> Probes:
     """The probes of `cases` drawn from a fact file (`pool`: every fact of the file): every other fact of the file
-    the unedited model recalls (a file has no 'known' set, so recall decides), the edited subjects' other facts
-    among them, and the prompts of the first `unrelated` other facts of other subjects for the KL."""
+    the unedited model recalls, of the first `MAX_FILE_FACTS` (a file has no 'known' set, so recall decides), the
+    edited subjects' other facts among them, and the prompts of the first `unrelated` other facts of other
+    subjects for the KL."""
     if not cases:
         raise KelocateError("no facts to edit; ask for at least one fact")
     edited = {c.request.prompt for c in cases}
     subjects = {c.request.subject for c in cases}
-    rest = [c for c in pool if c.request.prompt not in edited]
+    rest = [c for c in pool if c.request.prompt not in edited][:MAX_FILE_FACTS]
     pairs = [(c.request.prompt, c.request.ground_truth or "") for c in rest]
     known = recall_vector(model, pairs)
     others = tuple(p for p, k in zip(pairs, known, strict=True) if k)

@@ -21,11 +21,12 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kelocate.atomic import write_text, write_with
 from kelocate.edit import registry
@@ -159,7 +160,7 @@ def paper_checks(summaries: Mapping[str, Mapping[str, Any] | None], rise: float 
         if b50 is None or a50 is None:
             continue
         measured = f"Hit@50 {b50:.0%} -> {a50:.0%}" + (f", Hit@1 after {a1:.0%}" if a1 is not None else "")
-        rises = a50 - b50 >= rise
+        rises = a50 - b50 >= rise - 1e-9  # a gain of exactly `rise` counts, whatever the rounding
         if method == "memit":
             holds = rises
         elif method == "mend":
@@ -188,8 +189,9 @@ class WeightsResult:
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # method -> |dW|, saved apart
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "heatmaps"}
-        return {"format": FORMAT, "version": VERSION} | data
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "heatmaps"}
+        data["rows"] = [asdict(r) for r in self.rows]
+        return json.loads(json.dumps({"format": FORMAT, "version": VERSION} | data, allow_nan=True))
 
     @classmethod
     def from_json(cls, data: dict[str, Any], heatmaps: Mapping[str, np.ndarray] | None = None) -> WeightsResult:
@@ -203,7 +205,7 @@ class WeightsResult:
         """Write PATH (JSON) and PATH with .npz (the heatmaps), each atomically."""
         path = Path(path)
         arrays = path.with_suffix(".npz")
-        written = [write_with(arrays, lambda tmp: _save_npz(tmp, self.heatmaps))]
+        written = [save_heatmaps(arrays, self.heatmaps)]
         written.append(write_text(path, json.dumps(self.to_json(), indent=1, allow_nan=True) + "\n"))
         return written
 
@@ -215,9 +217,13 @@ class WeightsResult:
         return cls.from_json(json.loads(path.read_text()), heatmaps)
 
 
-def _save_npz(tmp: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+def save_heatmaps(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write the |dW| heatmaps (method -> array, as float32) as a compressed .npz, atomically."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+
+    return write_with(path, write)
 
 
 def edit_one(model, method: str, editor, request, index: int, columns: int, seed: int) -> tuple[EditRow, Any]:
@@ -228,6 +234,7 @@ def edit_one(model, method: str, editor, request, index: int, columns: int, seed
         record = locate_and_edit(model, editor, [request])
     except KelocateError as exc:
         row.error = str(exc)
+        row.seconds = round(time.perf_counter() - start, 3)
         return row, None
     try:
         row.success = bool(recall_vector(model, [(request.prompt, request.target_new)])[0])
@@ -236,7 +243,8 @@ def edit_one(model, method: str, editor, request, index: int, columns: int, seed
     measured = sparsity.sparsity(record)
     row.matrices = [matrix_numbers(p) for p in measured.parameters]
     row.layers = [asdict(m) for m in measured.layers]
-    if any(weights.layer_of(n) is not None and n == weights.mlp_out_name(weights.layer_of(n)) for n in record.names):
+    if any(weights.layer_of(n) is not None and n == weights.mlp_out_name(weights.layer_of(n))
+           and not torch.equal(record.before[n], record.after[n]) for n in record.names):
         row.projection = projection_numbers(projection.project_edit(model, record, n_columns=columns, seed=seed))
     row.seconds = round(time.perf_counter() - start, 3)
     return row, record
@@ -294,7 +302,8 @@ def run_weights(model, settings: WeightsSettings | None = None, facts_file: str 
             + ", ".join(f"{m} {'ok' if r.success else ('error' if r.error else 'no')}" for m, (r, _) in done.items()))
         # the heatmaps: the first fact every method edited successfully, else the first every compared one did
         every = all(r.success for r, _ in done.values())
-        if heat_fact is None and (every or (fallback is None and all(done[m][0].success for m in settings.compared))):
+        fallback_ok = all(done[m][0].success for m in settings.compared or settings.methods)
+        if heat_fact is None and (every or (fallback is None and fallback_ok)):
             drawn = {m: sparsity.abs_delta(rec) for m, (_, rec) in done.items() if rec is not None}
             if every:
                 heat_fact, heatmaps = i, drawn

@@ -194,3 +194,20 @@ def average_indirect_effect(
         "effects": {k: {g: _summary(per[k][g], confidence) for g in GROUPS} for k in all_kinds},
         "clearest": {k: {g: _clearest(peaks[k][g]) for g in GROUPS} for k in all_kinds},
     }
+
+
+def peak_layers(average: dict[str, Any]) -> dict[str, dict[str, tuple[int, float] | None]]:
+    """Per token group and kind of an `average_indirect_effect` result: the layer of the largest mean effect and
+    that effect (None where the group has no mean)."""
+    out: dict[str, dict[str, tuple[int, float] | None]] = {}
+    for group in average["groups"]:
+        out[group] = {}
+        for kind in average["kinds"]:
+            mean = average["effects"][kind][group]["mean"]
+            if mean is None:
+                out[group][kind] = None
+                continue
+            values = np.array([np.nan if v is None else v for v in mean], dtype=float)
+            j = int(np.nanargmax(values))
+            out[group][kind] = (j, float(values[j]))
+    return out

@@ -9,6 +9,7 @@ that fails is reported with its error while the others go on, and `make_figures`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -71,7 +72,18 @@ def run_step(step: Step, ctx: Context) -> Section:
         section.description = step.describe(data)
     except KelocateError as exc:
         section.error = str(exc)
+    except Exception as exc:  # a bug: reported in its section, the others go on, then raised (make_figures)
+        section.error = f"{type(exc).__name__}: {exc}"
+        section.exception = exc
     return section
+
+
+def check_sections(names: Sequence[str]) -> None:
+    """One line of error for a section name that is not one of `STEPS`."""
+    known = [s.name for s in STEPS]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KelocateError(f"unknown section {unknown[0]!r}; use some of {', '.join(known)}")
 
 
 def make_figures(model, folder: str | Path, settings: FiguresSettings | None = None,
@@ -81,16 +93,14 @@ def make_figures(model, folder: str | Path, settings: FiguresSettings | None = N
     `progress(done, total, name)` is called before each section and at the end."""
     from kelocate.studies.figures.report import write_report
 
-    settings = settings or FiguresSettings()
+    settings = dataclasses.replace(settings or FiguresSettings())  # a copy: MEND's folder is added to it below
+    settings.trained = dict(settings.trained)
     settings.check()
-    names = [s.name for s in STEPS]
-    unknown = [n for n in (only or ()) if n not in names]
-    if unknown:
-        raise KelocateError(f"unknown section {unknown[0]!r}; use some of {', '.join(names)}")
+    check_sections(only or ())
     chosen = [s for s in STEPS if not only or s.name in only]
     start = time.perf_counter()
     ctx = Context(model, settings, Path(folder), log)
-    if any(s.name in MEND_STEPS for s in chosen):
+    if settings.train_mend and any(s.name in MEND_STEPS for s in chosen):
         _train_mend(ctx)  # a finished training is found and not redone
     sections = []
     for i, step in enumerate(chosen):
@@ -104,4 +114,7 @@ def make_figures(model, folder: str | Path, settings: FiguresSettings | None = N
     run = FiguresRun(model.name, model.fingerprint, dict(vars(settings)), sections)
     run.seconds = round(time.perf_counter() - start, 1)
     run.report = write_report(run, ctx.folder / "report.html")
+    bugs = [s.exception for s in sections if s.exception is not None]
+    if bugs:  # not a user's mistake: the report is written, and the first one keeps its traceback
+        raise bugs[0]
     return run

@@ -9,7 +9,7 @@ lacks (the organism's world, KLoB files) say so in `unavailable` instead of fail
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ Table = tuple[list[str], list[list[str]]]  # header, rows
 class FiguresSettings:
     """The size of each section: facts traced for the averaged trace, KLoB records, the KnowEdit study's cases
     per task, recovery facts and rounds, locate-vs-edit and weights facts; noise draws per traced cell; the
-    facts file for a model without a world; trained checkpoints (method -> folder)."""
+    facts file for a model without a world; trained checkpoints (method -> folder), and whether the organism
+    trains MEND when none is given (without a checkpoint MEND is left out of the sections)."""
 
     trace_facts: int = 40
     samples: int = 10
     klob_limit: int = 20
-    study_cases: int = 3
+    study_cases: int = 2
     recovery_facts: int = 20
     recovery_rounds: int = 5
     locate_facts: int = 50
@@ -39,6 +40,9 @@ class FiguresSettings:
     facts_file: str | None = None
     klob_data: str | None = None
     trained: dict[str, str] = field(default_factory=dict)
+    train_mend: bool = True  # on the organism, train MEND into OUT/data when no checkpoint is given
+    weights_methods: tuple[str, ...] | None = None  # None: every weight editor (MEND with a checkpoint)
+    recovery_methods: tuple[str, ...] | None = None  # None: ROME, MEMIT, FT-L, FT-M (and MEND with a checkpoint)
 
     def check(self) -> None:
         for name in ("trace_facts", "samples", "klob_limit", "study_cases", "recovery_facts", "recovery_rounds",
@@ -47,6 +51,10 @@ class FiguresSettings:
                 raise KelocateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.klob_limit < 2:
             raise KelocateError(f"--klob-limit must be at least 2, got {self.klob_limit}")
+        from kelocate.edit import registry
+
+        for name in (*(self.weights_methods or ()), *(self.recovery_methods or ())):
+            registry.method(name)  # an unknown method is one line of error
         for label, path in (("--facts-file", self.facts_file), ("--klob-data", self.klob_data)):
             if path is not None and not Path(path).exists():
                 raise KelocateError(f"{label} {path!r} does not exist; pass an existing file or folder")
@@ -104,27 +112,42 @@ def pct(value: Any) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
 
 
+def file_id(path: str | None) -> dict[str, Any] | None:
+    """What a cache key records of a file or folder: its resolved path, size and modification time (an edited
+    file is a new key)."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    stat = p.stat()
+    return {"path": str(p), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def facts_file_id(ctx: Context) -> dict[str, Any] | None:
+    """The facts file's identity where a section reads it (not on the organism, which has its world)."""
+    return None if ctx.organism else file_id(ctx.settings.facts_file)
+
+
+def trained_ids(ctx: Context) -> dict[str, Any]:
+    """The trained checkpoints' identities (method -> the folder's marker file), for cache keys."""
+    out = {}
+    for method, folder in sorted(ctx.settings.trained.items()):
+        marker = Path(folder) / f"{method.partition('@')[0]}.json"
+        out[method] = file_id(str(marker)) if marker.is_file() else str(Path(folder).resolve())
+    return out
+
+
 def needs_facts(ctx: Context) -> str | None:
     if ctx.organism or ctx.settings.facts_file:
         return None
     return "needs facts the model knows: pass --facts-file (a KnowEdit or CounterFact file)"
 
 
-def peak_rows(effects: Mapping[str, Mapping[str, Any]], kinds: Sequence[str], groups: Sequence[str]) -> list[list[str]]:
-    """Per token group, per kind: the peak layer of the mean effect and its value."""
-    rows = []
-    for group in groups:
-        cells = [group]
-        for kind in kinds:
-            mean = effects[kind][group]["mean"]
-            if mean is None:
-                cells.append("-")
-                continue
-            values = np.array([np.nan if v is None else v for v in mean], dtype=float)
-            j = int(np.nanargmax(values))
-            cells.append(f"layer {j} ({values[j]:+.3f})")
-        rows.append(cells)
-    return rows
+def peak_rows(average: Mapping[str, Any]) -> list[list[str]]:
+    """Per token group of an averaged trace, per kind: the peak layer of the mean effect and its value."""
+    from kelocate.locate.causal_trace.average import peak_layers
+
+    return [[group, *("-" if p is None else f"layer {p[0]} ({p[1]:+.3f})" for p in per.values())]
+            for group, per in peak_layers(dict(average)).items()]
 
 
 @dataclass
@@ -139,6 +162,7 @@ class Section:
     cached: bool = False
     skipped: str | None = None
     error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)  # an unexpected error, raised after the report
 
 
 @dataclass

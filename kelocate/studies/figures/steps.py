@@ -5,6 +5,7 @@ the numbers are that command's."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,14 +13,25 @@ from typing import Any
 
 import numpy as np
 
-from kelocate.studies.figures.sections import Context, Description, Step, fmt, needs_facts, pct, peak_rows
+from kelocate.studies.figures.sections import (
+    Context,
+    Description,
+    Step,
+    facts_file_id,
+    file_id,
+    fmt,
+    needs_facts,
+    pct,
+    peak_rows,
+    trained_ids,
+)
 
 # ====================================================================== the averaged causal trace
 
 
 def _trace_key(ctx: Context) -> dict[str, Any]:
     s = ctx.settings
-    return {"facts": s.trace_facts, "samples": s.samples, "file": s.facts_file if not ctx.organism else None}
+    return {"facts": s.trace_facts, "samples": s.samples, "seed": s.seed, "file": facts_file_id(ctx)}
 
 
 def _trace_compute(ctx: Context) -> dict[str, Any]:
@@ -28,7 +40,7 @@ def _trace_compute(ctx: Context) -> dict[str, Any]:
     from kelocate.organism.datasets import load_trace_facts
 
     dataset = "organism" if ctx.organism else ctx.settings.facts_file
-    facts, source, skipped = load_trace_facts(ctx.model, dataset, ctx.settings.trace_facts)
+    facts, source, skipped = load_trace_facts(ctx.model, dataset, ctx.settings.trace_facts, ctx.settings.seed)
     return average_indirect_effect(ctx.model, facts, source, skipped_on_load=skipped,
                                    settings=TraceSettings(samples=ctx.settings.samples),
                                    on_step=lambda i, f: ctx.log(f"trace {i}/{len(facts)}: {f.prompt}"))
@@ -42,14 +54,14 @@ def _trace_draw(data: Mapping[str, Any], folder: Path, data_dir: Path) -> list[P
 
 
 def _trace_describe(data: Mapping[str, Any]) -> Description:
-    kinds, groups = data["kinds"], data["groups"]
+    kinds = data["kinds"]
     skipped = sum(v for v in data["skipped"].values())
     return Description(
         f"Average indirect effect of restoring one hidden state (and a window of MLP / attention outputs) of the "
         f"clean run into the subject-corrupted run, per token group and layer, over {data['n_facts']} facts the "
         f"model knows ({data['source']}; {skipped} skipped: unknown answer, subject not in the prompt or no "
         "effect). Causal tracing as ROME's, each fact traced with its own noise draws.",
-        [(["token group", *kinds], peak_rows(data["effects"], kinds, groups))],
+        [(["token group", *kinds], peak_rows(data))],
         "ROME (Meng et al. 2022) on GPT-2 XL: MLP effects peak at the last subject token in middle layers; "
         "attention at the last token in late layers.")
 
@@ -67,7 +79,7 @@ def _klob_dir(ctx: Context) -> str:
 
 def _klob_key(ctx: Context) -> dict[str, Any]:
     return {"limit": ctx.settings.klob_limit, "samples": ctx.settings.samples, "seed": ctx.settings.seed,
-            "data": ctx.settings.klob_data}
+            "data": file_id(ctx.settings.klob_data)}
 
 
 def _klob_compute(ctx: Context) -> dict[str, Any]:
@@ -125,7 +137,8 @@ def _study_config(ctx: Context, sequential: bool):
 
 
 def _study_key(sequential: bool):
-    return lambda ctx: {"cases": ctx.settings.study_cases, "seed": ctx.settings.seed, "sequential": sequential}
+    return lambda ctx: {"cases": ctx.settings.study_cases, "seed": ctx.settings.seed, "sequential": sequential,
+                        "trained": trained_ids(ctx)}
 
 
 def _study_compute(sequential: bool):
@@ -135,7 +148,10 @@ def _study_compute(sequential: bool):
         from kelocate.studies.knowedit.store import read_results
 
         config = _study_config(ctx, sequential)
-        folder = ctx.folder / "data" / ("sequential" if sequential else "knowedit")
+        # a results folder per key: a study run with other settings must not resume into this one
+        key = _study_key(sequential)(ctx)
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        folder = ctx.folder / "data" / f"{'sequential' if sequential else 'knowedit'}_{digest}"
         run_study(config, folder, progress=lambda done, total, what: ctx.log(f"study unit {done}/{total} {what}"),
                   log=ctx.log)
         rows = read_results(folder)
@@ -238,14 +254,13 @@ def _recovery_settings(ctx: Context):
     from kelocate.studies.recovery import RecoverySettings
 
     editors = {m: {"trained": d} for m, d in ctx.settings.trained.items()}
-    methods = (*RECOVERY_METHODS, *(("mend",) if "mend" in editors else ()))
+    methods = ctx.settings.recovery_methods or (*RECOVERY_METHODS, *(("mend",) if "mend" in editors else ()))
     return RecoverySettings(methods, ctx.settings.recovery_facts, ctx.settings.recovery_rounds, (), ("rome",),
                             100, ctx.settings.seed, editors)
 
 
 def _recovery_key(ctx: Context) -> dict[str, Any]:
-    return _recovery_settings(ctx).to_json() | {"editors": sorted(ctx.settings.trained),
-                                                 "file": None if ctx.organism else ctx.settings.facts_file}
+    return _recovery_settings(ctx).to_json() | {"editors": trained_ids(ctx), "file": facts_file_id(ctx)}
 
 
 def _recovery_compute(ctx: Context) -> dict[str, Any]:
@@ -285,16 +300,18 @@ def _recovery_describe(data: Mapping[str, Any]) -> Description:
 
 def recovery_answer(data: Mapping[str, Any]) -> str:
     """Whether any editor's edit-and-back restored the model after the last round (distance 0 and every recall
-    as before), with the closest one's numbers."""
+    as before), with the closest one's numbers; a run that stopped early is left out."""
     base = data["baseline"]
-    last = [(run["label"], run["rounds"][-1]) for run in data["runs"] if run["mode"] != "revert" and run["rounds"]]
+    rounds = int(data["settings"]["rounds"])
+    last = [(run["label"], run["rounds"][-1]) for run in data["runs"]
+            if run["mode"] != "revert" and not run["error"] and len(run["rounds"]) == rounds]
     if not last:
-        return "no editor ran"
-    restored = [label for label, r in last if r["distance_mean"] == 0 and r["other_recall"] == base["other_recall"]]
+        return "no editor finished its round trips"
+    restored = [label for label, r in last if r["distance_mean"] == 0 and all(
+        r[key] == base[key] for key in ("edited_recall", "other_recall", "neighbour_recall"))]
     label, best = min(last, key=lambda item: item[1]["distance_mean"])
-    rounds = len(data["runs"][0]["rounds"]) if data["runs"] else 0
     head = (f"restored by {', '.join(restored)}" if restored else
-            f"no editor restores the model after {rounds} round trips (the world's graph is restored exactly)")
+            f"no editor restores the model after {rounds} round trips (the graph is restored exactly)")
     return (f"{head}: closest {label}, weight distance {best['distance_mean']:.3g}, edited facts' original answers "
             f"{best['edited_recall']:.0%}, other facts {best['other_recall']:.3f} "
             f"(unedited {base['other_recall']:.3f})")
@@ -305,7 +322,7 @@ def recovery_answer(data: Mapping[str, Any]) -> str:
 
 def _locate_key(ctx: Context) -> dict[str, Any]:
     return {"facts": ctx.settings.locate_facts, "samples": ctx.settings.samples, "seed": ctx.settings.seed,
-            "file": None if ctx.organism else ctx.settings.facts_file}
+            "file": facts_file_id(ctx)}
 
 
 def _locate_compute(ctx: Context) -> dict[str, Any]:
@@ -358,14 +375,13 @@ def _weights_settings(ctx: Context):
     from kelocate.studies.weights import COMPARED, DEFAULT_METHODS, WeightsSettings
 
     editors = {m: {"trained": d} for m, d in ctx.settings.trained.items()}
-    methods = tuple(m for m in DEFAULT_METHODS if m != "mend" or "mend" in editors)
+    methods = ctx.settings.weights_methods or tuple(m for m in DEFAULT_METHODS if m != "mend" or "mend" in editors)
     return WeightsSettings(methods, tuple(m for m in COMPARED if m in methods), ctx.settings.weights_facts,
                            ctx.settings.seed, editors=editors)
 
 
 def _weights_key(ctx: Context) -> dict[str, Any]:
-    return _weights_settings(ctx).to_json() | {"editors": sorted(ctx.settings.trained),
-                                               "file": None if ctx.organism else ctx.settings.facts_file}
+    return _weights_settings(ctx).to_json() | {"editors": trained_ids(ctx), "file": facts_file_id(ctx)}
 
 
 def _weights_compute(ctx: Context) -> dict[str, Any]:
@@ -373,14 +389,19 @@ def _weights_compute(ctx: Context) -> dict[str, Any]:
 
     result = run_weights(ctx.model, _weights_settings(ctx), None if ctx.organism else ctx.settings.facts_file,
                          log=ctx.log)
-    result.save(ctx.folder / "data" / "weights_result.json")  # the |dW| heatmaps go to weights_result.npz
-    return result.to_json()
+    from kelocate.studies.weights import save_heatmaps
+
+    data = result.to_json()
+    # the heatmaps beside the data, named by the data they belong to (a killed run cannot pair them wrongly)
+    name = f"weights_{hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]}.npz"
+    save_heatmaps(ctx.folder / "data" / name, result.heatmaps)
+    return data | {"heatmaps_file": name}
 
 
 def _weights_draw(data: Mapping[str, Any], folder: Path, data_dir: Path) -> list[Path]:
     from kelocate.plots.weights import draw_weights
 
-    with np.load(data_dir / "weights_result.npz") as stored:
+    with np.load(data_dir / data["heatmaps_file"]) as stored:
         heatmaps = {m: stored[m] for m in stored.files}
     return [p for files in draw_weights(data, heatmaps, folder, ("png",)).values() for p in files]
 
