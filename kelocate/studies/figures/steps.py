@@ -39,8 +39,15 @@ def _trace_compute(ctx: Context) -> dict[str, Any]:
     from kelocate.locate.causal_trace.tracing import TraceSettings
     from kelocate.organism.datasets import load_trace_facts
 
-    dataset = "organism" if ctx.organism else ctx.settings.facts_file
-    facts, source, skipped = load_trace_facts(ctx.model, dataset, ctx.settings.trace_facts, ctx.settings.seed)
+    if ctx.organism:
+        facts, source, skipped = load_trace_facts(ctx.model, "organism", ctx.settings.trace_facts, ctx.settings.seed)
+    else:  # a fact file: facts the model knows (a random sample of a real file is mostly facts it does not)
+        from kelocate.data.facts import Fact
+        from kelocate.studies.known_facts import known_cases
+
+        cases = known_cases(ctx.model, ctx.settings.trace_facts, ctx.settings.seed, ctx.settings.facts_file)
+        facts = [Fact(c.request.prompt, c.request.subject, c.request.ground_truth) for c in cases]
+        source, skipped = f"{Path(ctx.settings.facts_file).name}, known facts", []
     return average_indirect_effect(ctx.model, facts, source, skipped_on_load=skipped,
                                    settings=TraceSettings(samples=ctx.settings.samples),
                                    on_step=lambda i, f: ctx.log(f"trace {i}/{len(facts)}: {f.prompt}"))
@@ -255,7 +262,8 @@ def _recovery_settings(ctx: Context):
 
     editors = {m: {"trained": d} for m, d in ctx.settings.trained.items()}
     methods = ctx.settings.recovery_methods or (*RECOVERY_METHODS, *(("mend",) if "mend" in editors else ()))
-    return RecoverySettings(methods, ctx.settings.recovery_facts, ctx.settings.recovery_rounds, (), ("rome",),
+    # the bit-exact revert control with the first editor (its cost is one forward edit per fact and round)
+    return RecoverySettings(methods, ctx.settings.recovery_facts, ctx.settings.recovery_rounds, (), methods[:1],
                             100, ctx.settings.seed, editors)
 
 
