@@ -93,7 +93,8 @@ def edit_projection_html(result) -> str:
         for when in ("before", "after"):
             rows.append([f"{label}, {'W' if when == 'before' else 'W' + chr(39)}",
                          *(f"{summary[which][when]['any'][k]:.0%}" for k in ks)])
-    rows.append(["base rate (any of 5), W'", *(f"{summary['base']['after']['any_of'][k]:.0%}" for k in ks)])
+    rows.append([f"base rate (any of {result.n_columns}), W'",
+                 *(f"{summary['base']['after']['any_of'][k]:.0%}" for k in ks)])
     columns = [[str(c), " ".join(head.tokens["before"][i][:6]), " ".join(head.tokens["after"][i][:6])]
                for i, c in enumerate(head.columns)]
     return _box(f"{result.method} edit projected into the vocabulary, layer {result.layer} ({result.model})",
