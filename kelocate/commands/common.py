@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -112,3 +113,9 @@ def parse_trained(items: list[str]) -> dict[str, dict[str, str]]:
             raise KelocateError(f"--trained {item!r}: pass METHOD=DIR, e.g. --trained mend=kelocate_out/train/mend")
         out[method.strip().lower()] = {"trained": folder}
     return out
+
+
+def check_facts_file(path: Path | None) -> None:
+    """One line of error for a --facts-file that is not a file (checked before a model loads)."""
+    if path is not None and not path.is_file():
+        raise KelocateError(f"--facts-file {str(path)!r} is not a file; pass a KnowEdit or CounterFact file")

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, err_console, load, user_errors
+from kelocate.commands.common import check_facts_file, console, err_console, load, user_errors
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -50,7 +50,6 @@ def register(study_app: typer.Typer) -> None:
     ) -> None:
         """Trace N facts (single-layer MLP effect at the edit token) and edit each at every layer with ROME: does
         the effect predict the edit's success, and does the largest-effect layer beat the profile's?"""
-        from kelocate.errors import KelocateError
         from kelocate.plots.locate_vs_edit import draw_locate_vs_edit
         from kelocate.plots.style import parse_formats
         from kelocate.studies.locate_vs_edit import LocateVsEditSettings, run_locate_vs_edit
@@ -59,8 +58,7 @@ def register(study_app: typer.Typer) -> None:
         settings = LocateVsEditSettings(facts=facts, samples=samples, seed=seed, overrides=overrides)
         settings.check()
         kinds = parse_formats(formats)
-        if facts_file is not None and not facts_file.is_file():
-            raise KelocateError(f"--facts-file {str(facts_file)!r} is not a file; pass a KnowEdit or CounterFact file")
+        check_facts_file(facts_file)
         loaded = load(model)
         result = run_locate_vs_edit(loaded, settings, facts_file=facts_file,
                                     log=lambda text: err_console.print(text, highlight=False, markup=False))

@@ -9,7 +9,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, err_console, load, parse_names, parse_trained, user_errors
+from kelocate.commands.common import (
+    check_facts_file,
+    console,
+    err_console,
+    load,
+    parse_names,
+    parse_trained,
+    user_errors,
+)
 
 
 def _table(data: dict) -> Table:
@@ -57,7 +65,6 @@ def register(study_app: typer.Typer) -> None:
     ) -> None:
         """Edit N facts o -> o' and back o' -> o, K times, in the knowledge graph and in the model: is either
         restored? Writes OUT/recovery.json and OUT/recovery.<fmt>."""
-        from kelocate.errors import KelocateError
         from kelocate.plots.recovery import draw_recovery
         from kelocate.plots.style import parse_formats
         from kelocate.studies.recovery import RecoverySettings, run_recovery
@@ -66,8 +73,7 @@ def register(study_app: typer.Typer) -> None:
                                     unrelated, seed, parse_trained(trained))
         settings.check()
         kinds = parse_formats(formats)
-        if facts_file is not None and not facts_file.is_file():
-            raise KelocateError(f"--facts-file {str(facts_file)!r} is not a file; pass a KnowEdit or CounterFact file")
+        check_facts_file(facts_file)
         loaded = load(model)
         result = run_recovery(loaded, settings, log=lambda text: err_console.print(text, highlight=False),
                               facts_file=facts_file)

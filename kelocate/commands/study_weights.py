@@ -9,37 +9,27 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from kelocate.commands.common import console, err_console, load, parse_names, parse_trained, user_errors
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def _num(value, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _hits(p: dict | None, which: str, k: str) -> str:
-    """'before -> after' of Hit@k (any of the columns) in a projection summary."""
-    return f"{_pct(p[which]['before']['any'][k])} -> {_pct(p[which]['after']['any'][k])}" if p else "-"
+from kelocate.commands.common import (
+    check_facts_file,
+    console,
+    err_console,
+    load,
+    parse_names,
+    parse_trained,
+    user_errors,
+)
 
 
 def _table(data: dict) -> Table:
-    """Per method: success, Hit@10/50 of the top dW columns before -> after (common successes), random columns,
-    and the mean concentration measures."""
-    table = Table("method", "success", "Hit@10 top W->W'", "Hit@50 top W->W'", "Hit@50 random W->W'",
-                  "top-5 share", "part. ratio", "rank", "s/edit",
-                  title=f"{data['model']}: {len(data['facts'])} facts; Hit@k over the "
-                        f"{len(data['summary']['common_facts'])} facts every compared method edited",
+    """`studies.weights.summary_table` as a rich table, titled with the model and the common facts."""
+    from kelocate.studies.weights import summary_table
+
+    header, rows = summary_table(data["summary"])
+    table = Table(*header, title=f"{data['model']}: {len(data['facts'])} facts; Hit@k over the "
+                                f"{len(data['summary']['common_facts'])} facts every compared method edited",
                   title_justify="left")
-    for method, m in data["summary"]["methods"].items():
-        p = m["projection_common"]
-        c = m["concentration_mean"]
-        table.add_row(method, _pct(m["success"]), _hits(p, "top", "10"), _hits(p, "top", "50"),
-                      _hits(p, "random", "50"),
-                      _num(c["top-5 share"]), _num(c["participation ratio"], ".1f"), _num(c["rank"], ".1f"),
-                      _num(m["seconds"], ".2f"))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -83,8 +73,7 @@ def register(study_app: typer.Typer) -> None:
         settings = WeightsSettings(chosen, shown, facts, seed, editors=editors)
         settings.check()
         kinds = parse_formats(formats)
-        if facts_file is not None and not facts_file.is_file():
-            raise KelocateError(f"--facts-file {str(facts_file)!r} is not a file; pass a KnowEdit or CounterFact file")
+        check_facts_file(facts_file)
         check_writable(out)
         loaded = load(model)
         if to_train and not loaded.provenance.is_organism:

@@ -35,6 +35,7 @@ from kelocate.locate_then_edit import locate_and_edit
 from kelocate.model import weights
 from kelocate.probes import projection, sparsity
 from kelocate.studies.known_facts import known_cases
+from kelocate.studies.numbers import fmt, pct
 from kelocate.studies.recovery_probes import recall_vector
 
 FORMAT = "kelocate-weights"
@@ -276,6 +277,23 @@ def summarise(rows: Sequence[EditRow], methods: Sequence[str], compared: Sequenc
         out["ft_l_denser_than_rome"] = (f"FT-L's dW is {'denser' if denser else 'not denser'} than ROME's: mean "
                                         f"participation ratio {pr['ft-l']:.1f} vs {pr['rome']:.1f} columns")
     return out
+
+
+SUMMARY_COLUMNS = ["method", "success", "Hit@10 top W->W'", "Hit@50 top W->W'", "Hit@50 random W->W'",
+                   "top-5 share", "top-1% share", "part. ratio", "rank", "s/edit"]
+
+
+def summary_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per method: success, Hit@k of the top dW columns and of random columns before -> after (any of them, over
+    the common successes), the mean concentration measures and the seconds per edit; header and rows of text."""
+    rows = []
+    for method, m in summary["methods"].items():
+        p, c = m["projection_common"], m["concentration_mean"]
+        hits = [f"{pct(p[w]['before']['any'][k])} -> {pct(p[w]['after']['any'][k])}" if p else "-"
+                for w, k in (("top", "10"), ("top", "50"), ("random", "50"))]
+        rows.append([method, pct(m["success"]), *hits, fmt(c["top-5 share"]), fmt(c["top-1% share"]),
+                     fmt(c["participation ratio"], ".1f"), fmt(c["rank"], ".1f"), fmt(m["seconds"], ".2f")])
+    return list(SUMMARY_COLUMNS), rows
 
 
 def run_weights(model, settings: WeightsSettings | None = None, facts_file: str | Path | None = None,

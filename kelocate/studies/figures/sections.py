@@ -8,13 +8,10 @@ lacks (the organism's world, KLoB files) say so in `unavailable` instead of fail
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from kelocate.errors import KelocateError
 
@@ -101,17 +98,6 @@ class Step:
     unavailable: Callable[[Context], str | None] = lambda ctx: None
 
 
-def fmt(value: Any, spec: str = ".3f") -> str:
-    """A number for a table: '-' for None or NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec) if isinstance(value, (int, float, np.floating)) else str(value)
-
-
-def pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
-
-
 def file_id(path: str | None) -> dict[str, Any] | None:
     """What a cache key records of a file or folder: its resolved path, size and modification time (an edited
     file is a new key)."""
@@ -125,6 +111,11 @@ def file_id(path: str | None) -> dict[str, Any] | None:
 def facts_file_id(ctx: Context) -> dict[str, Any] | None:
     """The facts file's identity where a section reads it (not on the organism, which has its world)."""
     return None if ctx.organism else file_id(ctx.settings.facts_file)
+
+
+def editor_settings(ctx: Context) -> dict[str, dict[str, str]]:
+    """The editors' settings of the trained checkpoints (method -> {"trained": folder})."""
+    return {m: {"trained": d} for m, d in ctx.settings.trained.items()}
 
 
 def trained_ids(ctx: Context) -> dict[str, Any]:

@@ -17,14 +17,14 @@ from kelocate.studies.figures.sections import (
     Context,
     Description,
     Step,
+    editor_settings,
     facts_file_id,
     file_id,
-    fmt,
     needs_facts,
-    pct,
     peak_rows,
     trained_ids,
 )
+from kelocate.studies.numbers import fmt, pct
 
 # ====================================================================== the averaged causal trace
 
@@ -132,7 +132,7 @@ def _study_config(ctx: Context, sequential: bool):
     from kelocate.studies.knowedit.config import StudyConfig, check_config
 
     s = ctx.settings
-    editors = {m: {"trained": d} for m, d in s.trained.items()}
+    editors = editor_settings(ctx)
     if sequential:
         n = s.study_cases * 5
         config = StudyConfig(methods=list(SEQUENTIAL_METHODS), tasks=["WikiData_counterfact"], cases=n,
@@ -260,7 +260,7 @@ RECOVERY_METHODS = ("rome", "memit", "ft-l", "ft-m")
 def _recovery_settings(ctx: Context):
     from kelocate.studies.recovery import RecoverySettings
 
-    editors = {m: {"trained": d} for m, d in ctx.settings.trained.items()}
+    editors = editor_settings(ctx)
     methods = ctx.settings.recovery_methods or (*RECOVERY_METHODS, *(("mend",) if "mend" in editors else ()))
     # the bit-exact revert control with the first editor (its cost is one forward edit per fact and round)
     return RecoverySettings(methods, ctx.settings.recovery_facts, ctx.settings.recovery_rounds, (), methods[:1],
@@ -382,7 +382,7 @@ def locate_answer(data: Mapping[str, Any]) -> str:
 def _weights_settings(ctx: Context):
     from kelocate.studies.weights import COMPARED, DEFAULT_METHODS, WeightsSettings
 
-    editors = {m: {"trained": d} for m, d in ctx.settings.trained.items()}
+    editors = editor_settings(ctx)
     methods = ctx.settings.weights_methods or tuple(m for m in DEFAULT_METHODS if m != "mend" or "mend" in editors)
     return WeightsSettings(methods, tuple(m for m in COMPARED if m in methods), ctx.settings.weights_facts,
                            ctx.settings.seed, editors=editors)
@@ -415,15 +415,9 @@ def _weights_draw(data: Mapping[str, Any], folder: Path, data_dir: Path) -> list
 
 
 def _weights_describe(data: Mapping[str, Any]) -> Description:
+    from kelocate.studies.weights import summary_table
+
     summary = data["summary"]
-    rows = []
-    for method, m in summary["methods"].items():
-        p = m["projection_common"]
-        c = m["concentration_mean"]
-        hits = [f"{pct(p[w]['before']['any'][k])} -> {pct(p[w]['after']['any'][k])}" if p else "-"
-                for w, k in (("top", "10"), ("top", "50"), ("random", "50"))]
-        rows.append([method, pct(m["success"]), *hits, fmt(c["top-5 share"]), fmt(c["top-1% share"]),
-                     fmt(c["participation ratio"], ".1f"), fmt(c["rank"], ".1f")])
     fact = data["facts"][data["heatmap_fact"]] if data.get("heatmap_fact") is not None else None
     notes = list(summary["paper"].values())
     return Description(
@@ -435,8 +429,7 @@ def _weights_describe(data: Mapping[str, Any]) -> Description:
         f"compared methods on one fact ({fact['prompt']!r} -> {fact['new_object']!r}) on one log colour scale, and "
         "the concentration of every edit's dW over value columns (squared L2 mass per column; participation "
         "ratio = effective number of columns; numerical rank)." if fact else "What the edits wrote.",
-        [(["method", "success", "Hit@10 top W->W'", "Hit@50 top W->W'", "Hit@50 random W->W'", "top-5 share",
-           "top-1% share", "part. ratio", "rank"], rows)],
+        [summary_table(summary)],
         "The paper (Figure 7, ZsRE on LLaMA-2): MEMIT Hit@50 59.7% -> 70.2%; MEND Hit@50 above 90% before and "
         "Hit@1 above 90% after; no increase for ROME and FT-L. Figure 6: edits \"concentrate on one or several "
         "columns of the value layer\".", notes, weights_answer(summary))
