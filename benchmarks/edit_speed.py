@@ -1,5 +1,6 @@
 """Editing speed: second-moment statistics of all layers in one pass vs one pass per layer, and a MEMIT
-batch vs the same requests as sequential ROME edits.
+batch vs the same requests as sequential ROME edits; on real weights (`--model smollm2`), every editor's
+per-edit phases, fast vs plain (`edit_phases.py`, whose docstring says what it measures).
 
 Models (`--model`, default both):
 - organism: the embedded model organism (kelocate.loading.load_model()), its own training text as the
@@ -66,12 +67,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ helpers
+import edit_phases  # noqa: E402
 from rss import reset_peak_rss, status_mb  # noqa: E402
 
 PHASES = ("stats_one_pass", "stats_per_layer", "stats_per_layer_stop", "memit_batch", "rome_sequential")
 STATS_PHASES = PHASES[:3]
 EDIT_PHASES = PHASES[3:]
 MODELS = ("organism", "random12")
+REAL_MODELS = ("smollm2",)  # real weights: per-edit phases, fast vs plain (edit_phases.py)
 
 # the random models' shapes: (n_layers, d_model, d_mlp, n_heads)
 RANDOM_SHAPE = (12, 768, 3072, 12)
@@ -549,8 +552,9 @@ def report(args: argparse.Namespace, all_results: dict[str, dict[str, dict]], fi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=(*MODELS, "both"), default="both",
-                        help="organism, random12 (a random Llama: 12 layers, d768, d_mlp 3072, 12 heads) or both")
+    parser.add_argument("--model", choices=(*MODELS, "both", *REAL_MODELS), default="both",
+                        help="organism, random12 (a random Llama: 12 layers, d768, d_mlp 3072, 12 heads) or both; "
+                             "smollm2: the per-edit phase benchmark of edit_phases.py on real weights")
     parser.add_argument("--requests", type=int, default=None, help="edit requests (default 100; --quick: 4)")
     parser.add_argument("--stats-texts", type=int, default=None,
                         help="statistics corpus texts (default: organism all 5757 training texts, random12 128; "
@@ -574,7 +578,11 @@ def main() -> None:
     parser.add_argument("--label", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    edit_phases.add_arguments(parser)
     args = parser.parse_args()
+    if args.model in REAL_MODELS:
+        print(json.dumps(edit_phases.run(args)))
+        return
     if args.child:
         child(args)
         return

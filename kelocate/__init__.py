@@ -21,8 +21,9 @@ from kelocate.locate_then_edit import auto_layers, locate_and_edit
 from kelocate.model import HookedModel
 from kelocate.model.scoring import score_targets
 from kelocate.model.sites import Patch, cache_activations, patching, run_patched, site
+from kelocate.model.stack import plain_paths
 
 __version__ = "0.1.0"
 __all__ = ["EditRecord", "EditRequest", "HookedModel", "KelocateError", "Patch", "TraceResult", "__version__",
            "auto_layers", "cache_activations", "editor", "find_knowledge_neurons", "load_model", "locate_and_edit",
-           "patch_sweep", "patching", "run_patched", "score_targets", "site", "trace"]
+           "patch_sweep", "patching", "plain_paths", "run_patched", "score_targets", "site", "trace"]

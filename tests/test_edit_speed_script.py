@@ -33,3 +33,30 @@ def test_edit_speed_quick_prints_a_table_and_a_json_line():
     assert fig["memit_batch_requests"] == fig["rome_sequential_requests"] == 4
     assert set(fig["peak_rss_mb"]) == {"stats_one_pass", "stats_per_layer", "stats_per_layer_stop", "memit_batch",
                                        "rome_sequential"}
+
+
+@pytest.mark.slow
+def test_the_phase_benchmark_on_smollm2_prints_its_table_and_json(smol, tmp_path):
+    """`--model smollm2` on real weights and the published files: a short run (ROME with 3 steps, ICE, the
+    CounterFact case): both modes, the phase table, equal generated tokens, the same scores fast and plain."""
+    knowedit = Path(__file__).resolve().parents[2] / "shared" / "data" / "knowedit"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "KELOCATE_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--model", "smollm2", "--knowedit", str(knowedit),
+                           "--methods", "rome,ice", "--cases", "counterfact", "--target-steps", "3",
+                           "--fluency-tokens", "10", "--generate-tokens", "20"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert any(line.startswith("| rome | counterfact | target |") for line in lines)
+    figures = json.loads(lines[-1])
+    assert figures["rome_s_per_edit"] > 0 and figures["rome_speedup_vs_plain"] > 0
+    assert figures["generate_tokens_equal"] is True
+    rows = {(r["method"], r["mode"]): r for r in figures["rows"]}
+    assert set(rows) == {("rome", "fast"), ("rome", "plain"), ("ice", "fast"), ("ice", "plain")}
+    assert rows[("rome", "fast")]["target_steps"] == rows[("rome", "plain")]["target_steps"] == [3]
+    for method in ("rome", "ice"):  # the fast paths change no number beyond float rounding
+        fast, plain = rows[(method, "fast")]["scores"], rows[(method, "plain")]["scores"]
+        assert fast.keys() == plain.keys()
+        # fluency reads a sampled text: logits equal to 1e-5 can still move a draw that falls on a boundary
+        for key in set(fast) - {"fluency"}:
+            assert abs(fast[key] - plain[key]) <= 1e-3, (method, key, fast[key], plain[key])

@@ -108,3 +108,36 @@ def test_the_block_calls_the_model_modules():
     finally:
         handle.remove()
     assert torch.count_nonzero(out.mlp_out) == 0 and torch.count_nonzero(stack.block(0, x).mlp_out) > 0
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@torch.no_grad()
+def test_a_suffix_run_equals_the_full_run_at_each_rows_own_positions(n_kv_heads: int):
+    """Rows of different lengths, each run from its own start above layer 1, over its kept prefix: the final
+    hidden states equal the full run's at those positions (right padding never reaches a real position)."""
+    from kelocate.model.stack import SuffixRun
+
+    model = _model(n_kv_heads)
+    stack = LlamaStack(model)
+    ids = torch.randint(0, 50, (3, 11))
+    lengths, starts = torch.tensor([11, 7, 9]), torch.tensor([4, 0, 8])
+    full, _ = stack.run(stack.embed(ids))
+    run = SuffixRun(stack, ids, lengths, starts, first_layer=1)
+    own = run.run()
+    for r in range(3):
+        for i in range(int(lengths[r] - starts[r])):
+            assert torch.allclose(own[r, i], full[r, starts[r] + i], atol=1e-5), (r, i)
+    # an edit at each row's first own position equals the same edit in the full run at its start
+    bump = torch.randn(32)
+
+    def at_start(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[:, :1] + bump, x[:, 1:]], dim=1)
+
+    edited = run.run(lambda layer: {"mlp": at_start} if layer == 1 else None)
+    for r in range(3):
+        onehot = torch.zeros(1, 11, 1)
+        onehot[0, starts[r]] = 1.0
+        ref, _ = stack.run(stack.embed(ids[r:r + 1]),
+                           edits=lambda layer, o=onehot: {"mlp": lambda x: x + o * bump} if layer == 1 else None)
+        n = int(lengths[r] - starts[r])
+        assert torch.allclose(edited[r, :n], ref[0, starts[r]:lengths[r]], atol=1e-5)

@@ -18,12 +18,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kelocate"
 
-FLOOR = ("kelocate.errors", "kelocate.atomic", "kelocate.display")
+FLOOR = ("kelocate.errors", "kelocate.atomic", "kelocate.display", "kelocate.timing")
 # room -> the kelocate modules (and packages) it may import; a room may always import itself
 ALLOWED: dict[str, tuple[str, ...]] = {
     "errors": (),
     "atomic": ("kelocate.errors",),
     "display": (),
+    "timing": (),
     "model": FLOOR,
     "data": FLOOR,
     "plots": FLOOR,

@@ -91,6 +91,33 @@ def test_the_router_equals_a_per_position_loop_and_an_empty_memory_is_the_base(t
     assert not torch.allclose(served[real], base[real])  # some positions were answered by the counterfactual
 
 
+def test_generating_through_the_router_routes_each_new_position_like_the_whole_sequence(tiny_model, tiny_serac):
+    """The cached step (base cache on the twin, running prefix means, a counterfactual cache per row and edit)
+    gives the whole-sequence router's last-position logits at every step of a sampled loop."""
+    from kelocate.model import sampling
+
+    router = load_checkpoint(tiny_serac, tiny_model)
+    push_router(tiny_model, router)
+    router.set_memory([e.request for e in edits()[:3]])
+    ids = tiny_model.batch_ids(["SMAP was created in", "Paris is located in"])[0][:, :4]
+    _, states = forward_with_states(tiny_model, ids, torch.ones_like(ids), router.config.scope_layers)
+    router.threshold = float(torch.sigmoid(router.scope_logits(states, torch.ones_like(ids)).max(-1).values).median())
+    step = sampling.default_step(tiny_model)
+    assert step is not None and type(step).__name__ == "_CachedRoute"
+    routed = []
+
+    def both(current: torch.Tensor) -> torch.Tensor:
+        mine = step(current)
+        whole = router(current, torch.ones_like(current))[:, -1]
+        assert_close(mine, whole, f"logits after {current.shape[1]} tokens")
+        routed.append(bool((whole != tiny_model.bridge(current)[:, -1]).any()))
+        return mine
+
+    with torch.no_grad():
+        sampling.sample(tiny_model, ids, 12, top_k=4, generator=torch.Generator().manual_seed(1), step=both)
+    assert any(routed) and len(routed) == 12  # the counterfactual model answered at some steps
+
+
 def test_edits_revert_exactly_and_survive_save_and_load(tiny_model, tiny_serac, tmp_path):
     prompt_ids = tiny_model.encode("SMAP was created in").ids
     base = tiny_model.logits(prompt_ids)

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from kelocate import timing
 from kelocate.edit import config as edit_config
 from kelocate.edit import registry
 from kelocate.edit.record import EditRecord, guarded_write
@@ -119,7 +120,7 @@ class Editor(ABC):
         names = self.parameters(model, layers, hp)
         start = time.perf_counter()
         served = self.serving_state(model)
-        with guarded_write(model, names, self.method) as before:
+        with guarded_write(model, names, self.method) as before, timing.collecting() as phases:
             try:
                 extra = self._edit(model, requests, layers, hp)
             except torch.linalg.LinAlgError as exc:
@@ -137,7 +138,9 @@ class Editor(ABC):
             method=self.method, before=before, after=after, fingerprint=model.fingerprint,
             config={k: v for k, v in hp.items()}, layers=layers, neurons=list(extra.pop("neurons", [])),
             layer_origin=dict(layer_origin or origin), requests=[r.to_json() for r in requests],
-            timings={"edit_s": round(time.perf_counter() - start, 4)}, notes=list(extra.pop("notes", [])),
+            timings={"edit_s": round(time.perf_counter() - start, 4),
+                     **{f"{name}_s": round(seconds, 4) for name, seconds in phases.items()}},
+            notes=list(extra.pop("notes", [])),
             extra=extra, applied=True, model=model, attachments=attachments,
             serving={"before": served, "after": served_after} if served_after != served else None)
 

@@ -11,6 +11,7 @@ import torch
 
 from kelocate.edit.stats import MAX_LENGTH, N_GENERATED, second_moments
 from kelocate.errors import KelocateError
+from kelocate.timing import timed
 
 _MEMO: dict[tuple, tuple[torch.Tensor, str]] = {}
 _MEMO_LIMIT = 8  # layers kept in memory (float64 d_mlp^2 each: 1 GB at Llama-2-7B's 11008)
@@ -36,6 +37,7 @@ def sample_settings(model, hp: dict[str, Any], corpus=None) -> tuple[int | None,
     return n, length
 
 
+@timed("statistics")
 def covariances(model, layers: Sequence[int], hp: dict[str, Any], corpus=None,
                 progress=None) -> dict[int, tuple[torch.Tensor, str]]:
     """{layer: (E[k k^T] float64 [d_mlp, d_mlp], where its text came from)} for `layers`.
@@ -61,6 +63,7 @@ def covariances(model, layers: Sequence[int], hp: dict[str, Any], corpus=None,
     return {layer: (_MEMO[keys[layer]][0].to(model.device), _MEMO[keys[layer]][1]) for layer in layers}
 
 
+@timed("statistics")
 def covariance(model, layer: int, hp: dict[str, Any], corpus=None) -> tuple[torch.Tensor, str]:
     """E[k k^T] of one layer and where its text came from (see `covariances`)."""
     return covariances(model, [layer], hp, corpus)[layer]

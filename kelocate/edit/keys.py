@@ -23,6 +23,7 @@ from kelocate.errors import KelocateError
 from kelocate.model import tokens
 from kelocate.model.sampling import sample
 from kelocate.model.sites import read, site
+from kelocate.timing import timed
 
 _PREFIX_CACHE: dict[tuple, list[str]] = {}
 
@@ -53,6 +54,7 @@ def context_templates(model, lengths: Sequence[Sequence[int]], starts: Sequence[
     return list(_PREFIX_CACHE[key])
 
 
+@timed("templates")
 def templates_for(model, hp: dict[str, Any]) -> list[str]:
     """The context templates of an editor's settings ('{}' first): `context_lengths`, `context_starts` and
     `seed` (ROME, MEMIT, PMET, AlphaEdit)."""
@@ -99,6 +101,7 @@ def batch(model, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+@timed("keys")
 def read_at(model, rows: Sequence[Row], kind: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """Activations of site `kind` at each row's position, per layer: {layer: [len(rows), width]} (float32)."""
     ids, mask = batch(model, rows)
@@ -109,6 +112,7 @@ def read_at(model, rows: Sequence[Row], kind: str, layers: Sequence[int]) -> dic
     return {layer: cache[name][index, positions].float() for layer, name in zip(layers, names, strict=True)}
 
 
+@timed("keys")
 def mean_keys(model, prompt_subjects: Sequence[tuple[str, str]], templates: Sequence[str],
               layers: Sequence[int], grouped: bool = False, token: str = "last_subject") -> dict[int, torch.Tensor]:
     """ROME/MEMIT keys: per (prompt, subject), the `mlp_post` activation at the subject's last token,

@@ -31,6 +31,8 @@ from kelocate.model import sampling, scoring, sites, tokens
 from kelocate.model.provenance import Corpus, Provenance
 from kelocate.model.serving import ServingStack
 from kelocate.model.tokens import Encoded
+from kelocate.model.twin import trusted_twin
+from kelocate.timing import timed
 
 _SEALED = ("a model's {name!r} cannot be set after loading: what the model is (its provenance) is set at load, "
            "and what an editor serves on top of it goes through `model.serving`")
@@ -191,7 +193,10 @@ class HookedModel:
     # ------------------------------------------------------------------ forward helpers
     @torch.no_grad()
     def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [batch, pos, vocab] of the bridge (hooks a user attached apply) for ids [batch, pos] or [pos]."""
+        """Logits [batch, pos, vocab] of the bridge (hooks a user attached apply) for ids [batch, pos] or [pos].
+
+        With no hook attached the plain HF twin runs instead (`twin.trusted_twin`: the same tensors and maths,
+        without the bridge's cost)."""
         if ids.dim() == 1:
             ids = ids[None]
         served = self.serving.forward  # a served forward that answers in place of the bridge, if any
@@ -199,6 +204,9 @@ class HookedModel:
             mask = torch.ones_like(ids) if attention_mask is None else attention_mask
             return served(ids.to(self.device), mask.to(self.device))
         kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(self.device)}
+        twin = trusted_twin(self)
+        if twin is not None:
+            return twin(ids.to(self.device), use_cache=False, **kwargs).logits
         return self.bridge(ids.to(self.device), **kwargs)
 
     def next_token_probs(self, prompt: str) -> torch.Tensor:
@@ -222,21 +230,19 @@ class HookedModel:
         return scoring.score_targets(self, [prompt], [answer])[0].prob
 
     @torch.no_grad()
+    @timed("generation")
     def generate(self, prompt: str, max_new_tokens: int = 20, stop_at_eos: bool = True) -> str:
-        """Greedy continuation of `prompt` (the new text only).
+        """Greedy continuation of `prompt` (the new text only): the argmax loop of `sampling.sample`.
 
-        Runs without a key/value cache: once TransformerLens 4.3's bridge wraps the HF modules, HF's cached
-        decoding no longer matches a full forward (logits off by 0.35 on a 3-layer Llama, other tokens
-        chosen), while the uncached path equals a plain argmax loop (tested).
+        It decodes with a key/value cache where that is exact (`sampling.default_step`: on the plain HF twin, or
+        a served editor's own cached step); otherwise (hooks attached) every step is a whole forward of
+        `logits`. HF's own cached decoding is not used through the bridge: once TransformerLens
+        4.3's bridge wraps the HF modules it no longer matches a full forward (logits off by 0.35 on a
+        3-layer Llama). Tests check the cached tokens equal the uncached argmax loop's.
         """
         ids = self.encode(prompt).ids.to(self.device)[None]
-        if self.serving.forward is not None:  # a served editor answers: the greedy sampler over `logits`
-            eos = self.tokenizer.eos_token_id if stop_at_eos else None
-            out = sampling.sample(self, ids, max_new_tokens, greedy=True, stop_at=eos)
-            return self.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
-        out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                               do_sample=False, eos_token_id=self.tokenizer.eos_token_id if stop_at_eos else None,
-                               pad_token_id=self.pad_id, use_cache=False)
+        eos = self.tokenizer.eos_token_id if stop_at_eos else None
+        out = sampling.sample(self, ids, max_new_tokens, greedy=True, stop_at=eos)
         return self.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
     @staticmethod

@@ -5,8 +5,12 @@ Every loop that makes text with a model goes through `sample`: the greedy loop o
 the context prefixes key-value editors average their keys over, and the text generated for key
 statistics when a model has no corpus of its own.
 
-Each step runs `step(ids)` (default: the model's `logits` at the last position, so a served editor samples
-too; a caller with a key/value cache passes its own) and appends one token per row:
+Each step runs `step(ids)` and appends one token per row. The default step decodes with a key/value cache on
+the plain HF twin where it may stand in for the bridge (`twin.decoding_step`; a served forward may offer its
+own, as SERAC's router does), else it is the model's `logits` at the last position (so hooks apply and a
+served editor samples too); a caller may pass its own.
+Cached and uncached steps choose the same tokens (tested: greedy token for token, sampled logits to float
+tolerance):
 
 - `greedy`: the argmax (the first of equal maxima);
 - `top_k`: softmax over the k largest logits, one draw from `generator` among them;
@@ -24,7 +28,27 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from kelocate.model.twin import decoding_step
+
 Step = Callable[[torch.Tensor], torch.Tensor]  # ids [batch, pos] -> next-token logits [batch, vocab]
+
+
+def default_step(model) -> Step:
+    """The step `sample` takes when given none: cached decoding where it is exact (the twin's, or a served
+    forward's own `decoding_step()` such as SERAC's router), else the model's `logits` at the last position.
+    A fresh one per sampling loop (it keeps that loop's cache)."""
+    served = model.serving.forward
+    if served is None:
+        cached = decoding_step(model)
+    else:
+        make = getattr(served, "decoding_step", None)
+        cached = make() if make is not None else None
+    if cached is not None:
+        return cached
+
+    def step(current: torch.Tensor) -> torch.Tensor:
+        return model.logits(current)[:, -1]
+    return step
 
 
 @torch.no_grad()
@@ -32,9 +56,7 @@ def sample(model, ids: torch.Tensor, n_tokens: int, *, greedy: bool = False, top
            generator: torch.Generator | None = None, ban: Sequence[int] = (), stop_at: int | None = None,
            step: Step | None = None) -> torch.Tensor:
     """`ids` [batch, pos] followed by up to `n_tokens` chosen tokens: [batch, pos + n]."""
-    if step is None:
-        def step(current: torch.Tensor) -> torch.Tensor:
-            return model.logits(current)[:, -1]
+    step = step or default_step(model)
     banned = [int(t) for t in ban]
     for _ in range(n_tokens):
         logits = step(ids).float()

@@ -17,6 +17,7 @@ import torch
 
 from kelocate.errors import KelocateError
 from kelocate.model.tokens import pad_batch
+from kelocate.timing import timed
 
 # a forward pass: ids [batch, pos] and attention mask -> logits [batch, pos, vocab]
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -83,6 +84,7 @@ def score_ids(forward: Forward, prompts: Sequence[Sequence[int]], targets: Seque
     return out  # type: ignore[return-value]
 
 
+@timed("scoring")
 def score_targets(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[TargetScore]:
     """Teacher-forced scores of text targets after text prompts on a `HookedModel` (hooks attached apply).
 

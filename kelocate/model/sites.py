@@ -225,13 +225,24 @@ def cache_activations(model, inputs: str | Sequence[str] | torch.Tensor, hooks: 
 
 
 def bridge_has_hooks(bridge) -> bool:
-    """Whether any hook point of the bridge has a hook attached (a user's `patching`, `bridge.hooks`, ...)."""
-    for point in bridge.hook_dict.values():
-        if getattr(point, "_forward_hooks", None) or getattr(point, "_forward_pre_hooks", None):
-            return True
-        if getattr(point, "_backward_hooks", None):
+    """Whether a hook is attached anywhere on the bridge: on a hook point (a user's `patching`, `bridge.hooks`,
+    ...) or, as a PyTorch hook, on any other module of it (the wrapped HF modules). The libraries' own hooks do
+    not count: those TransformerLens wires into its components on the first forward (to feed its hook points),
+    and those transformers installs once outputs are captured (`output_attentions`, `output_hidden_states`)."""
+    points = set(map(id, bridge.hook_dict.values()))
+    for module in bridge.modules():
+        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values(),
+                 *module._backward_hooks.values(), *module._backward_pre_hooks.values()]
+        if not hooks:
+            continue
+        if id(module) in points or any(not _wired_by_bridge(h) for h in hooks):
             return True
     return False
+
+
+def _wired_by_bridge(hook) -> bool:
+    """A hook TransformerLens or transformers attached to a component (not a hook point's: those are the user's)."""
+    return str(getattr(hook, "__module__", "")).startswith(("transformer_lens.", "transformers."))
 
 
 # ---------------------------------------------------------------------- the reader

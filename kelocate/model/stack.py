@@ -17,7 +17,9 @@ the caller runs its hook-based oracle and says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -120,8 +122,9 @@ class LlamaStack:
 
     @staticmethod
     def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotary embedding of x [batch, pos, heads, head_dim] with cos, sin [pos, head_dim] (HF's formula)."""
-        cos, sin = cos[:, None], sin[:, None]
+        """Rotary embedding of x [batch, pos, heads, head_dim] with cos, sin [pos, head_dim] (shared by the
+        batch) or [batch, pos, head_dim] (per row) (HF's formula)."""
+        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
         return (x * cos) + (rotate_half(x) * sin)
 
     @staticmethod
@@ -157,12 +160,13 @@ class LlamaStack:
         return self._mask_cache[key]
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: KV | None,
-                scale: float) -> torch.Tensor:
+                scale: float, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attention output [batch, queries, heads * head_dim] of rotated q [batch, queries, heads, hd]
         over the past keys/values and this call's k, v [batch, kv_heads, length, hd].
 
         Grouped queries are folded into their key/value head (no repeat of keys): the `rep` heads sharing a
-        kv head become rep x queries rows of one attention problem."""
+        kv head become rep x queries rows of one attention problem. `key_mask` [batch, total] (True = a real
+        key) hides the padding of a ragged past from every query of its row."""
         batch, queries = q.shape[0], q.shape[1]
         rep = self.n_heads // self.n_kv_heads
         keys, values = self._with_past(past, k, batch), self._with_past(past, v, batch, values=True)
@@ -170,12 +174,16 @@ class LlamaStack:
         folded = q.reshape(batch, queries, self.n_kv_heads, rep, self.head_dim).transpose(1, 2)
         folded = folded.reshape(batch, self.n_kv_heads, queries * rep, self.head_dim)
         mask = self._mask(queries, total, rep, q.device)
+        if key_mask is not None:
+            rows = key_mask[:, None, None, :]
+            mask = rows if mask is None else mask & rows
         ctx = torch.nn.functional.scaled_dot_product_attention(folded, keys, values, attn_mask=mask, scale=scale)
         ctx = ctx.view(batch, self.n_kv_heads, queries, rep, self.head_dim).transpose(1, 2)
         return ctx.reshape(batch, queries, self.n_heads * self.head_dim)
 
     def block(self, layer: int, hidden: torch.Tensor, start: int = 0, past: KV | None = None,
-              edits: dict[str, Edit] | None = None, last_only: bool = False) -> BlockOut:
+              edits: dict[str, Edit] | None = None, last_only: bool = False,
+              positions: torch.Tensor | None = None, key_mask: torch.Tensor | None = None) -> BlockOut:
         """Run block `layer` on `hidden` [batch, T, d] holding positions start..start+T-1.
 
         `past` holds the same layer's keys/values for positions 0..start-1; its batch b may be 1, the batch,
@@ -183,6 +191,9 @@ class LlamaStack:
         `edits` may replace any of the sites 'attn', 'mlp_post', 'mlp', 'hidden' (`sites.py`) before use.
         `last_only`: keys/values for every position, but queries, attention and MLP for the last position
         alone (all the final layer needs for next-token logits); the outputs then hold that position only.
+        A ragged batch (rows whose own positions start at different places, `SuffixRun`) gives each row's
+        positions [batch, T] for the rotary embedding and `key_mask` [batch, start + T] for its past's padding;
+        `start` is then the past's padded length.
         """
         edits = edits or {}
         self._check_past(past, start, hidden.shape[0])
@@ -190,14 +201,14 @@ class LlamaStack:
         attn = blk.self_attn
         batch, length, _ = hidden.shape
         x = blk.input_layernorm(hidden)
-        cos, sin = self._rope(start, length, hidden)
+        cos, sin = self._rope(start, length, hidden) if positions is None else self.rotary(hidden, positions)
         k = self._rotate(attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
         v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if last_only:  # queries and everything after attention: the last position alone
-            hidden, x, cos, sin = hidden[:, -1:], x[:, -1:], cos[-1:], sin[-1:]
+            hidden, x, cos, sin = hidden[:, -1:], x[:, -1:], cos[..., -1:, :], sin[..., -1:, :]
         queries = x.shape[1]
         q = self._rotate(attn.q_proj(x).view(batch, queries, self.n_heads, self.head_dim), cos, sin)
-        attn_out = attn.o_proj(self._attend(q, k, v, past, attn.scaling))
+        attn_out = attn.o_proj(self._attend(q, k, v, past, attn.scaling, key_mask))
         if "attn" in edits:
             attn_out = edits["attn"](attn_out)
         mid = hidden + attn_out
@@ -235,9 +246,86 @@ class LlamaStack:
         return hidden, outs
 
 
+class SuffixRun:
+    """Rows of a right-padded batch run again and again from their own position on, above one layer.
+
+    An optimisation that changes one site at one position per row (an editor's delta at the subject's last
+    token) changes nothing before that position and nothing below that layer. So the rows run once in full
+    (no gradient), and what later runs need is kept: each layer's keys/values of the positions before the
+    row's own start (left-padded to one length, with a key mask), and the input of `first_layer` at the
+    positions from the start on (left-aligned, right-padded). `run` then computes blocks first_layer..last
+    for those positions only, with edits; index `i` of a row's output is its position `starts[r] + i`.
+    """
+
+    def __init__(self, stack: LlamaStack, ids: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor,
+                 first_layer: int) -> None:
+        self.stack, self.first_layer = stack, first_layer
+        self.starts = starts
+        batch, device = ids.shape[0], ids.device
+        past_len = int(starts.max())  # P: the longest prefix
+        own_len = int((lengths - starts).max())  # S: the longest own part
+        self.past_len, self.own_len = past_len, own_len
+        columns = torch.arange(past_len, device=device)[None]
+        offset = (past_len - starts)[:, None]  # row r's prefix sits at columns P - start_r .. P - 1
+        past_index = (columns - offset).clamp(min=0)
+        own_positions = starts[:, None] + torch.arange(own_len, device=device)[None]
+        self.positions = own_positions
+        own_index = own_positions.clamp(max=ids.shape[1] - 1)
+        self.key_mask = torch.cat([columns >= offset, torch.ones(batch, own_len, dtype=torch.bool, device=device)],
+                                  dim=1)
+        with torch.no_grad():
+            hidden = stack.embed(ids)
+            self.pasts: dict[int, KV] = {}
+            for layer in range(stack.n_layers):
+                if layer == first_layer:
+                    self.inputs = _take(hidden, own_index)
+                out = stack.block(layer, hidden)
+                if layer >= first_layer:
+                    self.pasts[layer] = KV(_take_kv(out.kv.k, past_index), _take_kv(out.kv.v, past_index))
+                hidden = out.hidden
+
+    def run(self, edits: Callable[[int], dict[str, Edit] | None] | None = None) -> torch.Tensor:
+        """The final hidden state (before the final norm) of every row's own positions [batch, S, d_model]."""
+        hidden = self.inputs
+        for layer in range(self.first_layer, self.stack.n_layers):
+            hidden = self.stack.block(layer, hidden, self.past_len, self.pasts[layer], edits(layer) if edits else None,
+                                      positions=self.positions, key_mask=self.key_mask).hidden
+        return hidden
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [batch, pos, d] at positions index [batch, n] per row: [batch, n, d]."""
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[-1]))
+
+
+def _take_kv(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Keys or values x [batch, heads, pos, hd] at positions index [batch, n] per row: [batch, heads, n, hd]."""
+    return x.gather(2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[-1]))
+
+
 # ---------------------------------------------------------------------- the guard
 class StackUnavailable(Exception):
     """The block runner cannot be trusted for this model; the message says why."""
+
+
+_PLAIN: ContextVar[bool] = ContextVar("kelocate_plain_paths", default=False)
+
+
+@contextlib.contextmanager
+def plain_paths() -> Iterator[None]:
+    """Inside the block every fast path stands down and the plain loops run: the bridge for every forward, no
+    key/value cache, no block runner (tracing's oracle, target optimisation through whole forwards). For
+    checking a number against the reference, and for the benchmarks' "plain" column."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
+
+
+def plain_paths_asked() -> bool:
+    """Whether the caller is inside `plain_paths()`."""
+    return _PLAIN.get()
 
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and SMAP"
@@ -276,6 +364,8 @@ def guarded_stack(model) -> LlamaStack:
     The equivalence check runs once per model (the result is kept on the model object; a weight edit does
     not change the maths, so it stays valid).
     """
+    if plain_paths_asked():
+        raise StackUnavailable("the plain paths were asked for (`plain_paths()`)")
     model_type = str(getattr(model.hf.config, "model_type", ""))
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise StackUnavailable(

@@ -21,6 +21,7 @@ from kelocate.edit.losses import masked_target_loss, prompt_target_batch
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.model.twin import plain_twin
+from kelocate.timing import timed
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _WHERE = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
@@ -47,6 +48,7 @@ class AdaLoRA(Editor):
             raise KelocateError(f"unknown adalora module {unknown[0] if unknown else '(none)'!r}; use some of "
                                 f"{', '.join(MODULES)}")
 
+    @timed("training")
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         from peft import AdaLoraConfig, AdaLoraModel
 

@@ -28,6 +28,7 @@ from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
 from kelocate.model import weights
 from kelocate.model.scoring import forward_with_grad, grad_on
+from kelocate.timing import timed
 
 
 # ---------------------------------------------------------------------- the editors
@@ -53,6 +54,7 @@ class _FineTune(Editor):
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    @timed("training")
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
         batch = self.inputs(model, requests)
         params = [weights.mlp_out(model, layer) for layer in layers]

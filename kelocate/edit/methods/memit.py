@@ -22,6 +22,7 @@ from kelocate.edit.keys import mean_keys, read_at, subject_row, templates_for
 from kelocate.edit.request import EditRequest
 from kelocate.edit.target import optimize_target
 from kelocate.model import weights
+from kelocate.timing import phase
 
 
 def memit_update(cov: torch.Tensor, keys: torch.Tensor, resid: torch.Tensor, weight: float) -> torch.Tensor:
@@ -72,7 +73,8 @@ class MEMIT(Editor):
         for i, layer in enumerate(layers):
             keys = mean_keys(model, pairs, templates, [layer], grouped=True, token=token)[layer]
             resid = self.spread((zs - self.current(model, requests, layers[-1], token)).T, len(layers) - i)
-            delta = self.update(model, layer, keys, resid, hp)
+            with phase("update"):
+                delta = self.update(model, layer, keys, resid, hp)
             param = weights.mlp_out(model, layer)
             with torch.no_grad():
                 param.copy_((param.double() + delta).to(param.dtype))

@@ -21,6 +21,7 @@ from kelocate.edit.request import EditRequest
 from kelocate.edit.target import optimize_target
 from kelocate.errors import KelocateError
 from kelocate.model import weights
+from kelocate.timing import phase
 
 
 def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,6 @@ class ROME(Editor):
         bare = subject_row(model, request.prompt, request.subject, token=token)
         bare_key = read_at(model, [bare], "mlp_post", [layer])[layer][0]
         param = weights.mlp_out(model, layer)
-        new = rank_one(param, bare_key, target.values["mlp"], direction)
-        with torch.no_grad():
-            param.copy_(new.to(param.dtype))
+        with phase("update"), torch.no_grad():
+            param.copy_(rank_one(param, bare_key, target.values["mlp"], direction).to(param.dtype))
         return {"target": target.summary(), "notes": notes, "templates": len(templates)}

@@ -34,6 +34,7 @@ import torch
 
 from kelocate.data.knowedit import EditCase
 from kelocate.model.scoring import score_targets
+from kelocate.timing import timed
 
 # A small sentiment lexicon (written for kelocate) for models without ground-truth opinion words.
 LEXICON = {
@@ -170,16 +171,19 @@ def generated_success(model, prompt: str, answers: Sequence[str]) -> float:
 
 
 @torch.no_grad()
+@timed("fluency")
 def sampled_continuation(model, prompt: str, n_tokens: int, seed: int, top_k: int = 10) -> str:
-    """A seeded top-k sampled continuation of exactly `n_tokens` tokens through `model.logits` (so a served
-    editor samples too). End-of-text is never drawn: the organism ends a fact after its answer, and entropy
-    over a few words would measure the length, not the repetition."""
-    from kelocate.model.sampling import sample
+    """A seeded top-k sampled continuation of exactly `n_tokens` tokens through the model's forward
+    (`sampling.default_step`: cached decoding on the twin, or `model.logits`, so a served editor samples
+    too). End-of-text is never drawn: the organism ends a fact after its answer, and entropy over a few words
+    would measure the length, not the repetition."""
+    from kelocate.model.sampling import default_step, sample
 
     ids = model.encode(prompt).ids.to(model.device)[None]
     eos = model.tokenizer.eos_token_id
+    inner = default_step(model)  # cached decoding where the twin may stand in for the bridge
     out = sample(model, ids, n_tokens, top_k=top_k, generator=torch.Generator().manual_seed(seed),
-                 ban=() if eos is None else (eos,), step=lambda current: model.logits(current)[:, -1].float().cpu())
+                 ban=() if eos is None else (eos,), step=lambda current: inner(current).float().cpu())
     return model.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
 

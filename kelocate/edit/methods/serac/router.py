@@ -13,6 +13,10 @@ that answers through them.
   in-scope position takes the counterfactual model's logits for its retrieved edit. With an empty memory it
   returns the base forward itself. The SERAC editor serves a router by pushing it onto the model's serving
   stack as the forward that stands in for the bridge's (`kelocate.model.serving`).
+- generating through a router (`Router.decoding_step`, which `sampling.sample` takes) routes only the new
+  position at each step: the base model decodes with a key/value cache on the plain twin, the prefix means
+  are running sums, and each (row, edit) pair's counterfactual model keeps its own cache. The same logits as
+  the whole-sequence router at every step, to float tolerance (tested).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from kelocate.edit.request import EditRequest, fact_text
 from kelocate.errors import KelocateError
 from kelocate.model import tokens
 from kelocate.model.sites import read, site
-from kelocate.model.twin import plain_twin
+from kelocate.model.twin import cache_kwargs, decoding_step, plain_twin, returned_cache, trusted_twin
 
 
 # ---------------------------------------------------------------------- the scope classifier
@@ -197,6 +201,17 @@ class Router:
                 out[b, positions] = cf[row, positions + shift].to(out.dtype)
         return out
 
+    def decoding_step(self):
+        """A next-token step for `sampling.sample` ([batch, pos] ids, no padding -> [batch, vocab] logits) that
+        routes only each new position (the module docstring); None where the plain twin may not stand in for
+        the bridge, so that the sampler calls the router on the whole sequence instead."""
+        if not self.memory:
+            return decoding_step(self.model)
+        twin = trusted_twin(self.model)
+        if twin is None:
+            return None
+        return _CachedRoute(self, twin)
+
 
 def load_checkpoint(path: str | Path, model, threshold: float | None = None) -> Router:
     """A trained SERAC (scope classifier + counterfactual model) from its folder, for `model` only."""
@@ -220,3 +235,56 @@ def load_checkpoint(path: str | Path, model, threshold: float | None = None) -> 
     trained = {k.removeprefix("cf/"): v for k, v in tensors.items() if k.startswith("cf/")}
     counterfactual = counterfactual_model(model, config.cf_layers, trained)
     return Router(model, scope, counterfactual, config, str(folder.resolve()), threshold)
+
+class _CachedRoute:
+    """One sampling loop's state of `Router.decoding_step`: the base cache, the running sums of the
+    unit-normalised scope states, and the counterfactual caches per (row, edit)."""
+
+    def __init__(self, router: Router, twin) -> None:
+        self.router, self.twin = router, twin
+        self.base_cache, self.length = None, 0
+        self.sums: torch.Tensor | None = None  # [batch, layers * d]: sum of unit states over real positions
+        self.count: int = 0  # real positions summed (those after the front special tokens)
+        self.cf: dict[tuple[int, int], tuple[object, int]] = {}  # (row, edit) -> (cache, ids consumed)
+
+    def _base(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], bool]:
+        """Last-position base logits and the scope layers' states of the positions this call ran."""
+        new = self.base_cache is not None and ids.shape[1] == self.length + 1
+        if not new:
+            self.base_cache, self.sums, self.count, self.cf = None, None, 0, {}
+        out = self.twin(ids[:, -1:] if new else ids, use_cache=True, output_hidden_states=True, logits_to_keep=1,
+                        **cache_kwargs(self.twin, self.base_cache))
+        self.base_cache, self.length = returned_cache(out), ids.shape[1]
+        n_layers = len(out.hidden_states) - 1
+        states = [out.hidden_states[layer % n_layers + 1] for layer in self.router.config.scope_layers]
+        return out.logits[:, -1], states, new
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        router = self.router
+        logits, states, new = self._base(ids)
+        first = 0 if new else router.front  # positions of this call that count (not front special tokens)
+        unit = torch.cat([torch.nn.functional.normalize(h.float(), dim=-1)[:, first:].sum(1) for h in states], -1)
+        self.sums = unit if self.sums is None else self.sums + unit
+        self.count += states[0].shape[1] - first
+        features = self.sums / max(self.count, 1)
+        best, which = router.scope.logits(router.scope.embed(features), router._vectors).max(-1)
+        in_scope = (torch.sigmoid(best) > router.threshold) & (ids.shape[1] > router.front)
+        out = logits.clone()
+        for b in in_scope.nonzero()[:, 0].tolist():
+            edit = int(which[b])
+            out[b] = self._counterfactual(b, edit, ids[b]).to(out.dtype)
+        return out
+
+    def _counterfactual(self, row: int, edit: int, ids: torch.Tensor) -> torch.Tensor:
+        """The counterfactual model's next-token logits for '<fact prefix><input so far>' (cached per pair)."""
+        cf = self.router.counterfactual
+        cache, consumed = self.cf.get((row, edit), (None, 0))
+        if cache is not None and consumed == ids.shape[0] - 1:
+            run = ids[-1:][None]
+        else:
+            prefix = torch.tensor(self.router._prefixes[edit], device=ids.device)
+            run, cache = torch.cat([prefix, ids[self.router.front:]])[None], None
+        out = cf(input_ids=run, use_cache=True, logits_to_keep=1, **cache_kwargs(cf, cache))
+        self.cf[(row, edit)] = (returned_cache(out), ids.shape[0])
+        return out.logits[0, -1]
