@@ -94,11 +94,24 @@ def test_the_router_equals_a_per_position_loop_and_an_empty_memory_is_the_base(t
 def test_generating_through_the_router_routes_each_new_position_like_the_whole_sequence(tiny_model, tiny_serac):
     """The cached step (base cache on the twin, running prefix means, a counterfactual cache per row and edit)
     gives the whole-sequence router's last-position logits at every step of a sampled loop."""
+    norm = tiny_model.hf.model.norm.weight  # not all ones, so that a state read after the final norm differs
+    saved = norm.detach().clone()
+    with torch.no_grad():
+        norm.mul_(torch.linspace(0.3, 3.0, norm.shape[0]))
+    try:
+        _check_cached_route(tiny_model, tiny_serac)
+    finally:
+        with torch.no_grad():
+            norm.copy_(saved)
+
+
+def _check_cached_route(tiny_model, tiny_serac) -> None:
     from kelocate.model import sampling
 
     router = load_checkpoint(tiny_serac, tiny_model)
     push_router(tiny_model, router)
     router.set_memory([e.request for e in edits()[:3]])
+    assert router.config.scope_layers[-1] % tiny_model.n_layers == tiny_model.n_layers - 1  # the last layer too
     ids = tiny_model.batch_ids(["SMAP was created in", "Paris is located in"])[0][:, :4]
     _, states = forward_with_states(tiny_model, ids, torch.ones_like(ids), router.config.scope_layers)
     router.threshold = float(torch.sigmoid(router.scope_logits(states, torch.ones_like(ids)).max(-1).values).median())

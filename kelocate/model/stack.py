@@ -269,8 +269,11 @@ class SuffixRun:
         offset = (past_len - starts)[:, None]  # row r's prefix sits at columns P - start_r .. P - 1
         past_index = (columns - offset).clamp(min=0)
         own_positions = starts[:, None] + torch.arange(own_len, device=device)[None]
+        # a short row's padding slots repeat its last position (never read; no position beyond the text, so a
+        # rotary embedding that rescales with the lengths it sees sees the real ones only)
+        own_positions = torch.minimum(own_positions, (lengths - 1).clamp(min=0)[:, None])
         self.positions = own_positions
-        own_index = own_positions.clamp(max=ids.shape[1] - 1)
+        own_index = own_positions
         self.key_mask = torch.cat([columns >= offset, torch.ones(batch, own_len, dtype=torch.bool, device=device)],
                                   dim=1)
         with torch.no_grad():

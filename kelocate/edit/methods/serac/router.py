@@ -248,16 +248,32 @@ class _CachedRoute:
         self.cf: dict[tuple[int, int], tuple[object, int]] = {}  # (row, edit) -> (cache, ids consumed)
 
     def _base(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], bool]:
-        """Last-position base logits and the scope layers' states of the positions this call ran."""
+        """Last-position base logits and the scope layers' states of the positions this call ran.
+
+        The states are the decoder layers' own outputs (the bridge's `hook_resid_post`), caught by hooks on
+        the twin's layers for this call: HF's `output_hidden_states` gives the last layer after the final
+        norm, which the whole-sequence router never reads."""
         new = self.base_cache is not None and ids.shape[1] == self.length + 1
         if not new:
             self.base_cache, self.sums, self.count, self.cf = None, None, 0, {}
-        out = self.twin(ids[:, -1:] if new else ids, use_cache=True, output_hidden_states=True, logits_to_keep=1,
-                        **cache_kwargs(self.twin, self.base_cache))
+        layers = self.twin.model.layers
+        caught: dict[int, torch.Tensor] = {}
+
+        def catch(index: int):
+            def hook(module, args, output) -> None:
+                caught[index] = output[0] if isinstance(output, tuple) else output
+            return hook
+
+        wanted = [layer % len(layers) for layer in self.router.config.scope_layers]
+        handles = [layers[layer].register_forward_hook(catch(layer)) for layer in dict.fromkeys(wanted)]
+        try:
+            out = self.twin(ids[:, -1:] if new else ids, use_cache=True, logits_to_keep=1,
+                            **cache_kwargs(self.twin, self.base_cache))
+        finally:
+            for handle in handles:
+                handle.remove()
         self.base_cache, self.length = returned_cache(out), ids.shape[1]
-        n_layers = len(out.hidden_states) - 1
-        states = [out.hidden_states[layer % n_layers + 1] for layer in self.router.config.scope_layers]
-        return out.logits[:, -1], states, new
+        return out.logits[:, -1], [caught[layer] for layer in wanted], new
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
