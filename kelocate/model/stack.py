@@ -260,20 +260,17 @@ class SuffixRun:
     def __init__(self, stack: LlamaStack, ids: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor,
                  first_layer: int) -> None:
         self.stack, self.first_layer = stack, first_layer
-        self.starts = starts
         batch, device = ids.shape[0], ids.device
         past_len = int(starts.max())  # P: the longest prefix
         own_len = int((lengths - starts).max())  # S: the longest own part
-        self.past_len, self.own_len = past_len, own_len
+        self.past_len = past_len
         columns = torch.arange(past_len, device=device)[None]
         offset = (past_len - starts)[:, None]  # row r's prefix sits at columns P - start_r .. P - 1
         past_index = (columns - offset).clamp(min=0)
         own_positions = starts[:, None] + torch.arange(own_len, device=device)[None]
         # a short row's padding slots repeat its last position (never read; no position beyond the text, so a
         # rotary embedding that rescales with the lengths it sees sees the real ones only)
-        own_positions = torch.minimum(own_positions, (lengths - 1).clamp(min=0)[:, None])
-        self.positions = own_positions
-        own_index = own_positions
+        self.positions = torch.minimum(own_positions, (lengths - 1).clamp(min=0)[:, None])
         self.key_mask = torch.cat([columns >= offset, torch.ones(batch, own_len, dtype=torch.bool, device=device)],
                                   dim=1)
         with torch.no_grad():
@@ -281,7 +278,7 @@ class SuffixRun:
             self.pasts: dict[int, KV] = {}
             for layer in range(stack.n_layers):
                 if layer == first_layer:
-                    self.inputs = _take(hidden, own_index)
+                    self.inputs = _take(hidden, self.positions)
                 out = stack.block(layer, hidden)
                 if layer >= first_layer:
                     self.pasts[layer] = KV(_take_kv(out.kv.k, past_index), _take_kv(out.kv.v, past_index))
@@ -346,16 +343,20 @@ def stack_tolerance(logits: torch.Tensor) -> float:
     return (1e-4 if logits.dtype in (torch.float32, torch.float64) else 5e-2) * scale
 
 
-def _check_equivalence(model) -> None:
-    """Raise StackUnavailable unless the runner's logits match the bridge's on the probe text."""
+def probe_gap(model, forward: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """(largest |forward - bridge| logit difference on the probe text, the tolerance `stack_tolerance` allows):
+    how the block runner and the plain HF twin are each checked once per model before they stand in."""
     ids = model.encode(PROBE_TEXT).ids.to(model.device)[None]
     with torch.no_grad():
         reference = model.bridge(ids)
-        stack = LlamaStack(model.hf)
-        hidden, _ = stack.run(stack.embed(ids), keep=False)
-        mine = stack.unembed(hidden)
-    diff = float((mine.float() - reference.float()).abs().max())
-    tol = stack_tolerance(reference)
+        mine = forward(ids)
+    return float((mine.float() - reference.float()).abs().max()), stack_tolerance(reference)
+
+
+def _check_equivalence(model) -> None:
+    """Raise StackUnavailable unless the runner's logits match the bridge's on the probe text."""
+    stack = LlamaStack(model.hf)
+    diff, tol = probe_gap(model, lambda ids: stack.unembed(stack.run(stack.embed(ids), keep=False)[0]))
     if not diff <= tol:
         raise StackUnavailable(
             f"its logits differ from the bridge's by {diff:.2g} on a probe text (tolerance {tol:.2g})")

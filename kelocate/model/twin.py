@@ -13,6 +13,7 @@ weights once.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 
@@ -78,13 +79,10 @@ def trusted_twin(model):
 
 def _equivalent(model, twin) -> bool:
     """Whether the twin's logits equal the bridge's on the block runner's probe text, to its tolerance."""
-    from kelocate.model.stack import PROBE_TEXT, stack_tolerance
+    from kelocate.model.stack import probe_gap
 
-    ids = model.encode(PROBE_TEXT).ids.to(model.device)[None]
-    with torch.no_grad():
-        reference = model.bridge(ids)
-        mine = twin(ids, use_cache=False).logits
-    return bool((mine.float() - reference.float()).abs().max() <= stack_tolerance(reference))
+    diff, tol = probe_gap(model, lambda ids: twin(ids, use_cache=False).logits)
+    return diff <= tol
 
 
 def decoding_step(model):
@@ -109,10 +107,13 @@ def decoding_step(model):
 def cache_kwargs(hf_model, cache) -> dict:
     """`cache` as the keyword this transformers version's forward takes it (`cache`; `past_key_values` before
     the rename), or nothing when there is none yet."""
-    if cache is None:
-        return {}
-    name = "cache" if "cache" in inspect.signature(type(hf_model).forward).parameters else "past_key_values"
-    return {name: cache}
+    return {} if cache is None else {_cache_keyword(type(hf_model)): cache}
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    """The cache keyword of a model class's forward, read once per class (not on every decoded token)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def returned_cache(out):
