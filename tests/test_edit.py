@@ -263,3 +263,18 @@ def test_the_edit_token_is_named_as_tracing_names_it_and_a_user_file_may_spell_i
     assert rome.ROME(config_file=old).hparams(tiny_model)["token"] == "last_subject"
     with pytest.raises(KelocateError, match="unknown edit token 'first'"):
         rome.ROME(token="first").hparams(tiny_model)
+
+
+def test_alphaedits_projection_follows_the_corpus_and_the_text_length(tiny_model, corpus):
+    """The null-space projection is keyed like the statistics it comes from: another corpus, or another
+    mom2_max_length, gives another P (it once was keyed by the layer, threshold and sample count alone)."""
+    editor = alphaedit.AlphaEdit(corpus=corpus, **FAST)
+    hp = editor.hparams(tiny_model)
+    first = editor.projection(tiny_model, 1, hp)
+    editor.corpus = list(reversed(corpus))[: len(corpus) // 2]  # another corpus, same editor object
+    other_corpus = editor.projection(tiny_model, 1, hp)
+    assert not torch.equal(first, other_corpus)
+    editor.corpus = corpus
+    assert torch.equal(editor.projection(tiny_model, 1, hp), first)  # the same statistics: the same P
+    shorter = editor.projection(tiny_model, 1, {**hp, "mom2_max_length": 4})
+    assert not torch.equal(first, shorter)

@@ -40,3 +40,38 @@ def test_adalora_edits_only_its_targets_and_reverts_exactly(tiny_model, tmp_path
     assert set(loaded.attachments) == set(record.attachments)  # the adapter travels with the record
     loaded.apply_to(tiny_model).revert()
     assert weights.state_hash(tiny_model) == original
+
+
+def test_the_orthogonality_penalty_is_what_pefts_forward_adds_to_its_own_loss(tiny_model):
+    import torch
+    from peft import AdaLoraConfig, AdaLoraModel
+
+    from kelocate.edit.methods.adalora import orthogonality_penalty, target_pattern
+
+    torch.manual_seed(0)
+    config = AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=5, orth_reg_weight=0.5,
+                           target_modules=target_pattern(["q_proj", "v_proj"], [0, 1]), bias="none")
+    wrapped = AdaLoraModel(plain_twin(tiny_model), config, "default")
+    ids, _ = tiny_model.batch_ids(["SMAP was created in France"])
+    out = wrapped(input_ids=ids, labels=ids)  # peft adds 0.5 x its regulariser to the loss it computes
+    plain = torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:])
+    penalty = orthogonality_penalty(wrapped).detach()
+    assert float(penalty) > 0.1  # random A and B: far from orthogonal, so the comparison says something
+    assert float(out.loss) == __import__("pytest").approx(float(plain + 0.5 * penalty), rel=1e-5)
+    wrapped.merge_and_unload()
+
+
+def test_the_reference_run_keeps_every_rank_and_step_and_kelocates_prunes_and_stops(tiny_model):
+    original = weights.state_hash(tiny_model)
+    reference = editor("adalora", layers=[1], steps=6, loss_stop=0.0, allocate=False, orth_reg_weight=0.5)
+    record = reference.apply(tiny_model, REQUEST)
+    ranks = {n: int((t != 0).sum()) for n, t in record.attachments.items() if "lora_E" in n}
+    assert record.extra["steps"] == 6 and not record.extra["allocated"]
+    assert ranks and all(r == 12 for r in ranks.values())  # no singular value masked: rank 12 throughout
+    record.revert()
+    pruned = editor("adalora", layers=[1], steps=6, loss_stop=0.0).apply(tiny_model, REQUEST)
+    ranks = {n: int((t != 0).sum()) for n, t in pruned.attachments.items() if "lora_E" in n}
+    # the budget (12 per module at first, 8 at the end) is shared: pruned in all, not necessarily in each
+    assert pruned.extra["allocated"] and sum(ranks.values()) < 12 * len(ranks)
+    pruned.revert()
+    assert weights.state_hash(tiny_model) == original

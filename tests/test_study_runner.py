@@ -292,6 +292,40 @@ def test_sequential_units_record_curves_and_the_report_draws_them(tmp_path, one_
     assert paths["sequential_ZsRE.png"].stat().st_size > 0 and paths["sequential_ZsRE.pdf"].is_file()
 
 
+def test_mixed_mode_interleaves_the_tasks_in_one_stream_and_scores_each_case_by_its_task(tmp_path, one_thread):
+    config = check_config(StudyConfig(methods=["ft-m"], tasks=["ZsRE", "WikiData_counterfact", "ConvSent"], cases=2,
+                                      mode="mixed", curve=[2, 4], generation=False, fluency=False))
+    run_study(config, tmp_path / "run")
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / RESULTS).read_text().splitlines()]
+    assert row["status"] == "ok" and row["task"] == "mixed" and len(row["scores"]) == 6
+    assert sorted(row["case_tasks"]) == ["ConvSent"] * 2 + ["WikiData_counterfact"] * 2 + ["ZsRE"] * 2
+    assert row["case_tasks"] != sorted(row["case_tasks"], key=config.tasks.index)  # interleaved, not in blocks
+    from kelocate.loading import load_model
+    from kelocate.studies.knowedit.plan import load_cases, mixed_cases, task_files
+
+    files = task_files(config, load_model(None))
+    loaded = {t: load_cases(files[t], t) for t in config.tasks}
+    again = mixed_cases(config, loaded)  # the same seeded order every time
+    assert [c.task for c in again] == row["case_tasks"] and [list(c.source) for c in again] == row["cases"]
+    assert [p["edits"] for p in row["curve"]] == [2, 4, 6]
+    last = row["curve"][-1]
+    assert set(last["tasks"]) == set(config.tasks)
+    for task, means in last["tasks"].items():  # each task's mean is over that task's cases alone
+        mine = [s for s, t in zip(row["scores"], row["case_tasks"], strict=True) if t == task]
+        assert means["edit_tf"] == pytest.approx(sum(s["edit_tf"] for s in mine) / len(mine))
+    assert any("sentiment_gen" not in s for s in row["scores"])  # no generation asked
+    from kelocate.studies.knowedit.report import aggregate, write_report
+
+    table = aggregate([row])
+    assert {(r["task"], r["mode"], r["cases"]) for r in table} == {(t, "mixed", 2) for t in config.tasks}
+    paths = write_report([row], tmp_path / "report")
+    assert {"sequential_mixed.png", "sequential_mixed-ZsRE.png"} <= set(paths)
+    with pytest.raises(KelocateError, match="two or more tasks"):
+        check_config(StudyConfig(tasks=["ZsRE"], mode="mixed"))
+    with pytest.raises(KelocateError, match="not n"):
+        check_config(StudyConfig(tasks=["ZsRE", "ConvSent"], mode="mixed", n=5))
+
+
 def test_cross_domain_mend_is_trained_on_each_task_and_reported(tmp_path, one_thread):
     config = tmp_path / "cross.toml"
     config.write_text('[study]\nmethods = ["mend"]\ntasks = ["ZsRE", "WikiData_counterfact"]\ncases = 2\n'

@@ -37,14 +37,21 @@ def sample_settings(model, hp: dict[str, Any], corpus=None) -> tuple[int | None,
     return n, length
 
 
+def covariance_key(model, layer: int, hp: dict[str, Any], corpus=None) -> tuple:
+    """What a layer's E[k k^T] depends on: the model's weights, the layer, the corpus and the texts and tokens
+    per text actually used (`sample_settings`). Anything derived from the statistics keys on it too."""
+    n, length = sample_settings(model, hp, corpus)
+    return (model.fingerprint, layer, _corpus_id(corpus), n, length)
+
+
 @timed("statistics")
 def covariances(model, layers: Sequence[int], hp: dict[str, Any], corpus=None,
                 progress=None) -> dict[int, tuple[torch.Tensor, str]]:
     """{layer: (E[k k^T] float64 [d_mlp, d_mlp], where its text came from)} for `layers`.
 
     hp keys: mom2_n_samples (texts used at most), mom2_max_length (tokens per text)."""
+    keys = {layer: covariance_key(model, layer, hp, corpus) for layer in layers}
     n, length = sample_settings(model, hp, corpus)
-    keys = {layer: (model.fingerprint, layer, _corpus_id(corpus), n, length) for layer in layers}
     missing = [layer for layer, key in keys.items() if key not in _MEMO]
     if missing:
         texts = corpus if isinstance(corpus, (list, tuple)) else None

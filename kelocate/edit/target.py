@@ -173,7 +173,12 @@ def _suffix_forward(model, stack, rows: Sequence[Row], n_rewrite: int, layer: in
 
 def _optimise(forward: Forward, kinds: Sequence[str], initial: dict[str, torch.Tensor], hp: dict, targets: tuple,
               n_rewrite: int, kl: bool, d_model: int, device: torch.device, engine: str) -> TargetValues:
-    """ROME's loop over a forward: Adam on the deltas, the norm clamp after each step, early stop."""
+    """ROME's loop over a forward: Adam on the deltas, the norm clamp after each step, early stop.
+
+    With `adaptive_nll` (PMET's profiles, as PMET's own optimisation runs): on a step where the new target is
+    already the argmax at every target position of every rewriting row, the next steps weigh the NLL by 0.1
+    (back to 1 as soon as it is not), and the loop stops there once the weighted KL term is at most
+    `kl_stop` (0.01); the loss-below-`loss_stop` test comes first, on the weighted loss."""
     deltas = {k: torch.zeros(d_model, device=device, requires_grad=True) for k in kinds}
     t_ids = torch.tensor(targets[2], device=device)
     t_weight = torch.tensor(targets[3], device=device)
@@ -181,25 +186,38 @@ def _optimise(forward: Forward, kinds: Sequence[str], initial: dict[str, torch.T
     optimiser = torch.optim.Adam(list(deltas.values()), lr=hp["v_lr"])
     losses: list[float] = []
     nll_value, steps = float("nan"), 0
+    adaptive, nll_factor = bool(hp.get("adaptive_nll", False)), 1.0
     for step in range(int(hp["v_num_grad_steps"])):
         steps = step + 1
         optimiser.zero_grad()
         t_logits, e_logits = forward(deltas)
         logp = torch.log_softmax(t_logits.float(), dim=-1)
-        nll = -(logp.gather(1, t_ids[:, None])[:, 0] * t_weight).sum() / n_rewrite
-        loss = nll
+        target_logp = logp.gather(1, t_ids[:, None])[:, 0]
+        nll = -(target_logp * t_weight).sum() / n_rewrite
+        loss = nll_factor * nll
+        kl_term = torch.zeros((), device=device)
         if kl:
             e_logp = torch.log_softmax(e_logits.float(), dim=-1)
             if kl_init is None:
                 kl_init = e_logp.detach().clone()
-            loss = loss + hp["kl_factor"] * torch.nn.functional.kl_div(
-                kl_init, e_logp, log_target=True, reduction="batchmean")
+            kl_term = hp["kl_factor"] * torch.nn.functional.kl_div(kl_init, e_logp, log_target=True,
+                                                                   reduction="batchmean")
+            loss = loss + kl_term
         for kind, delta in deltas.items():
             loss = loss + hp["v_weight_decay"] * delta.norm() / initial[kind].norm() ** 2
         nll_value = float(nll.detach())
         losses.append(float(loss.detach()))
-        if losses[-1] < hp.get("loss_stop", 0.05) or step == int(hp["v_num_grad_steps"]) - 1:
-            break  # ROME's rule: stop once the loss is small; the last step takes no gradient
+        if losses[-1] < hp.get("loss_stop", 0.05):
+            break  # ROME's rule: stop once the loss is small
+        if adaptive:
+            if bool((target_logp == logp.max(-1).values).all()):  # the target is the argmax everywhere
+                nll_factor = 0.1
+                if float(kl_term.detach()) <= hp.get("kl_stop", 0.01):
+                    break
+            else:
+                nll_factor = 1.0
+        if step == int(hp["v_num_grad_steps"]) - 1:
+            break  # the last step takes no gradient
         loss.backward()
         optimiser.step()
         with torch.no_grad():

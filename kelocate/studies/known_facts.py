@@ -36,7 +36,7 @@ def file_facts(path: str | Path, seed: int = 0) -> list[OrganismEdit]:
         if fact in seen or request.prompt in seen:  # one edit per fact and per prompt (a graph edge each)
             continue
         seen.update((fact, request.prompt))
-        out.append(OrganismEdit(request, relation, request.paraphrases))
+        out.append(OrganismEdit(request, relation, case.paraphrase_prompts))  # judged on them, not fitted to
     return out
 
 

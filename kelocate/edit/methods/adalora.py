@@ -7,6 +7,18 @@ projections by default, `modules` may name the MLP's too; peft freezes everythin
 adapters are merged into their base weights, which are the bridge's, and the plain model is dropped, so
 the bridge never sees an adapter module. The record holds the merged weights' before/after values (revert
 is bit-exact) and the trained adapter tensors (`record.attachments`, saved with it).
+
+Two ways to run it, chosen by the profile (hp):
+- kelocate's (organism, SmolLM2, generic): AdaLoRA as its paper means it, the rank budget reallocated every
+  step (`allocate = true`: peft's `update_and_allocate`, 12 -> 8 over the steps), stopping once the loss is
+  below `loss_stop`;
+- the reference run's (`llama-2-7b`, the values EasyEdit's KnowEdit scripts use): no allocation call (a
+  fixed rank-12 SVD-shaped adapter), every step run (`loss_stop = 0`), and peft's orthogonality regulariser
+  in the loss (`orth_reg_weight = 0.5`, the weight of ||A A^T - I|| and ||B^T B - I||, as peft's forward adds
+  it when it computes the loss itself). Its dropout (0.1) is kept in the config, and is as inactive as in
+  the reference, which trains with the model in eval mode.
+One difference stays: peft >= 0.12 starts the singular values E at zero (the adapter is a no-op before the
+first step), where the peft 0.7.1 of the published numbers drew them at random.
 """
 
 from __future__ import annotations
@@ -53,10 +65,11 @@ class AdaLoRA(Editor):
         from peft import AdaLoraConfig, AdaLoraModel
 
         steps = int(hp["steps"])
+        allocate, orth = bool(hp.get("allocate", True)), float(hp.get("orth_reg_weight", 0.0))
         config = AdaLoraConfig(
             init_r=int(hp["init_r"]), target_r=int(hp["target_r"]), lora_alpha=int(hp["lora_alpha"]),
-            lora_dropout=0.0, tinit=int(hp["tinit"]), tfinal=int(hp["tfinal"]), deltaT=int(hp["delta_t"]),
-            total_step=steps, target_modules=target_pattern(hp["modules"], layers), bias="none")
+            lora_dropout=float(hp.get("dropout", 0.0)), tinit=int(hp["tinit"]), tfinal=int(hp["tfinal"]),
+            deltaT=int(hp["delta_t"]), total_step=steps, target_modules=target_pattern(hp["modules"], layers), bias="none")
         flags = {name: p.requires_grad for name, p in model.hf.named_parameters()}
         batch = prompt_target_batch(model, requests)
         twin = plain_twin(model)
@@ -71,12 +84,15 @@ class AdaLoRA(Editor):
                     optimiser.zero_grad()
                     logits = wrapped(input_ids=batch["ids"], attention_mask=batch["mask"]).logits
                     loss = masked_target_loss(logits, batch["ids"], batch["target_mask"])
+                    if orth:
+                        loss = loss + orth * orthogonality_penalty(wrapped)
                     losses.append(float(loss.detach()))
                     if losses[-1] < float(hp["loss_stop"]):
                         break
                     loss.backward()
                     optimiser.step()
-                    wrapped.update_and_allocate(step)  # AdaLoRA's rank budget schedule
+                    if allocate:
+                        wrapped.update_and_allocate(step)  # AdaLoRA's rank budget schedule
             adapter = {name: p.detach().cpu().clone() for name, p in wrapped.named_parameters()
                        if "lora_" in name}
         finally:
@@ -84,4 +100,15 @@ class AdaLoRA(Editor):
             for name, p in model.hf.named_parameters():
                 p.requires_grad_(flags.get(name, p.requires_grad))
         return {"losses": [round(v, 6) for v in losses], "steps": len(losses), "attachments": adapter,
-                "target_modules": list(hp["modules"])}
+                "target_modules": list(hp["modules"]), "allocated": allocate}
+
+
+def orthogonality_penalty(wrapped) -> torch.Tensor:
+    """AdaLoRA's orthogonality regulariser as peft's forward adds it to a loss it computes: the mean, over the
+    trainable adapters' A and B factors, of ||A A^T - I||_F and ||B^T B - I||_F."""
+    terms = []
+    for name, p in wrapped.named_parameters():
+        if p.requires_grad and ("lora_A" in name or "lora_B" in name):
+            gram = p @ p.T if "lora_A" in name else p.T @ p
+            terms.append(torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)))
+    return torch.stack(terms).mean() if terms else torch.zeros(())

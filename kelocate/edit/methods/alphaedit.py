@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from kelocate.edit.covariance import covariance
+from kelocate.edit.covariance import covariance, covariance_key
 from kelocate.edit.keys import mean_keys, templates_for
 from kelocate.edit.methods.memit import MEMIT
 from kelocate.edit.record import EditRecord
@@ -49,6 +49,7 @@ class AlphaEdit(MEMIT):
         self._projections: dict[tuple, tuple[torch.Tensor, int]] = {}
         self._history: list[tuple[EditRecord, dict[int, torch.Tensor]]] = []  # (record, {layer: keys})
         self._pending: dict[int, torch.Tensor] = {}
+        self._dims: dict[int, int] = {}  # layer -> null-space dimensions of the projection the last edit used
 
     def reset(self) -> None:
         """Forget earlier edits' keys (to start a new sequence on a model edited otherwise)."""
@@ -70,16 +71,22 @@ class AlphaEdit(MEMIT):
         return record
 
     def projection(self, model, layer: int, hp: dict[str, Any]) -> torch.Tensor:
-        key = (model.fingerprint, layer, hp["nullspace_threshold"], hp["mom2_n_samples"])
+        """P of `layer`, kept under the key of the statistics it comes from (`covariance_key`: weights, corpus,
+        texts and tokens used) and the threshold, so another corpus or length gives another P."""
+        return self._projection(model, layer, hp)[0]
+
+    def _projection(self, model, layer: int, hp: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        key = (*covariance_key(model, layer, hp, self.corpus), float(hp["nullspace_threshold"]))
         if key not in self._projections:
             if len(self._projections) >= 8:  # d_mlp^2 float64 each: keep a few layers only
                 self._projections.clear()
             cov, self._source = covariance(model, layer, hp, self.corpus)
             self._projections[key] = null_space_projection(cov, hp["nullspace_threshold"])
-        return self._projections[key][0]
+        return self._projections[key]
 
     def update(self, model, layer: int, keys: torch.Tensor, resid: torch.Tensor, hp: dict[str, Any]) -> torch.Tensor:
-        p = self.projection(model, layer, hp)
+        p, dims = self._projection(model, layer, hp)
+        self._dims[layer] = dims  # read now: the memo may be cleared by a later layer of the same edit
         delta = alphaedit_update(p, keys, resid, self.earlier(layer), hp["l2"])
         self._pending[layer] = keys.double().cpu()
         return delta
@@ -91,6 +98,5 @@ class AlphaEdit(MEMIT):
         after = mean_keys(model, pairs, templates_for(model, hp), layers, grouped=True,
                           token=hp.get("token", "last_subject"))
         self._pending = {layer: k.double().cpu() for layer, k in after.items()}
-        extra["null_space_dims"] = {str(layer): self._projections[(model.fingerprint, layer, hp["nullspace_threshold"],
-                                                                   hp["mom2_n_samples"])][1] for layer in layers}
+        extra["null_space_dims"] = {str(layer): self._dims[layer] for layer in layers}
         return extra

@@ -28,9 +28,12 @@ from kelocate.errors import KelocateError
 # checkpoint folder (MEND, SERAC), as everywhere else.
 METHODS = STUDY_METHODS
 REQUIRABLE = ("ground_truth", "rephrase", "portability", "locality")
-MODES = ("single", "batch", "sequential")
+# `mixed`: the selected cases of every task interleaved (seeded) into one sequential stream per method, as the
+# comprehensive study ran its Figure 4 ("from different sets randomly"); each case scored with its task's metrics.
+MODES = ("single", "batch", "sequential", "mixed")
+SEQUENTIAL = ("sequential", "mixed")  # the modes that edit one case after another in one unit
 
-__all__ = ["METHODS", "MODES", "OPTIONAL_METHODS", "REQUIRABLE", "TRAINED", "StudyConfig", "check_config",
+__all__ = ["METHODS", "MODES", "SEQUENTIAL", "OPTIONAL_METHODS", "REQUIRABLE", "TRAINED", "StudyConfig", "check_config",
            "load_config", "same_config"]
 
 
@@ -57,6 +60,9 @@ class StudyConfig:
     general: bool = False  # sequential: general ability before the edits and at every curve point
     general_facts: str | None = None  # other models: JSONL {prompt, answer} of facts to recall
     general_text: str | None = None  # other models: held-out text, one passage per line
+    harness_tasks: list[str] = field(default_factory=list)  # general: lm-eval task names (kelocate[eval])
+    harness_include: str | None = None  # a folder of lm-eval task YAMLs (local tasks)
+    harness_limit: int = 0  # documents per lm-eval task (0: all)
     editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
 
 
@@ -121,19 +127,36 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
     if bad:
         raise KelocateError(f"cannot require {bad[0]!r} of a case; use some of {', '.join(REQUIRABLE)}")
     if config.mode not in MODES:
-        raise KelocateError(f"unknown mode {config.mode!r}; use single, batch or sequential")
+        raise KelocateError(f"unknown mode {config.mode!r}; use single, batch, sequential or mixed")
     if config.cases < 1 or config.n < 1:
         raise KelocateError("cases and n must be at least 1")
     if config.mode == "single" and config.n != 1:
         raise KelocateError("mode 'single' edits one case per unit; use mode 'batch' or 'sequential' with n")
+    if config.mode == "mixed" and config.n != 1:
+        raise KelocateError("mode 'mixed' edits every selected case of every task in one stream; set the cases per "
+                            "task with cases (and the scored points with curve), not n")
+    if config.mode == "mixed" and len(config.tasks) < 2:
+        raise KelocateError("mode 'mixed' interleaves the cases of several tasks; list two or more tasks (or use "
+                            "mode 'sequential')")
     if config.data != "organism":
         missing = [t for t in config.tasks if t not in config.files]
         if missing:
             raise KelocateError(f"no file for task {missing[0]}: give [study] files = {{{missing[0]} = \"path\"}} "
                                 "or data = \"organism\"")
-    if config.general and config.mode != "sequential":
+    if config.general and config.mode not in SEQUENTIAL:
         raise KelocateError("general = true measures general ability after sequential edits; set mode = "
-                            "\"sequential\"")
+                            "\"sequential\" or \"mixed\"")
+    if config.harness_tasks and not config.general:
+        raise KelocateError("harness_tasks are a general-ability measure; set general = true (and mode = "
+                            "\"sequential\" or \"mixed\")")
+    if config.harness_limit < 0:
+        raise KelocateError(f"harness_limit must be 0 (every document) or more, got {config.harness_limit}")
+    if config.harness_include is not None:
+        folder = (base / config.harness_include).resolve()
+        if not folder.is_dir():
+            raise KelocateError(f"harness_include folder {str(folder)!r} does not exist; fix [study] "
+                                "harness_include")
+        config.harness_include = str(folder)
     for key in ("general_facts", "general_text"):
         if getattr(config, key) is not None:
             path = (base / getattr(config, key)).resolve()

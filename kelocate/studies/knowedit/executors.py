@@ -31,7 +31,7 @@ from kelocate.data.knowedit import EditCase
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit.config import StudyConfig
 from kelocate.studies.knowedit.metrics import MetricSettings
-from kelocate.studies.knowedit.plan import Unit, load_cases, selected_cases
+from kelocate.studies.knowedit.plan import Unit, selected_cases, study_cases
 from kelocate.studies.knowedit.store import ResultsStore
 from kelocate.studies.knowedit.unit import make_editor, run_unit, task_state, unit_row
 
@@ -75,9 +75,7 @@ class StudyWorker:
         """The unit's row (as `run_unit` makes it) and the seconds its edit and scoring took."""
         try:
             if unit.task not in self.cases:
-                cases = self.loaded.get(unit.task)
-                if cases is None:
-                    cases = load_cases(self.files[unit.task], unit.task)
+                cases = study_cases(self.config, self.files, unit.task, self.loaded)
                 self.cases[unit.task], self.befores[unit.task], self.generals[unit.task] = task_state(
                     self.config, self.model, cases, self.settings)
             cases = self.cases[unit.task]

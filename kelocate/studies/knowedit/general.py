@@ -5,16 +5,27 @@ perplexity of held-out text (sentences the model never trained on), both through
 On the organism both sets come from its world (`kelocate.organism.datasets.organism_general_set`): facts of
 subjects outside the edited cases, and those facts stated through held-out templates. Other models take them
 from files (`kelocate.data.general.load_general_set`: JSONL of {prompt, answer}, and plain text, one passage
-per line). Both give a `kelocate.data.general.GeneralSet`.
+per line). Both give a `kelocate.data.general.GeneralSet`. Beside it, the study can run lm-evaluation-harness tasks
+(`harness.py`: the paper's benchmarks where their data is at hand); `GeneralMeasure` holds both.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kelocate.data.general import GeneralSet
 from kelocate.model.scoring import score_ids, score_targets
+from kelocate.studies.knowedit.harness import HarnessSpec, harness_scores
+
+
+@dataclass(frozen=True)
+class GeneralMeasure:
+    """What general ability is measured on: kelocate's own set (facts, texts) and/or lm-eval's tasks."""
+
+    set: GeneralSet | None = None
+    harness: HarnessSpec | None = None
 
 
 def perplexity(model, texts: Sequence[str]) -> float:
@@ -29,9 +40,16 @@ def perplexity(model, texts: Sequence[str]) -> float:
     return math.exp(total / sum(len(r) - 1 for r in rows))
 
 
-def general_ability(model, general: GeneralSet) -> dict[str, float]:
-    """Recall of the facts (mean token accuracy) and perplexity of the texts, on the model as it is now."""
+def general_ability(model, measure: GeneralMeasure) -> dict[str, float]:
+    """Recall of the facts (mean token accuracy) and perplexity of the texts, and lm-eval's metrics
+    (`harness.<task>.<metric>`; not for a model answering through a served editor, whose weights lm-eval
+    would score instead), on the model as it is now."""
     out: dict[str, float] = {}
+    if measure.harness is not None and not len(model.serving):
+        out |= harness_scores(model, measure.harness)
+    general = measure.set
+    if general is None:
+        return out
     if general.facts:
         scores = score_targets(model, [p for p, _ in general.facts], [a for _, a in general.facts])
         out["general_recall"] = sum(s.accuracy for s in scores) / len(scores)

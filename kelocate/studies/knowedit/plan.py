@@ -1,7 +1,8 @@
 """A study's plan: the task files, the cases each task contributes, and the units of work.
 
 A unit is one method on one task for one case (mode `single`), or for `n` cases edited together (`batch`)
-or one after another (`sequential`). Units are ordered methods outermost, so each method's model state
+or one after another (`sequential`). In mode `mixed` a method has one unit, on the pseudo-task `mixed`: the
+selected cases of every task, interleaved by a seeded shuffle (`mixed_cases`), edited one after another. Units are ordered methods outermost, so each method's model state
 (its editor, a trained checkpoint) is set up once; its `key` names it in the results file. The cases are a
 seeded sample of each task's file (in file order), narrowed to those with every `require`d field: a
 sample, not the first ones, because exported files group records.
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from kelocate.data.knowedit import FORMATS, EditCase, KnowEditSkipWarning, load_knowedit
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit.config import StudyConfig
+
+MIXED = "mixed"  # the pseudo-task of mode `mixed`: every task's selected cases in one stream
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,32 @@ def load_cases(path: str, task: str) -> list[EditCase]:
         return list(load_knowedit(path, task if task in FORMATS else None))
 
 
+def study_cases(config: StudyConfig, files: Mapping[str, str], task: str,
+                loaded: Mapping[str, Sequence[EditCase]] | None = None) -> list[EditCase]:
+    """The cases a unit of `task` indexes into: the task file's (from `loaded` when given), or for `mixed`
+    the interleaved stream of every task's selected cases."""
+    loaded = loaded or {}
+    if task != MIXED:
+        return list(loaded[task]) if task in loaded else load_cases(files[task], task)
+    per_task = {t: loaded[t] if t in loaded else load_cases(files[t], t) for t in config.tasks}
+    return mixed_cases(config, per_task)
+
+
+def mixed_cases(config: StudyConfig, loaded: Mapping[str, Sequence[EditCase]]) -> list[EditCase]:
+    """Mode `mixed`'s stream: the selected cases of each task (`selected`, in the config's task order), shuffled
+    together by the config's seed, so the tasks come "from different sets randomly" and every run (and every
+    Ray worker) gets the same order."""
+    stream = [loaded[task][i] for task in config.tasks for i in selected(config, loaded[task])]
+    random.Random(config.seed).shuffle(stream)
+    return stream
+
+
 def selected(config: StudyConfig, cases: Sequence[EditCase]) -> list[int]:
     """The cases a task contributes (indices into its file): those with every `require`d field, all of them
     or a seeded sample of `cases` (in file order). A sample, not the first ones: exported files group records
     (the organism's put those with portability probes after the others)."""
+    if config.mode == MIXED and len({case.task for case in cases}) > 1:
+        return list(range(len(cases)))  # the stream: already selected per task
     eligible = [i for i, case in enumerate(cases) if all(getattr(case, name) for name in config.require)]
     if config.cases >= len(eligible):
         return eligible
@@ -88,6 +113,9 @@ def plan(config: StudyConfig, loaded: Mapping[str, Sequence[EditCase]]) -> list[
         wanted = f" with {' and '.join(config.require)}" if config.require else ""
         raise KelocateError(f"task {empty[0]} has no case{wanted}; drop it from [study] tasks "
                             "(or the requirement)")
+    if config.mode == MIXED:
+        stream = tuple(range(sum(len(indices) for indices in chosen.values())))
+        return [Unit(method, MIXED, stream, MIXED) for method in study_methods(config)]
     size = 1 if config.mode == "single" else config.n
     out = []
     for method in study_methods(config):

@@ -19,15 +19,16 @@ COLUMNS = ("edit_tf", "edit_gen", "rephrase_tf", "rephrase_gen", "portability_tf
 
 def aggregate(rows: Sequence[dict]) -> list[dict]:
     """One row per (method, task, mode): the mean of every column over the scored cases, the number of cases
-    and of failed units."""
+    and of failed units. A `mixed` unit's cases are counted under their own tasks."""
     groups: dict[tuple[str, str, str], dict] = {}
     for row in rows:
-        key = (row["method"], row["task"], row["mode"])
-        group = groups.setdefault(key, {"scores": [], "failed": 0})
-        if row["status"] == "ok":
-            group["scores"] += row["scores"]
-        else:
-            group["failed"] += 1
+        tasks = row.get("case_tasks") or [row["task"]] * len(row.get("scores") or [None])
+        if row["status"] != "ok":  # a failed unit counts once, under each task it held
+            for task in dict.fromkeys(tasks):
+                groups.setdefault((row["method"], task, row["mode"]), {"scores": [], "failed": 0})["failed"] += 1
+            continue
+        for task, scores in zip(tasks, row["scores"], strict=True):  # mode `mixed`: each case under its task
+            groups.setdefault((row["method"], task, row["mode"]), {"scores": [], "failed": 0})["scores"].append(scores)
     out = []
     for (method, task, mode), group in sorted(groups.items(), key=lambda item: _order(*item[0])):
         entry = {"method": method, "task": task, "mode": mode, "cases": len(group["scores"]),
@@ -116,38 +117,54 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
 
 def general_table(rows: Sequence[dict]) -> str:
     """The Table 5 analog (Markdown; empty without sequential rows measuring it): general ability before the
-    edits and after each curve point, averaged over the units of a (method, task)."""
+    edits and after each curve point, averaged over the units of a (method, task): kelocate's recall and
+    perplexity, and lm-eval's metrics (`harness.<task>.<metric>`) where the study ran them."""
+    from kelocate.studies.knowedit.harness import harness_columns
+
     groups: dict[tuple[str, str], dict[int, dict[str, list[float]]]] = {}
+    skipped: dict[str, str] = {}
     for row in rows:
         if row["status"] != "ok" or "general_before" not in row:
             continue
+        if "harness_skipped" in row:
+            skipped[row["method"]] = row["harness_skipped"]
         points = groups.setdefault((row["method"], row["task"]), {})
         for edits, values in [(0, row["general_before"]), *[(p["edits"], p) for p in row.get("curve", [])]]:
-            for column in ("general_recall", "general_perplexity"):
-                if values.get(column) is not None:
-                    points.setdefault(edits, {}).setdefault(column, []).append(values[column])
+            for column, value in values.items():
+                if (column.startswith("general_") or column.startswith("harness.")) and value is not None:
+                    points.setdefault(edits, {}).setdefault(column, []).append(value)
     if not groups:
         return ""
-    lines = ["| method | task | edits | recall of unrelated facts | perplexity of held-out text |",
-             "|---|---|---|---|---|"]
+    seen = {c for points in groups.values() for cols in points.values() for c in cols}
+    names = {"general_recall": "recall of unrelated facts", "general_perplexity": "perplexity of held-out text"}
+    shown = [c for c in names if c in seen] + harness_columns(seen)
+    lines = ["| method | task | edits | " + " | ".join(names.get(c, c) for c in shown) + " |",
+             "|---|---|---|" + "---|" * len(shown)]
     for (method, task), points in groups.items():
         for edits in sorted(points):
             cols = points[edits]
-            cells = [f"{sum(v) / len(v):.3f}" if (v := cols.get(c)) else "-"
-                     for c in ("general_recall", "general_perplexity")]
-            lines.append(f"| {method} | {task} | {edits} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines) + "\n"
+            cells = [f"{sum(v) / len(v):.3f}" if (v := cols.get(c)) else "-" for c in shown]
+            lines.append(f"| {method} | {task} | {edits} | " + " | ".join(cells) + " |")
+    notes = [f"- {method}: no harness columns ({why})" for method, why in skipped.items()]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def curves(rows: Sequence[dict]) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
-    """task -> method -> edits -> mean of each curve column over the sequential units."""
+    """task -> method -> edits -> mean of each curve column over the sequential units; a `mixed` unit gives
+    the whole stream ("mixed") and each task's cases in it ("mixed-ZsRE", ...)."""
     sums: dict = {}
+
+    def add(task: str, method: str, edits: int, values: dict) -> None:
+        at = sums.setdefault(task, {}).setdefault(method, {}).setdefault(edits, {})
+        for column, value in values.items():
+            if column not in ("edits", "tasks") and value is not None:
+                at.setdefault(column, []).append(value)
+
     for row in rows:
         for point in row.get("curve", []) if row["status"] == "ok" else []:
-            at = sums.setdefault(row["task"], {}).setdefault(row["method"], {}).setdefault(point["edits"], {})
-            for column, value in point.items():
-                if column != "edits" and value is not None:
-                    at.setdefault(column, []).append(value)
+            add(row["task"], row["method"], point["edits"], point)
+            for task, values in point.get("tasks", {}).items():  # mode `mixed`: each task's cases apart
+                add(f"{row['task']}-{task}", row["method"], point["edits"], values)
     return {task: {method: {k: {c: sum(v) / len(v) for c, v in cols.items()} for k, cols in sorted(points.items())}
                    for method, points in methods.items()} for task, methods in sums.items()}
 

@@ -17,7 +17,7 @@ from typing import Any
 from kelocate.errors import KelocateError
 from kelocate.studies.knowedit.config import StudyConfig
 from kelocate.studies.knowedit.metrics import MetricSettings
-from kelocate.studies.knowedit.plan import load_cases, plan, task_files
+from kelocate.studies.knowedit.plan import MIXED, load_cases, mixed_cases, plan, task_files
 from kelocate.studies.knowedit.store import check_folder, open_folder
 from kelocate.studies.knowedit.training import with_trained
 
@@ -44,6 +44,8 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     model = load_model(config.model)
     files = task_files(config, model)
     loaded = {task: load_cases(files[task], task) for task in config.tasks}
+    if config.mode == MIXED:
+        loaded[MIXED] = mixed_cases(config, loaded)
     units = plan(config, loaded)
     store = open_folder(folder, resolved, model)
     done = {row["unit"] for row in store.rows(repair=True) if row["status"] == "ok" or not retry_failed}

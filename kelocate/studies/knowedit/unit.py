@@ -22,7 +22,7 @@ from typing import Any
 from kelocate.data.knowedit import EditCase
 from kelocate.edit.request import EditRequest
 from kelocate.errors import KelocateError
-from kelocate.studies.knowedit.config import TRAINED, StudyConfig
+from kelocate.studies.knowedit.config import SEQUENTIAL, TRAINED, StudyConfig
 from kelocate.studies.knowedit.metrics import (
     Baseline,
     MetricSettings,
@@ -36,12 +36,17 @@ from kelocate.studies.knowedit.plan import Unit, selected, selected_cases
 CURVE_COLUMNS = ("edit_tf", "rephrase_tf", "portability_tf", "locality_tf")
 
 
-def request_of(case: EditCase) -> EditRequest:
+def request_of(case: EditCase, demonstration: bool = False) -> EditRequest:
     """The edit request of a case. A case without a usable subject (Sanitation's trivia questions have
     none) uses its question, which the prompt contains, so subject-keyed editors still have a position
-    (`EditCase.edit_subject`)."""
+    (`EditCase.edit_subject`).
+
+    The case's paraphrases are its evaluation rephrasings, so the request an editor applies carries none: an
+    editor that read them (KN locates its neurons over the request's paraphrases) would be scored on the very
+    prompts it was fitted to. `demonstration=True` keeps them, for IKE's pool, whose entries demonstrate other
+    cases' facts (IKE never retrieves the edited case itself)."""
     return EditRequest(case.prompt, case.edit_subject, case.target_new, ground_truth=case.ground_truth,
-                       paraphrases=case.paraphrase_prompts)
+                       paraphrases=case.paraphrase_prompts if demonstration else ())
 
 
 def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: MetricSettings):
@@ -49,31 +54,43 @@ def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: 
     them (ConvSent's selected edits ask for the opposite of the opinion the model holds:
     `against_held_opinions`, greedy, so every Ray worker derives the same), the baseline of each selected
     case (by index) and the general-ability set (or None)."""
-    if cases and cases[0].task == "ConvSent":
+    opinions = [i for i in selected(config, cases) if cases[i].task == "ConvSent"]
+    if opinions:
         from kelocate.studies.knowedit.metrics import against_held_opinions, lexicon_for
 
         lexicon = lexicon_for(settings, model.provenance.is_organism)
-        cases = against_held_opinions(model, cases, selected(config, cases), lexicon)
+        cases = against_held_opinions(model, cases, opinions, lexicon)
     chosen = selected_cases(config, cases)
-    spare = 0 if config.mode == "single" else config.n - 1  # a unit's other edits are not "other topics"
+    # a unit's other edits are not "other topics"
+    spare = {"single": 0, "mixed": len(opinions)}.get(config.mode, config.n - 1)
     befores = dict(zip(chosen, baseline(model, list(chosen.values()), settings, spare), strict=True))
     return cases, befores, general_set(config, model, list(chosen.values()))
 
 
 def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
-    """What general ability is measured on (None when the study does not measure it): the organism's own
-    facts of subjects no case edits and their held-out statements, or the config's files."""
+    """What general ability is measured on (None when the study does not measure it), a `GeneralMeasure`: the
+    organism's own facts of subjects no case edits and their held-out statements, or the config's files; and
+    the config's lm-eval tasks."""
     if not config.general:
         return None
     from kelocate.data.general import load_general_set
     from kelocate.organism.datasets import organism_general_set, organism_world
+    from kelocate.studies.knowedit.general import GeneralMeasure
+    from kelocate.studies.knowedit.harness import HarnessSpec, require_lm_eval
 
+    harness = None
+    if config.harness_tasks:
+        require_lm_eval()
+        harness = HarnessSpec(tuple(config.harness_tasks), config.harness_include, config.harness_limit)
     if config.general_facts or config.general_text:
-        return load_general_set(config.general_facts, config.general_text)
+        return GeneralMeasure(load_general_set(config.general_facts, config.general_text), harness)
     if not model.provenance.is_organism:
-        raise KelocateError("general = true needs general_facts and/or general_text files for this model")
+        if harness is not None:
+            return GeneralMeasure(None, harness)
+        raise KelocateError("general = true needs general_facts and/or general_text files (or harness_tasks) for "
+                            "this model")
     world = organism_world(model, "set general_facts and/or general_text files for general = true")
-    return organism_general_set(model, world, {c.subject for c in cases}, seed=config.seed)
+    return GeneralMeasure(organism_general_set(model, world, {c.subject for c in cases}, seed=config.seed), harness)
 
 
 def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
@@ -93,26 +110,40 @@ def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
             raise KelocateError(f"{base} needs a trained checkpoint: set [editors.{base}] {TRAINED} = \"DIR\"")
         settings[TRAINED] = trained
     if entry.needs_pool:
-        settings[registry.POOL] = [request_of(c) for c in cases]
+        settings[registry.POOL] = [request_of(c, demonstration=True) for c in cases]
     return registry.editor(base, **settings)
 
 
 def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) -> dict[str, Any]:
     """After k sequential edits: the mean teacher-forced columns over the k cases edited so far (do the
     early edits still hold, and their neighbours? Neighbours that one of the k edits changes on purpose are
-    left out)."""
+    left out). When the edits come from several tasks (mode `mixed`), `tasks` holds the same means per task,
+    each case scored with its own task's probes."""
     scores = teacher_forced_many(model, edited, befores, edited=edited_prompts(edited))
-    point: dict[str, Any] = {"edits": len(edited)}
-    for column in CURVE_COLUMNS:
-        values = [s[column] for s in scores if column in s]
-        point[column] = sum(values) / len(values) if values else None
+    point: dict[str, Any] = {"edits": len(edited), **_curve_means(scores)}
+    tasks = list(dict.fromkeys(case.task for case in edited))
+    if len(tasks) > 1:
+        point["tasks"] = {task: _curve_means([s for s, c in zip(scores, edited, strict=True) if c.task == task])
+                          for task in tasks}
     return point
 
 
+def _curve_means(scores: Sequence[Mapping[str, float]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for column in CURVE_COLUMNS:
+        values = [s[column] for s in scores if column in s]
+        out[column] = sum(values) / len(values) if values else None
+    return out
+
+
 def unit_row(unit: Unit, cases: Sequence[EditCase]) -> dict[str, Any]:
-    """What every row of a unit starts with: its key, method, task, mode and cases (file, index)."""
-    return {"unit": unit.key, "method": unit.method, "task": unit.task, "mode": unit.mode,
-            "cases": [list(cases[i].source) for i in unit.cases]}
+    """What every row of a unit starts with: its key, method, task, mode and cases (file, index); in mode
+    `mixed` also each case's task (`case_tasks`)."""
+    row = {"unit": unit.key, "method": unit.method, "task": unit.task, "mode": unit.mode,
+           "cases": [list(cases[i].source) for i in unit.cases]}
+    if unit.mode == "mixed":  # each case's own task, for the report's per-task rows
+        row["case_tasks"] = [cases[i].task for i in unit.cases]
+    return row
 
 
 def replies_of(case: EditCase, before: Baseline, said: Mapping[str, str]) -> dict[str, Any]:
@@ -128,13 +159,14 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
              edited_one: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
     """Edit, score and revert one unit; a failure is recorded with its error, never dropped. In sequential
     mode the row also holds the curve: the scores after each of the `curve` edit counts, with general
-    ability (`general`, a GeneralSet) there and before the first edit; `edited_one(k, n)` is called after
+    ability (`general`, a GeneralMeasure) there and before the first edit; `edited_one(k, n)` is called after
     each of its edits (a 470-edit unit runs for minutes)."""
     from kelocate.edit.record import revert_all
     from kelocate.locate_then_edit import locate_and_edit
     from kelocate.studies.knowedit.general import general_ability
 
     row = unit_row(unit, cases)
+    sequential = unit.mode in SEQUENTIAL
     organism = model.provenance.is_organism
     records = []
     try:
@@ -143,16 +175,18 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
             records.append(locate_and_edit(model, chosen, requests))
         else:
             edited = [cases[i] for i in unit.cases]
-            if unit.mode == "sequential" and general is not None:
+            if sequential and general is not None:
                 row["general_before"] = general_ability(model, general)
             for k, request in enumerate(requests, 1):
                 records.append(locate_and_edit(model, chosen, request))
                 edited_one(k, len(requests))
-                if unit.mode == "sequential" and (k in curve or k == len(requests)):
+                if sequential and (k in curve or k == len(requests)):
                     point = curve_point(model, edited[:k], [befores[i] for i in unit.cases[:k]])
                     if general is not None:
                         point |= general_ability(model, general)
                     row.setdefault("curve", []).append(point)
+            if general is not None and general.harness is not None and len(model.serving):
+                row["harness_skipped"] = "a served editor changes no weight; lm-eval scores weights"
         together = [cases[i] for i in unit.cases]
         said = [{} for _ in unit.cases]
         row["scores"] = [score_case(model, cases[i], befores[i], settings, organism, together, s)
