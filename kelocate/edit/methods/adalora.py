@@ -69,7 +69,8 @@ class AdaLoRA(Editor):
         config = AdaLoraConfig(
             init_r=int(hp["init_r"]), target_r=int(hp["target_r"]), lora_alpha=int(hp["lora_alpha"]),
             lora_dropout=float(hp.get("dropout", 0.0)), tinit=int(hp["tinit"]), tfinal=int(hp["tfinal"]),
-            deltaT=int(hp["delta_t"]), total_step=steps, target_modules=target_pattern(hp["modules"], layers), bias="none")
+            deltaT=int(hp["delta_t"]), total_step=steps, target_modules=target_pattern(hp["modules"], layers),
+            bias="none")
         flags = {name: p.requires_grad for name, p in model.hf.named_parameters()}
         batch = prompt_target_batch(model, requests)
         twin = plain_twin(model)
@@ -110,5 +111,6 @@ def orthogonality_penalty(wrapped) -> torch.Tensor:
     for name, p in wrapped.named_parameters():
         if p.requires_grad and ("lora_A" in name or "lora_B" in name):
             gram = p @ p.T if "lora_A" in name else p.T @ p
-            terms.append(torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)))
+            eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+            terms.append(torch.linalg.matrix_norm(gram - eye))
     return torch.stack(terms).mean() if terms else torch.zeros(())

@@ -2,8 +2,9 @@
 
 A unit is one method on one task for one case (mode `single`), or for `n` cases edited together (`batch`)
 or one after another (`sequential`). In mode `mixed` a method has one unit, on the pseudo-task `mixed`: the
-selected cases of every task, interleaved by a seeded shuffle (`mixed_cases`), edited one after another. Units are ordered methods outermost, so each method's model state
-(its editor, a trained checkpoint) is set up once; its `key` names it in the results file. The cases are a
+selected cases of every task, interleaved by a seeded shuffle (`mixed_cases`), edited one after another.
+Units are ordered methods outermost, so each method's model state (its editor, a trained checkpoint) is set
+up once; its `key` names it in the results file. The cases are a
 seeded sample of each task's file (in file order), narrowed to those with every `require`d field: a
 sample, not the first ones, because exported files group records.
 """
