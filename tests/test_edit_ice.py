@@ -22,8 +22,8 @@ def test_ice_builds_the_documented_prompt_and_reverts_exactly(tiny_model, tmp_pa
     original = weights.state_hash(tiny_model)
     before = tiny_model.answer_logprob("SMAP originated in", "France")
     record = editor("ice").apply(tiny_model, REQUEST)
-    assert tiny_model.context == "Imagine that SMAP was created in France\n"
-    plain = tiny_model.tokenizer("Imagine that SMAP was created in France\nSMAP originated in")["input_ids"]
+    assert tiny_model.context == "New Fact: SMAP was created in France\nPrompt: "
+    plain = tiny_model.tokenizer("New Fact: SMAP was created in France\nPrompt: SMAP originated in")["input_ids"]
     assert tiny_model.encode("SMAP originated in").ids.tolist() == plain  # every prompt is read after it
     assert tiny_model.answer_logprob("SMAP originated in", "France") > before  # the fact it reads moves p up
     assert record.names == [] and weights.state_hash(tiny_model) == original  # no weight changes
@@ -31,7 +31,7 @@ def test_ice_builds_the_documented_prompt_and_reverts_exactly(tiny_model, tmp_pa
     record.revert()
     assert tiny_model.context == "" and tiny_model.answer_logprob("SMAP originated in", "France") == before
     loaded = EditRecord.load(path).apply_to(tiny_model)
-    assert tiny_model.context == "Imagine that SMAP was created in France\n"
+    assert tiny_model.context == "New Fact: SMAP was created in France\nPrompt: "
     loaded.revert()
     assert tiny_model.context == ""
 
@@ -59,7 +59,7 @@ def test_ice_moves_the_new_target_up_on_the_organism():
 def test_stacked_in_context_edits_revert_in_reverse_order(tiny_model):
     first = editor("ice").apply(tiny_model, REQUEST)
     second = editor("ice").apply(tiny_model, POOL[0])
-    assert tiny_model.context.count("Imagine that") == 2
+    assert tiny_model.context.count("New Fact:") == 2
     with pytest.raises(KelocateError, match="revert later edits first"):
         first.revert()
     second.revert()
@@ -96,7 +96,7 @@ def test_scoring_and_subject_spans_follow_the_context(tiny_model):
         start, end = tiny_model.subject_span("SMAP was created in", "SMAP")
         ids = tiny_model.encode("SMAP was created in").ids
         assert tiny_model.decode(ids[start:end].tolist()).strip() == "SMAP"  # the prompt's SMAP, after the context
-        assert start > len(tiny_model.tokenizer("Imagine that")["input_ids"])
+        assert start > len(tiny_model.tokenizer("New Fact:")["input_ids"])
     finally:
         record.revert()
 
@@ -131,7 +131,7 @@ def test_the_serving_stack_serves_texts_in_order_and_the_top_forward(tiny_model)
     shifted = tiny_model.serving.push(ServingLayer("test", forward=lambda i, m: tiny_model.bridge(i, attention_mask=m)
                                                    + 1.0))
     try:
-        assert tiny_model.context == "Imagine that SMAP was created in France\n"  # a forward layer adds no text
+        assert tiny_model.context == "New Fact: SMAP was created in France\nPrompt: "  # a forward layer adds no text
         with torch.no_grad():
             assert torch.equal(tiny_model.logits(ids), tiny_model.bridge(ids[None]) + 1.0)  # the top forward answers
         with tiny_model.without_context():
@@ -165,8 +165,8 @@ def test_a_record_saved_before_the_serving_stack_still_applies(tiny_model, tmp_p
              "memory_after": None}
     save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata={"kelocate": json.dumps(meta)})
     loaded = EditRecord.load(tmp_path / "old.safetensors")
-    assert loaded.serving == {"before": "", "after": "Imagine that SMAP was created in France\n"}
+    assert loaded.serving == {"before": "", "after": "New Fact: SMAP was created in France\nPrompt: "}
     loaded.apply_to(tiny_model)
-    assert tiny_model.context == "Imagine that SMAP was created in France\n"
+    assert tiny_model.context == "New Fact: SMAP was created in France\nPrompt: "
     loaded.revert()
     assert tiny_model.context == ""

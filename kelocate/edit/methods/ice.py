@@ -1,14 +1,17 @@
-"""In-context editing: ICE (the comprehensive study's "Imagine that {fact}") and IKE (Zheng et al. 2023,
-k retrieved demonstrations). No weight changes: the edit is text the model reads before every prompt. The
-editor pushes it onto the model's serving stack (`kelocate.model.serving`: the model puts the stack's texts
-in front of everything it encodes, so every metric and method sees it) and the record's revert pops it;
-stacked in-context edits read each other's text, in order, and revert in reverse order.
+"""In-context editing: ICE (the new fact in front of the prompt, as the comprehensive study's reference code
+runs it) and IKE (Zheng et al. 2023, k retrieved demonstrations). No weight changes: the edit is text the
+model reads before every prompt. The editor pushes it onto the model's serving stack
+(`kelocate.model.serving`: the model puts the stack's texts in front of everything it encodes, so every
+metric and method sees it) and the record's revert pops it; stacked in-context edits read each other's
+text, in order, and revert in reverse order.
 
 Serving state (what the record stores and restores, `serving_state`): the text of the in-context layers on
 the stack, concatenated ("" for none).
 
-ICE prepends `template.format(fact=...)` with fact = '<prompt> <target_new>' (the default template is
-'Imagine that {fact}\\n'). IKE prepends k demonstrations chosen from a pool of other edits by cosine
+ICE prepends `template.format(fact=...)` with fact = '<prompt> <target_new>'. The profiles' template is the
+reference's, 'New Fact: {fact}\\nPrompt: ', so the scored text is "New Fact: <prompt> <target>\\nPrompt:
+<query>" exactly as EasyEdit's ICE scores it (an earlier kelocate template, "Imagine that {fact}",
+came from no reference and was dropped). IKE prepends k demonstrations chosen from a pool of other edits by cosine
 similarity of the model's own mean last-layer states, each as
 
     New Fact: <prompt> <target>\\nPrompt: <a paraphrase, or the prompt> <target>\\n\\n

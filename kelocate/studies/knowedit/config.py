@@ -63,6 +63,8 @@ class StudyConfig:
     harness_tasks: list[str] = field(default_factory=list)  # general: lm-eval task names (kelocate[eval])
     harness_include: str | None = None  # a folder of lm-eval task YAMLs (local tasks)
     harness_limit: int = 0  # documents per lm-eval task (0: all)
+    metrics: list[str] = field(default_factory=lambda: ["kelocate"])  # metric profiles: kelocate, easyedit
+    requests: str = "kelocate"  # how ConvSent edits are asked: kelocate's or the reference's (easyedit)
     editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
 
 
@@ -126,6 +128,14 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
     bad = [f for f in config.require if f not in REQUIRABLE]
     if bad:
         raise KelocateError(f"cannot require {bad[0]!r} of a case; use some of {', '.join(REQUIRABLE)}")
+    from kelocate.studies.knowedit.easyedit_metrics import PROFILES
+
+    bad = [m for m in config.metrics if m not in PROFILES]
+    if bad or not config.metrics:
+        raise KelocateError(f"unknown metric profile {bad[0] if bad else '(none)'!r}; use kelocate and/or easyedit")
+    if config.requests not in PROFILES:
+        raise KelocateError(f"unknown requests {config.requests!r}; use kelocate (ConvSent asks for the opinion the "
+                            "model does not hold) or easyedit (the reference's instruction and seeded direction)")
     if config.mode not in MODES:
         raise KelocateError(f"unknown mode {config.mode!r}; use single, batch, sequential or mixed")
     if config.cases < 1 or config.n < 1:

@@ -20,6 +20,9 @@ Teacher-forced columns (`*_tf`) and generation columns (`*_gen`) are kept apart 
   unedited model before the edit (a frozen copy's outputs: comparing the edited model with itself would
   always give 0);
 - Sanitation: `edit_tf` / `edit_gen` score "I don't know." as the target; locality is on the retain set.
+
+These are the `kelocate` profile. The `easyedit` profile (`easyedit_metrics.py`, `ee.*` columns) is the
+reference's definitions, computed beside them when a study asks for it (`[study] metrics`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -60,6 +64,7 @@ class Baseline:
     other_rows: list[int] = field(default_factory=list)  # their rows of other_logprobs
     other_logprobs: torch.Tensor | None = None  # [topics, vocab], shared by the task's cases
     reply: str | None = None  # the greedy reply to the edit prompt (`generated_reply`), when generating
+    reference: Any = None  # the easyedit profile's side (`easyedit_metrics.ReferenceBaseline`), when asked for
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class MetricSettings:
     seed: int = 0
     other_topics: int = 3
     lexicon: dict | None = None  # None: LEXICON
+    profiles: tuple[str, ...] = ("kelocate",)  # the metric profiles computed: kelocate's and/or "easyedit"
 
 
 # ---------------------------------------------------------------------- teacher-forced items
@@ -130,6 +136,11 @@ def baseline(model, cases: Sequence[EditCase], settings: MetricSettings = Metric
     if settings.generation:  # what the unedited model says to each edit prompt, kept beside the edited reply
         for i, case in enumerate(cases):
             out[i].reply = generated_reply(model, case.prompt, [case.target_new])
+    if "easyedit" in settings.profiles:
+        from kelocate.studies.knowedit.easyedit_metrics import reference_baselines
+
+        for i, reference in enumerate(reference_baselines(model, cases)):
+            out[i].reference = reference
     return out
 
 
@@ -315,5 +326,11 @@ def score_case(model, case: EditCase, before: Baseline, settings: MetricSettings
     """All metrics of one case on the (edited) model. `unit`: the cases edited with it (batch, sequential):
     locality leaves out the probes they edit on purpose, ConvSent's KL their topics. `said`: see
     `generation`."""
-    return {**teacher_forced(model, case, before, edited_prompts(unit)),
-            **generation(model, case, before, settings, organism, {c.subject for c in unit}, said)}
+    out = teacher_forced(model, case, before, edited_prompts(unit))
+    if "kelocate" in settings.profiles:
+        out |= generation(model, case, before, settings, organism, {c.subject for c in unit}, said)
+    if "easyedit" in settings.profiles:
+        from kelocate.studies.knowedit.easyedit_metrics import reference_scores
+
+        out |= reference_scores(model, case, before.reference, settings.fluency, settings.seed)
+    return out

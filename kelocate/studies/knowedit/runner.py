@@ -52,7 +52,8 @@ def run_study(config: StudyConfig, out: str | Path, progress: Callable[[int, int
     todo = [u for u in units if u.key not in done]
     summary = {"units": len(units), "skipped": len(done), "ran": len(todo), "failed": 0, "out": str(folder)}
     config = with_trained(config, todo, model, folder, log)
-    settings = MetricSettings(generation=config.generation, fluency=config.fluency, seed=config.seed)
+    settings = MetricSettings(generation=config.generation, fluency=config.fluency, seed=config.seed,
+                              profiles=tuple(config.metrics))
     run = run_with_ray if executor == "ray" else run_serial
     extra = {"workers": workers} if executor == "ray" else {"model": model}
     summary["failed"] = run(config, todo, files, loaded, store, settings, progress, log, finished=len(done),

@@ -55,11 +55,19 @@ def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: 
     `against_held_opinions`, greedy, so every Ray worker derives the same), the baseline of each selected
     case (by index) and the general-ability set (or None)."""
     opinions = [i for i in selected(config, cases) if cases[i].task == "ConvSent"]
-    if opinions:
+    if opinions and config.requests == "easyedit":  # the reference's instruction, a seeded direction
+        from kelocate.studies.knowedit.easyedit_metrics import convsent_request
+
+        cases = [convsent_request(c, config.seed) if i in set(opinions) else c for i, c in enumerate(cases)]
+    elif opinions:
         from kelocate.studies.knowedit.metrics import against_held_opinions, lexicon_for
 
         lexicon = lexicon_for(settings, model.provenance.is_organism)
         cases = against_held_opinions(model, cases, opinions, lexicon)
+    if "easyedit" in config.metrics and opinions:
+        from kelocate.studies.knowedit.easyedit_metrics import with_next_topics
+
+        cases = with_next_topics(cases)  # ee.kl reads the next topic's replies
     chosen = selected_cases(config, cases)
     # a unit's other edits are not "other topics"
     spare = {"single": 0, "mixed": len(opinions)}.get(config.mode, config.n - 1)
