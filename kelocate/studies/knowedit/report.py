@@ -94,6 +94,11 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     paths = {"markdown": folder / "table4.md", "csv": folder / "table4.csv"}
     write_text(paths["markdown"], markdown(table))
     write_text(paths["csv"], buffer.getvalue())
+    from kelocate.studies.knowedit.published import published_report
+
+    if any(r["mode"] == "single" for r in table):  # the published Table 4 is single edits
+        paths["published"] = folder / "published.md"
+        write_text(paths["published"], published_report(table))
     cross = cross_domain_table(table)
     if cross:
         paths["cross_domain"] = folder / "table6.md"
