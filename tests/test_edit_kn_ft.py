@@ -265,3 +265,21 @@ def test_ft_m_edits_an_organism_fact_with_the_shipped_profile():
     finally:
         record.revert()
     assert weights.state_hash(model) == original
+
+
+def test_ft_l_can_take_the_target_tokens_as_easyedit_does_bos_included(tiny_model):
+    from kelocate.model.tokens import prefix_tokens
+
+    request = EditRequest("SMAP was created in", "SMAP", "France")
+    plain = prompt_batch(tiny_model, [request])["targets"][0].tolist()
+    standalone = prompt_batch(tiny_model, [request], standalone=True)["targets"][0].tolist()
+    assert plain == tiny_model.answer_ids(request.prompt, "France")
+    expected = tiny_model.tokenizer(" France")["input_ids"]  # the tokenizer's defaults: BOS where it adds one
+    assert standalone == expected and len(standalone) == len(prefix_tokens(tiny_model.tokenizer)) + len(plain)
+    original = weights.state_hash(tiny_model)
+    record = editor("ft-l", target_tokens="standalone", steps=3).apply(tiny_model, request)
+    assert record.changed_elements() > 0
+    record.revert()
+    assert weights.state_hash(tiny_model) == original
+    with pytest.raises(KelocateError, match="unknown target_tokens"):
+        editor("ft-l", target_tokens="both").apply(tiny_model, request)

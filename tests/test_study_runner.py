@@ -383,3 +383,18 @@ def test_a_raising_unit_is_tried_twice_then_recorded_failed_by_the_serial_runner
     assert ice["status"] == "failed" and ice["error"] == "KeyError: 'oops'" and "scores" not in ice
     assert ice["cases"] and ft["method"] == "ft-m" and ft["status"] == "ok"
     assert [line.split(" failed")[0] for line in lines] == [ice["unit"], ice["unit"]]  # retried, then recorded
+
+
+def test_sanitation_forget_questions_can_be_chosen_by_answer_as_the_reference_does():
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "knowedit" / "trivia_qa_test.json"
+    if not path.is_file():
+        pytest.skip("the shared real data folder (../shared/data) is absent")
+    from kelocate.studies.knowedit.plan import load_cases
+
+    cases = load_cases(str(path), "Sanitation")
+    every = check_config(StudyConfig(tasks=["Sanitation"], data="files", files={"Sanitation": str(path)}, cases=500))
+    assert len(selected(every, cases)) == len(cases) == 80  # the published file's forget questions
+    paris = check_config(StudyConfig(tasks=["Sanitation"], data="files", files={"Sanitation": str(path)},
+                                     cases=500, sanitation_answer="Paris"))
+    chosen = [cases[i] for i in selected(paris, cases)]
+    assert len(chosen) == 16 and all(c.ground_truth.lower() == "paris" for c in chosen)

@@ -51,10 +51,15 @@ def masked_target_loss(logits: torch.Tensor, ids: torch.Tensor, target_mask: tor
 
 
 # ---------------------------------------------------------------------- inputs
-def prompt_batch(model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
-    """FT-L's inputs: right-padded prompts, their last positions and the padded target ids."""
+def prompt_batch(model, requests: Sequence[EditRequest], standalone: bool = False) -> dict[str, torch.Tensor]:
+    """FT-L's inputs: right-padded prompts, their last positions and the padded target ids: the target's tokens
+    as they continue the prompt, or (`standalone`, as EasyEdit's FT-L takes them) `" " + target` tokenised on
+    its own with the tokenizer's special tokens, so a BOS (and, on Llama-2, a lone space piece) is in the bag."""
+    from kelocate.model.tokens import encode
+
     prompts = [model.encode(r.prompt).ids.tolist() for r in requests]
-    targets = [list(model.answer_ids(r.prompt, r.target_new)) for r in requests]
+    targets = [encode(model.tokenizer, " " + r.target_new).ids.tolist() if standalone
+               else list(model.answer_ids(r.prompt, r.target_new)) for r in requests]
     ids, mask = pad_batch(prompts, model.pad_id)
     tids, tmask = pad_batch(targets, 0)
     device = model.device

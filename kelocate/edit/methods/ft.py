@@ -5,7 +5,10 @@ on all requests together, and stop early once the loss falls below `loss_stop` (
 objective:
 
 - FT-L (EasyEdit's "prompt_last"): the prompt alone is fed; at its LAST token the log-probabilities of
-  every target token are gathered and averaged (a bag-of-tokens loss at one position), per example.
+  every target token are gathered and averaged (a bag-of-tokens loss at one position), per example. Which
+  tokens: `target_tokens = "in_context"` (kelocate's choice: the answer's own tokens as they continue the
+  prompt) or `"standalone"` (EasyEdit's on Llama: `" " + target` tokenised alone, BOS included, so the bag
+  also raises log p(BOS) at the prompt's end; measured on the organism in docs/methods.md).
 - FT-M (EasyEdit's "target_new"): prompt + target are fed; cross-entropy over the target tokens only
   (prompt positions masked), averaged over each example's target tokens, then over examples.
 
@@ -43,12 +46,14 @@ class _FineTune(Editor):
             raise KelocateError(f"{self.method} needs steps >= 1, got {hp['steps']}")
         if not float(hp["lr"]) > 0:
             raise KelocateError(f"{self.method} needs a positive learning rate, got lr={hp['lr']}")
+        if hp.get("target_tokens", "in_context") not in ("in_context", "standalone"):
+            raise KelocateError(f"unknown target_tokens {hp['target_tokens']!r}; use in_context or standalone")
         eps = hp.get("norm_constraint")
         if eps is not False and eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
                                                      or eps < 0):
             raise KelocateError(f"norm_constraint must be a non-negative number or false, got {eps!r}")
 
-    def inputs(self, model, requests: Sequence[EditRequest]) -> dict[str, torch.Tensor]:
+    def inputs(self, model, requests: Sequence[EditRequest], hp: dict[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -56,7 +61,7 @@ class _FineTune(Editor):
 
     @timed("training")
     def _edit(self, model, requests: list[EditRequest], layers: list[int], hp: dict[str, Any]) -> dict[str, Any]:
-        batch = self.inputs(model, requests)
+        batch = self.inputs(model, requests, hp)
         params = [weights.mlp_out(model, layer) for layer in layers]
         originals = [p.detach().clone() for p in params]
         masters = [p.detach().float().clone() for p in params]  # Adam works on float32 copies
@@ -100,8 +105,8 @@ class FTL(_FineTune):
     method = "ft-l"
     objective = "prompt_last"
 
-    def inputs(self, model, requests):
-        return prompt_batch(model, requests)
+    def inputs(self, model, requests, hp):
+        return prompt_batch(model, requests, standalone=hp.get("target_tokens", "in_context") == "standalone")
 
     def loss(self, logits, batch):
         return last_token_loss(logits, batch["last"], batch["targets"], batch["target_mask"])
@@ -113,7 +118,7 @@ class FTM(_FineTune):
     method = "ft-m"
     objective = "target_new"
 
-    def inputs(self, model, requests):
+    def inputs(self, model, requests, hp):
         return prompt_target_batch(model, requests)
 
     def loss(self, logits, batch):

@@ -65,6 +65,7 @@ class StudyConfig:
     harness_limit: int = 0  # documents per lm-eval task (0: all)
     metrics: list[str] = field(default_factory=lambda: ["kelocate"])  # metric profiles: kelocate, easyedit
     requests: str = "kelocate"  # how ConvSent edits are asked: kelocate's or the reference's (easyedit)
+    sanitation_answer: str = "all"  # Sanitation's forget questions: all, or those of one answer (e.g. "paris")
     editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
 
 
@@ -179,7 +180,7 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
     for method, settings in config.editors.items():
         if not isinstance(settings, dict):
             raise KelocateError(f"[editors.{method}] must be a table of settings")
-        for key in (TRAINED, "config_file"):
+        for key in (TRAINED, "config_file", "corpus"):  # paths, relative to the config's folder
             if key in settings:
                 settings[key] = str((base / settings[key]).resolve())
     return config

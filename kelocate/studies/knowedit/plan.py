@@ -89,12 +89,15 @@ def mixed_cases(config: StudyConfig, loaded: Mapping[str, Sequence[EditCase]]) -
 
 
 def selected(config: StudyConfig, cases: Sequence[EditCase]) -> list[int]:
-    """The cases a task contributes (indices into its file): those with every `require`d field, all of them
-    or a seeded sample of `cases` (in file order). A sample, not the first ones: exported files group records
+    """The cases a task contributes (indices into its file): those with every `require`d field (and, for
+    Sanitation, the forget questions of `sanitation_answer`, as the reference selects them by answer), all of
+    them or a seeded sample of `cases` (in file order). A sample, not the first ones: exported files group records
     (the organism's put those with portability probes after the others)."""
     if config.mode == MIXED and len({case.task for case in cases}) > 1:
         return list(range(len(cases)))  # the stream: already selected per task
-    eligible = [i for i, case in enumerate(cases) if all(getattr(case, name) for name in config.require)]
+    eligible = [i for i, case in enumerate(cases) if all(getattr(case, name) for name in config.require)
+                and (case.task != "Sanitation" or config.sanitation_answer == "all"
+                     or (case.ground_truth or "").lower() == config.sanitation_answer.lower())]
     if config.cases >= len(eligible):
         return eligible
     return sorted(random.Random(config.seed).sample(eligible, config.cases))
