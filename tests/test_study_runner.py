@@ -398,3 +398,19 @@ def test_sanitation_forget_questions_can_be_chosen_by_answer_as_the_reference_do
                                      cases=500, sanitation_answer="Paris"))
     chosen = [cases[i] for i in selected(paris, cases)]
     assert len(chosen) == 16 and all(c.ground_truth.lower() == "paris" for c in chosen)
+
+
+def test_the_study_names_the_corpus_its_key_statistics_take(tmp_path):
+    from kelocate.studies.knowedit.unit import make_editor
+
+    text = tmp_path / "real.txt"
+    text.write_text("The Eiffel Tower is in Paris.\nSMAP was a Japanese group.\n")
+    config = check_config(StudyConfig(methods=["memit", "ft-m"], tasks=["ZsRE"], corpus=str(text)))
+    assert make_editor("memit", config, []).corpus == str(text)
+    assert getattr(make_editor("ft-m", config, []), "corpus", None) is None  # not a statistics editor
+    own = check_config(StudyConfig(methods=["memit"], tasks=["ZsRE"], corpus=str(text),
+                                   editors={"memit": {"corpus": str(tmp_path / "other.txt")}}))
+    assert make_editor("memit", own, []).corpus == str(tmp_path / "other.txt")  # [editors.memit] wins
+    assert make_editor("memit", check_config(StudyConfig(tasks=["ZsRE"])), []).corpus is None  # the model's own
+    with pytest.raises(KelocateError, match="corpus file .* does not exist"):
+        check_config(StudyConfig(tasks=["ZsRE"], corpus=str(tmp_path / "missing.txt")))

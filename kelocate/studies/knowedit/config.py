@@ -66,6 +66,9 @@ class StudyConfig:
     metrics: list[str] = field(default_factory=lambda: ["kelocate"])  # metric profiles: kelocate, easyedit
     requests: str = "kelocate"  # how ConvSent edits are asked: kelocate's or the reference's (easyedit)
     sanitation_answer: str = "all"  # Sanitation's forget questions: all, or those of one answer (e.g. "paris")
+    # the text ROME, MEMIT, PMET and AlphaEdit take key statistics over: "model" (the organism's own training
+    # text, else text the model generates) or a file (one text per line); [editors.X] corpus overrides it
+    corpus: str = "model"
     editors: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> editor settings
 
 
@@ -174,6 +177,11 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
             if not path.is_file():
                 raise KelocateError(f"{key} file {str(path)!r} does not exist; fix [study] {key}")
             setattr(config, key, str(path))
+    if config.corpus != "model":
+        path = (base / config.corpus).resolve()
+        if not path.is_file():
+            raise KelocateError(f"corpus file {str(path)!r} does not exist; fix [study] corpus (or \"model\")")
+        config.corpus = str(path)
     for path in config.files.values():
         if not Path(path).is_file():
             raise KelocateError(f"task file {path!r} does not exist; fix [study] files")

@@ -104,7 +104,7 @@ def general_set(config: StudyConfig, model, cases: Sequence[EditCase]):
 def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
     """The editor of a method with the study's settings: its [editors.<method>] table, the trained checkpoint
     (set for every MEND/SERAC method by `training.with_trained`; 'mend@TASK' only takes the one trained on
-    TASK), IKE's pool (the task's selected cases)."""
+    TASK), IKE's pool (the task's selected cases), the study's statistics corpus."""
     from kelocate.edit import registry
 
     base = method.partition("@")[0]
@@ -119,6 +119,8 @@ def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
         settings[TRAINED] = trained
     if entry.needs_pool:
         settings[registry.POOL] = [request_of(c, demonstration=True) for c in cases]
+    if entry.uses_corpus and config.corpus != "model":
+        settings.setdefault("corpus", config.corpus)  # the study's corpus, unless [editors.X] names another
     return registry.editor(base, **settings)
 
 
