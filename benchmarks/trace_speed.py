@@ -17,14 +17,21 @@ Each implementation runs in its own child process (so that its peak memory is it
 - oracle: ROME's procedure, one patched bridge forward (`model.sites`: `Patch`, `read`) of batch 1+S per cell;
 - per_cell: clean activations cached once, one patched bridge forward of batch S per cell
   (how TransformerLens's patching utilities work);
+- plain_hooks: ROME's procedure as ROME runs it, written here with plain forward hooks on a plain Hugging Face
+  model of the same weights (no bridge): the reference a reader compares with ROME's own code;
 - fast: `kelocate.locate.causal_trace.engine.fast_grids` (fast_full: the same on every row).
+
+`--shape smollm2-real` runs the real SmolLM2-135M (`kelocate models fetch smollm2`) on ROME's Eiffel Tower
+prompt, every row; `--only plain_hooks,fast` there gives `speedup_vs_plain_hooks` (the figure the README
+quotes) without the bridge oracle's ten minutes.
 
 Prints a table (wall and CPU seconds: CPU seconds are steadier on a shared machine), the bound that exact
 skipping allows (from operation counts, `work_units`), the achieved fraction of it, the largest difference of
 the fast grids from the oracle, and ends with one JSON line. `--profile` also times the fast engine's stages.
 
-    python benchmarks/trace_speed.py [--shape gpt2-small|smollm2] [--rows all|1,2,3,10] [--threads 2]
+    python benchmarks/trace_speed.py [--shape gpt2-small|smollm2|smollm2-real] [--rows all|1,2,3,10] [--threads 2]
                                      [--device cpu|cuda] [--dtype float32|bfloat16] [--profile]
+    python benchmarks/trace_speed.py --shape smollm2-real --only plain_hooks,fast
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from rss import reset_peak_rss, status_mb  # noqa: E402
 
 KINDS = ("hidden", "mlp", "attn")
 SAMPLES = 10
-IMPLEMENTATIONS = ("oracle", "per_cell", "fast", "fast_full")
+IMPLEMENTATIONS = ("oracle", "per_cell", "plain_hooks", "fast", "fast_full")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ class Shape:
     subject: str
     n_tokens: int
     default_rows: str
+    span: tuple[int, int] = (1, 4)  # the subject's tokens
+    real: str | None = None  # a real model's source (kelocate.load_model), instead of random weights
 
     def describe(self) -> str:
         kv = "" if self.n_kv_heads == self.n_heads else f"/{self.n_kv_heads}"
@@ -82,6 +91,9 @@ SHAPES = {
                         "SMAP Japan group was created in the city of Paris France", "SMAP Japan group", 12, "all"),
     "smollm2": Shape("smollm2", 30, 576, 1536, 9, 3, 49152,
                      "SMAP Japan group was created in the city of Paris", "SMAP Japan group", 11, "1,2,3,10"),
+    # the real SmolLM2-135M (`kelocate models fetch smollm2`) on ROME's own example prompt, every row
+    "smollm2-real": Shape("smollm2-real", 30, 576, 1536, 9, 3, 49152, "The Eiffel Tower is located in the city of",
+                          "The Eiffel Tower", 10, "all", span=(0, 4), real="smollm2"),
 }
 
 
@@ -130,6 +142,63 @@ def build(shape: Shape, model_dir: Path) -> None:
         model.model.norm.weight.mul_(10.0)  # a sharp answer (tied random weights give p ~ 1e-4 otherwise)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
+
+
+@__import__("torch").no_grad()
+def plain_hook_grids(hf, problem) -> dict:
+    """ROME's per-cell causal trace as ROME runs it, written here from its procedure with plain forward hooks on
+    a plain Hugging Face model (no bridge, no kelocate floor): for every cell one forward of 1 + S copies of
+    the prompt, row 0 clean, rows 1..S with the noise added to the subject's embeddings (a hook on the
+    embedding), and hooks that copy row 0's output into rows 1..S at token t: the decoder layer's output
+    (hidden) or, over the window of layers around it, the MLP's or the attention's output. The score is the
+    answer's softmax probability at the last position, averaged over rows 1..S."""
+    import numpy as np
+    import torch
+
+    samples, (s0, s1) = problem.samples, problem.span
+    layers = hf.model.layers
+    ids = problem.ids[None].repeat(1 + samples, 1).to(hf.device)
+
+    def corrupt(module, args, output):
+        output = output.clone()
+        output[1:, s0:s1] += problem.noise.to(output.device, output.dtype)
+        return output
+
+    def restore(t):
+        def hook(module, args, output):
+            x = output[0] if isinstance(output, tuple) else output
+            x[1:, t] = x[0, t]  # in place: every corrupted row takes the clean row's value
+            return output
+        return hook
+
+    def score(modules, t) -> float:
+        handles = [m.register_forward_hook(restore(t)) for m in modules]
+        try:
+            logits = hf(ids, use_cache=False).logits[:, -1].float()
+        finally:
+            for h in handles:
+                h.remove()
+        return float(torch.softmax(logits, -1)[1:, problem.answer_id].mean())
+
+    embed = hf.model.embed_tokens.register_forward_hook(corrupt)
+    try:
+        probs = torch.softmax(hf(ids, use_cache=False).logits[:, -1].float(), -1)[:, problem.answer_id]
+        n, w = len(layers), problem.window
+        grids = {}
+        for kind in ("hidden", "mlp", "attn"):
+            grid = np.full((len(problem.ids), n), np.nan)
+            for t in problem.computed_rows():
+                for layer in range(n):
+                    if kind == "hidden":
+                        modules = [layers[layer]]
+                    else:
+                        span = range(max(0, layer - w // 2), min(n, layer - (-w // 2)))
+                        modules = [layers[j].mlp if kind == "mlp" else layers[j].self_attn for j in span]
+                    grid[t, layer] = score(modules, t)
+            grids[kind] = grid
+    finally:
+        embed.remove()
+    return {"clean": float(probs[0]), "corrupted": float(probs[1:].mean()), "grids": grids}
 
 
 def _stage_timers(engine, stack_cls) -> dict[str, float]:
@@ -181,15 +250,20 @@ def child(args: argparse.Namespace) -> None:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     ids = model.encode(shape.prompt).ids
     span = model.subject_span(shape.prompt, shape.subject)
-    if len(ids) != shape.n_tokens or span != (1, 4):
+    if len(ids) != shape.n_tokens or span != shape.span:
         raise SystemExit(f"benchmark prompt is {len(ids)} tokens with subject span {span}; "
-                         f"expected {shape.n_tokens} and (1, 4)")
+                         f"expected {shape.n_tokens} and {shape.span}")
     answer = int(model.logits(ids)[0, -1].argmax())
     sigma = float(model.hf.get_input_embeddings().weight.detach().float().std())
     noise = draw_noise(SAMPLES, 3, model.d_model, "gaussian", 1) * 3 * sigma
     rows = None if args.child == "fast_full" else _rows(args.rows)
     problem = TraceProblem(ids, span, answer, noise, False, KINDS, (), default_window(model.n_layers), rows)
+    if args.child == "plain_hooks":  # a plain HF model of the same weights: nothing of kelocate in the loop
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(model.path, dtype=model.hf.dtype).to(model.device).eval()
     run = {
+        "plain_hooks": lambda p: _as_grids(plain_hook_grids(hf, p)),
         "oracle": lambda p: oracle_grids(model, p),
         "per_cell": lambda p: per_cell_grids(model, p),
         "fast": lambda p: engine.fast_grids(guarded_stack(model), p),
@@ -198,6 +272,9 @@ def child(args: argparse.Namespace) -> None:
     warm = TraceProblem(ids[:6], span, answer, noise, False, ("hidden",), (), problem.window)
     if args.child.startswith("fast"):
         run(warm)
+    elif args.child == "plain_hooks":
+        for _ in range(3):
+            hf(ids[None].repeat(1 + SAMPLES, 1).to(hf.device), use_cache=False)
     else:  # warm the bridge up with a few forwards
         for _ in range(3):
             model.logits(ids[None].repeat(1 + SAMPLES, 1))
@@ -231,6 +308,13 @@ def child(args: argparse.Namespace) -> None:
     (Path(args.out) / f"{args.child}.json").write_text(json.dumps(info))
 
 
+def _as_grids(found: dict):
+    """The plain-hook result in the engines' `Grids` shape."""
+    from kelocate.locate.causal_trace.problem import Grids
+
+    return Grids(found["clean"], found["corrupted"], found["grids"])
+
+
 def _rows(text: str) -> tuple[int, ...] | None:
     return None if text == "all" else tuple(int(r) for r in text.split(","))
 
@@ -242,7 +326,10 @@ def _run_children(args: argparse.Namespace, shape: Shape, names: list[str]) -> d
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
-        build(shape, model_dir)
+        if shape.real:
+            model_dir = shape.real  # the real model, as kelocate.load_model finds it
+        else:
+            build(shape, model_dir)
         for name in names:
             cmd = [sys.executable, __file__, "--child", name, "--model", str(model_dir), "--out", tmp,
                    "--threads", str(args.threads), "--shape", shape.name, "--rows", args.rows]
@@ -301,6 +388,14 @@ def figures_of(args: argparse.Namespace, shape: Shape, results: dict[str, dict])
         }
     if "per_cell" in results and fast:
         figures["speedup_vs_per_cell"] = round(results["per_cell"]["seconds"] / fast["seconds"], 3)
+    plain = results.get("plain_hooks")
+    if plain and (fast or full):
+        ours = fast or full
+        figures["speedup_vs_plain_hooks"] = round(plain["seconds"] / ours["seconds"], 3)
+        figures["cpu_speedup_vs_plain_hooks"] = round(plain["cpu_seconds"] / ours["cpu_seconds"], 3)
+        figures["plain_hooks_max_abs_diff"] = _max_diff(ours, plain)
+    if plain and base:
+        figures["oracle_vs_plain_hooks"] = round(base["seconds"] / plain["seconds"], 3)
     if base and "per_cell" in results:
         figures["per_cell_vs_oracle_max_abs_diff"] = _max_diff(results["per_cell"], base)
     if full:
