@@ -210,7 +210,12 @@ def test_a_folder_of_another_study_is_refused(tmp_path, one_thread):
 SIX = ["WikiData_recent", "ZsRE", "WikiBio", "WikiData_counterfact", "ConvSent", "Sanitation"]
 ELEVEN = ["kn", "rome", "memit", "pmet", "alphaedit", "mend", "ft-l", "ft-m", "serac", "ice", "adalora"]
 SHIPPED = {  # config -> every setting it must produce that is not a default
-    "organism_knowedit": dict(methods=ELEVEN, tasks=SIX, cases=10),
+    "organism_knowedit": dict(methods=ELEVEN, tasks=SIX, cases=10, metrics=["kelocate", "easyedit"],
+                              requests="easyedit"),
+    "organism_mixed_sequential": dict(methods=["ft-l", "rome", "adalora", "mend", "memit", "alphaedit", "ft-m"],
+                                      tasks=["WikiData_recent", "ZsRE", "WikiData_counterfact"], cases=170,
+                                      mode="mixed", curve=[10, 100, 470], general=True, generation=False,
+                                      fluency=False),
     "organism_smoke": dict(methods=["kn", "rome", "memit", "ft-l", "ft-m", "ice", "adalora"], tasks=SIX, cases=2),
     "organism_sequential": dict(methods=["rome", "memit", "alphaedit", "ft-m"], tasks=["WikiData_counterfact"],
                                 cases=470, mode="sequential", n=470, curve=[1, 10, 100, 470], general=True,
@@ -414,3 +419,31 @@ def test_the_study_names_the_corpus_its_key_statistics_take(tmp_path):
     assert make_editor("memit", check_config(StudyConfig(tasks=["ZsRE"])), []).corpus is None  # the model's own
     with pytest.raises(KelocateError, match="corpus file .* does not exist"):
         check_config(StudyConfig(tasks=["ZsRE"], corpus=str(tmp_path / "missing.txt")))
+
+
+def test_a_train_split_that_is_also_a_test_file_trains_without_the_test_cases():
+    from kelocate.loading import load_model
+    from kelocate.studies.knowedit.plan import load_cases, task_files
+    from kelocate.studies.knowedit.training import tested_sources
+
+    organism = load_model(None)
+    path = task_files(check_config(StudyConfig(tasks=["ZsRE"])), organism)["ZsRE"]
+    config = check_config(StudyConfig(methods=["mend"], tasks=["ZsRE"], data="files", files={"ZsRE": path},
+                                      cases=5, train_on=["ZsRE"], train_files={"ZsRE": path}))
+    cases = load_cases(path, "ZsRE")
+    tested = tested_sources(config, path)
+    assert tested == {cases[i].source for i in selected(config, cases)} and len(tested) == 5
+    assert tested_sources(config, str(Path(path).parent / "elsewhere.json")) == set()
+
+
+def test_the_full_smollm2_config_runs_every_method_on_the_six_published_files():
+    path = STUDIES / "smollm2_knowedit_full.toml"
+    if not (path.parents[2] / "shared" / "data" / "knowedit").is_dir():
+        pytest.skip("the shared real data folder (../shared/data) is absent")
+    from kelocate.studies.knowedit.plan import study_methods
+
+    config = load_config(path)
+    assert config.methods == ELEVEN and config.tasks == SIX and config.cases == 10
+    assert config.metrics == ["kelocate", "easyedit"] and config.requests == "easyedit"
+    assert config.train_files["WikiData_counterfact"] == config.files["WikiData_counterfact"]  # a train split
+    assert "mend@WikiData_counterfact" in study_methods(config) and "serac@WikiData_counterfact" in study_methods(config)

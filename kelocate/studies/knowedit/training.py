@@ -37,6 +37,21 @@ def with_trained(config: StudyConfig, todo: Sequence[Unit], model, folder: Path,
     return dataclasses.replace(config, editors=editors)
 
 
+def tested_sources(config: StudyConfig, path: str | Path) -> set[tuple[str, int]]:
+    """The (file, index) of every case the study tests that comes from the file at `path` (a train split used
+    as a task's test file too: the published WikiData_counterfact and WikiData_recent files are train splits),
+    so that MEND and SERAC never train on the edits they are scored on."""
+    from kelocate.studies.knowedit.plan import selected
+
+    same = Path(path).resolve()
+    out: set[tuple[str, int]] = set()
+    for task, file in config.files.items():
+        if task in config.tasks and Path(file).resolve() == same:
+            cases = load_cases(file, task)
+            out |= {cases[i].source for i in selected(config, cases)}
+    return out
+
+
 def training_edits_of(cases: Sequence[EditCase]):
     """Training edits from loaded cases: each request, with its locality probes as neighbours
     (`kelocate.data.training.case_record`, as a KnowEdit file given to `kelocate train` is read)."""
@@ -62,7 +77,11 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
 
         path = (config.train_files.get(train_task) if config is not None else None) or \
             organism_split_file(model, train_task, "train")
-        examples = training_edits_of(load_cases(path, train_task))
+        cases = load_cases(path, train_task)
+        tested = tested_sources(config, path) if config is not None else set()
+        examples = training_edits_of([c for c in cases if c.source not in tested])
+        if tested:
+            log(f"{len(tested)} cases of {Path(path).name} are the study's test cases: left out of training")
     elif not model.provenance.is_organism:
         raise KelocateError(f"{base} needs a trained checkpoint for this model: set [editors.{base}] {TRAINED} = "
                             f"\"DIR\" (see `kelocate train {base}`)")
