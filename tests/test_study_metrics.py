@@ -170,7 +170,7 @@ def test_convsent_edits_ask_for_the_opposite_of_the_opinion_the_model_holds(tiny
 
 def test_perplexity_equals_a_token_by_token_loop(tiny_model):
     from kelocate.data.general import GeneralSet
-    from kelocate.studies.knowedit.general import general_ability, perplexity
+    from kelocate.studies.knowedit.general import GeneralMeasure, general_ability, perplexity
 
     texts = ["SMAP was created in Japan", "the river is located in Berlin"]
     nll, count = 0.0, 0
@@ -181,7 +181,7 @@ def test_perplexity_equals_a_token_by_token_loop(tiny_model):
             nll -= float(logits.log_softmax(-1)[ids[t]])
             count += 1
     assert perplexity(tiny_model, texts) == pytest.approx(math.exp(nll / count), rel=1e-4)
-    got = general_ability(tiny_model, GeneralSet((("SMAP was created in", "Japan"),), tuple(texts)))
+    got = general_ability(tiny_model, GeneralMeasure(GeneralSet((("SMAP was created in", "Japan"),), tuple(texts))))
     assert set(got) == {"general_recall", "general_perplexity"} and 0 <= got["general_recall"] <= 1
 
 

@@ -106,7 +106,9 @@ def register(app: typer.Typer) -> None:
         results: Path = typer.Argument(..., help="The --out folder of `kelocate study run` (or its results.jsonl)."),
         out: Path = typer.Option(None, "--out", help="Folder for the tables (default: RESULTS/report)."),
     ) -> None:
-        """The Table 4 analog: methods x tasks x metrics, teacher-forced and generation columns side by side."""
+        """The Table 4 analog: methods x tasks x metrics, teacher-forced and generation columns side by side,
+        and (published.md) kelocate's cells beside the published Table 4, the ordering agreement and the
+        paper's findings."""
         from kelocate.studies.knowedit.report import aggregate, markdown, write_report
         from kelocate.studies.knowedit.store import read_results
 
@@ -114,5 +116,5 @@ def register(app: typer.Typer) -> None:
         folder = out or (results if results.is_dir() else results.parent) / "report"
         paths = write_report(rows, folder)
         console.print(markdown(aggregate(rows), sub_types=False), highlight=False, markup=False)
-        extra = f", {paths['failures']}" if "failures" in paths else ""
+        extra = "".join(f", {paths[k]}" for k in ("published", "failures") if k in paths)
         console.print(f"written: {paths['markdown']}, {paths['csv']}{extra}", highlight=False)
