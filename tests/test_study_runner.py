@@ -446,4 +446,24 @@ def test_the_full_smollm2_config_runs_every_method_on_the_six_published_files():
     assert config.methods == ELEVEN and config.tasks == SIX and config.cases == 10
     assert config.metrics == ["kelocate", "easyedit"] and config.requests == "easyedit"
     assert config.train_files["WikiData_counterfact"] == config.files["WikiData_counterfact"]  # a train split
-    assert "mend@WikiData_counterfact" in study_methods(config) and "serac@WikiData_counterfact" in study_methods(config)
+    assert {"mend@WikiData_counterfact", "serac@WikiData_counterfact"} <= set(study_methods(config))
+
+
+def test_a_study_request_carries_no_evaluation_rephrasing_so_kn_locates_on_the_prompt_alone():
+    from kelocate.locate_then_edit import locate_neurons
+    from kelocate.studies.knowedit.unit import make_editor, request_of
+
+    case = EditCase("ZsRE", "SMAP", "SMAP was created in", "France", "Japan", rephrase="SMAP originated in",
+                    source=("f", 0))
+    assert request_of(case).paraphrases == ()  # once the rephrasing rephrase_tf scores: KN located on it
+    from kelocate.loading import load_model
+
+    organism = load_model(None)
+    from kelocate.organism.datasets import organism_general_set, organism_world
+
+    prompt, answer = organism_general_set(organism, organism_world(organism, "needs it"), (), n=1).facts[0]
+    known = EditCase("ZsRE", prompt.split()[0], prompt, "x", answer, rephrase=prompt + " indeed", source=("f", 1))
+    _, origin = locate_neurons(organism, request_of(known))
+    assert origin["prompts"] == [prompt]
+    pool = make_editor("ike", check_config(StudyConfig(methods=["ike"], tasks=["ZsRE"])), [case]).pool
+    assert pool[0].paraphrases == ("SMAP originated in",)  # IKE's demonstrations of OTHER cases keep theirs
