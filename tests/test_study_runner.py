@@ -467,3 +467,14 @@ def test_a_study_request_carries_no_evaluation_rephrasing_so_kn_locates_on_the_p
     assert origin["prompts"] == [prompt]
     pool = make_editor("ike", check_config(StudyConfig(methods=["ike"], tasks=["ZsRE"])), [case]).pool
     assert pool[0].paraphrases == ("SMAP originated in",)  # IKE's demonstrations of OTHER cases keep theirs
+
+
+def test_the_shipped_table5_config_names_the_papers_benchmarks_as_lm_eval_knows_them():
+    path = STUDIES / "smollm2_general_ability.toml"
+    if not (path.parents[2] / "shared" / "data" / "knowedit").is_dir():
+        pytest.skip("the shared real data folder (../shared/data) is absent")
+    config = load_config(path)
+    assert config.mode == "sequential" and config.n == 5 and config.general
+    lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
+    known = set(lm_eval_tasks.TaskManager().all_tasks)
+    assert set(config.harness_tasks) <= known  # every name resolves in lm-eval's own registry
