@@ -14,7 +14,9 @@ from pathlib import Path
 from kelocate.atomic import write_text
 
 COLUMNS = ("edit_tf", "edit_gen", "rephrase_tf", "rephrase_gen", "portability_tf", "portability_gen", "locality_tf",
-           "fluency", "sentiment_gen", "kl_other_topics")
+           "fluency", "sentiment_gen", "kl_other_topics",
+           # the easyedit profile's (`easyedit_metrics.py`), fractions here, x100 in published.md
+           "ee.edit", "ee.portability", "ee.locality", "ee.fluency", "ee.sentiment", "ee.kl")
 
 
 def aggregate(rows: Sequence[dict]) -> list[dict]:
