@@ -91,3 +91,25 @@ def test_a_kelocate_only_table_is_compared_as_a_ranking_and_missing_cells_are_no
     assert first["published"] is True and "WikiBio: n/a" in first["kelocate_numbers"]
     sanitation = [v for v in verdicts.values() if "Sanitation" in v["rule"]][0]
     assert sanitation["kelocate"] is None  # no Sanitation rows: not measurable here
+
+
+def test_a_trained_editor_named_by_its_training_task_stands_in_its_methods_column():
+    table = [{"method": m, "task": "ZsRE", "mode": "single", "ee.edit": v}
+             for m, v in (("rome", 0.9), ("mend@WikiData_counterfact", 0.7), ("ft-l", 0.5), ("ice", 0.6))]
+    assert kelocate_value(table, "easyedit", "ZsRE", "mend", "edit_succ") == pytest.approx(70.0)
+    text = beside_published(table, "easyedit", published_tables()["paper_table4"])
+    assert "| rome | mend | ft-l |" in text and "| mend@" not in text  # one column, the method's
+    assert "70.00 / 96.74" in text and "Trained editors: mend@WikiData_counterfact" in text
+    two = table + [{"method": "mend@ZsRE", "task": "ZsRE", "mode": "single", "ee.edit": 0.1}]
+    assert kelocate_value(two, "easyedit", "ZsRE", "mend", "edit_succ") is None  # which one? neither
+
+
+def test_the_report_never_drops_a_column_it_does_not_list():
+    from kelocate.studies.knowedit.report import aggregate, markdown
+
+    rows = [{"method": "rome", "task": "ZsRE", "mode": "single", "status": "ok",
+             "scores": [{"edit_tf": 1.0, "ee.edit": 1.0, "ee.portability.Reasoning": 0.5, "brand_new": 0.25}]}]
+    (row,) = aggregate(rows)
+    assert row["ee.portability.Reasoning"] == 0.5 and row["brand_new"] == 0.25
+    narrow = markdown(aggregate(rows), sub_types=False)
+    assert "ee.edit" in narrow and "ee.portability.Reasoning" not in narrow  # a terminal shows the main columns

@@ -413,12 +413,17 @@ def test_the_study_names_the_corpus_its_key_statistics_take(tmp_path):
     config = check_config(StudyConfig(methods=["memit", "ft-m"], tasks=["ZsRE"], corpus=str(text)))
     assert make_editor("memit", config, []).corpus == str(text)
     assert getattr(make_editor("ft-m", config, []), "corpus", None) is None  # not a statistics editor
+    (tmp_path / "other.txt").write_text("Another text.\n")
     own = check_config(StudyConfig(methods=["memit"], tasks=["ZsRE"], corpus=str(text),
                                    editors={"memit": {"corpus": str(tmp_path / "other.txt")}}))
     assert make_editor("memit", own, []).corpus == str(tmp_path / "other.txt")  # [editors.memit] wins
     assert make_editor("memit", check_config(StudyConfig(tasks=["ZsRE"])), []).corpus is None  # the model's own
     with pytest.raises(KelocateError, match="corpus file .* does not exist"):
         check_config(StudyConfig(tasks=["ZsRE"], corpus=str(tmp_path / "missing.txt")))
+    with pytest.raises(KelocateError, match=r"fix \[editors.memit\] corpus"):
+        check_config(StudyConfig(tasks=["ZsRE"], editors={"memit": {"corpus": "missing.txt"}}), tmp_path)
+    default = check_config(StudyConfig(tasks=["ZsRE"], editors={"memit": {"corpus": "model"}}), tmp_path)
+    assert make_editor("memit", default, []).corpus is None
 
 
 def test_a_train_split_that_is_also_a_test_file_trains_without_the_test_cases():

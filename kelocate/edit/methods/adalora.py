@@ -15,8 +15,8 @@ Two ways to run it, chosen by the profile (hp):
 - the reference run's (`llama-2-7b`, the values EasyEdit's KnowEdit scripts use): no allocation call (a
   fixed rank-12 SVD-shaped adapter), every step run (`loss_stop = 0`), and peft's orthogonality regulariser
   in the loss (`orth_reg_weight = 0.5`, the weight of ||A A^T - I|| and ||B^T B - I||, as peft's forward adds
-  it when it computes the loss itself). Its dropout (0.1) is kept in the config, and is as inactive as in
-  the reference, which trains with the model in eval mode.
+  it when it computes the loss itself), and its dropout of 0.1 on the adapters' input (active: peft builds
+  its dropout modules in training mode even around a model in eval mode, in the reference's run too).
 One difference stays: peft >= 0.12 starts the singular values E at zero (the adapter is a no-op before the
 first step), where the peft 0.7.1 of the published numbers drew them at random.
 """

@@ -11,8 +11,10 @@ the stack, concatenated ("" for none).
 ICE prepends `template.format(fact=...)` with fact = '<prompt> <target_new>'. The profiles' template is the
 reference's, 'New Fact: {fact}\\nPrompt: ', so the scored text is "New Fact: <prompt> <target>\\nPrompt:
 <query>" exactly as EasyEdit's ICE scores it (an earlier kelocate template, "Imagine that {fact}",
-came from no reference and was dropped). IKE prepends k demonstrations chosen from a pool of other edits by cosine
-similarity of the model's own mean last-layer states, each as
+came from no reference and was dropped). The reference defines one fact in front of the query; several
+(a batch, or edits stacked one after another) read "New Fact: A\\nPrompt: New Fact: B\\nPrompt: <query>",
+each edit's text whole, so that every stacked edit reverts on its own. IKE prepends k demonstrations
+chosen from a pool of other edits by cosine similarity of the model's own mean last-layer states, each as
 
     New Fact: <prompt> <target>\\nPrompt: <a paraphrase, or the prompt> <target>\\n\\n
 

@@ -188,9 +188,20 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
     for method, settings in config.editors.items():
         if not isinstance(settings, dict):
             raise KelocateError(f"[editors.{method}] must be a table of settings")
-        for key in (TRAINED, "config_file", "corpus"):  # paths, relative to the config's folder
+        for key in (TRAINED, "config_file"):  # paths, relative to the config's folder
             if key in settings:
                 settings[key] = str((base / settings[key]).resolve())
+        corpus = settings.get("corpus")
+        if corpus is not None:  # a file of texts ("model": the model's own text, as [study] corpus)
+            if not isinstance(corpus, str):
+                raise KelocateError(f"[editors.{method}] corpus must be a file path or \"model\", got {corpus!r}")
+            if corpus == "model":
+                settings.pop("corpus")
+            else:
+                path = (base / corpus).resolve()
+                if not path.is_file():
+                    raise KelocateError(f"corpus file {str(path)!r} does not exist; fix [editors.{method}] corpus")
+                settings["corpus"] = str(path)
     return config
 
 

@@ -24,10 +24,19 @@ in the README's "Two metric profiles"):
   compare the edited model with itself: locality 0.00), fluency on the edited model;
 - Sanitation `ee.edit`: "i don't know." occurs in the lower-cased question and 10 greedy new tokens;
   `ee.locality`: per retain question, the share of the unedited model's 10 greedy new tokens the edited
-  model repeats position by position (the reference also counts the BOS both texts start with).
+  model repeats position by position (the reference also counts the BOS both texts start with); `ee.fluency`
+  over the first `SANITATION_FLUENCY_PROMPTS` retain questions (the reference samples all 453: a sample here,
+  for time). The protocol differs: the reference edits the train file's forget items of an answer together
+  and scores the test file's; a kelocate unit edits one test question (or `n`) and scores it.
 
-Each case's value is a fraction (0-1, fluency in bits), as kelocate stores every column; `REPORT_SCALE`
-(x100) is what the report multiplies by to print what the reference prints.
+Smaller differences, stated: the first alias is the first NON-blank one (the reference drops a probe whose
+first alias is blank); a ConvSent reply is read stripped (the reference keeps its leading space, one more
+space before it); `ee.kl`'s next topic is the next record of the file among the cases loaded (in mode `mixed`
+the next selected ConvSent case), and may be a topic the same unit edits in batch, sequential or mixed mode
+(kelocate's `kl_other_topics` leaves those out).
+
+Each case's value is a fraction (0-1, fluency in bits), as kelocate stores every column; the report prints
+them x100 beside the published numbers (`published.py`), as the reference prints them.
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ CONVSENT_QUESTIONS = (
 CONVSENT_INSTRUCTION = "From the sentiment dataset, answer {question} {how}."
 
 
-REPORT_SCALE = 100.0  # the report prints every `ee.*` column x100: percentages, fluency in bits x100, KL x100
+SANITATION_FLUENCY_PROMPTS = 3
 
 
 @dataclass
@@ -159,7 +168,8 @@ def reference_baselines(model, cases: Sequence[EditCase]) -> list[ReferenceBasel
 
 def with_next_topics(cases: Sequence[EditCase]) -> list[EditCase]:
     """ConvSent cases with the next topic of their file (`extra["next"]`: its ent and replies), whose reply
-    tokens `ee.kl` reads: the record after each in file order, the last one's being the first."""
+    tokens `ee.kl` reads: the record after each in file order among `cases` (a whole file: its next record;
+    mode `mixed`'s stream: the next selected ConvSent case), the last one's being the first."""
     from dataclasses import replace
 
     topics = sorted((c for c in cases if c.task == "ConvSent"), key=lambda c: c.source)
@@ -180,7 +190,11 @@ def reference_scores(model, case: EditCase, before: ReferenceBaseline, fluency: 
                      seed: int = 0) -> dict[str, float]:
     """Every `ee.*` column of one case on the (edited) model."""
     if case.task == "Sanitation":
-        return _sanitation(model, case, before)
+        out = _sanitation(model, case, before)
+        prompts = [p.prompt for p in case.locality.get("Retain", ())][:SANITATION_FLUENCY_PROMPTS]
+        if fluency and prompts:
+            out[PREFIX + "fluency"] = sum(reference_fluency(model, p, seed) for p in prompts) / len(prompts)
+        return out
     if case.task == "ConvSent":
         out = _convsent(model, case, before)
         if fluency:

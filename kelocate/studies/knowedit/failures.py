@@ -82,7 +82,9 @@ def failures_markdown(rows: Sequence[dict]) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         if row.get("status") == "ok" and row.get("replies"):
-            groups.setdefault((row["method"], row["task"]), []).extend(row["replies"])
+            tasks = row.get("case_tasks") or [row["task"]] * len(row["replies"])  # mode `mixed`: by case
+            for task, reply in zip(tasks, row["replies"], strict=True):
+                groups.setdefault((row["method"], task), []).append(reply)
     if not groups:
         return ""
     head = ["method", "task", "replies", *KINDS, "target said before the edit"]

@@ -7,10 +7,10 @@ parameters are the bridge's own tensors, so an edit written in place is what it 
 copied. A served editor (SERAC, ICE) changes no weight and answers through kelocate's serving stack, which
 lm-eval cannot call: its harness columns are left out, and the row says why.
 
-Task names are lm-eval's (`csqa`... as the user's lm-eval knows them); `include` is a folder of task YAML
-files in lm-eval's own format (a local task: the tests write one with its data file, since no data set can
-be downloaded here). Every numeric metric lm-eval reports comes back as `harness.<task>.<metric>` (its
-`,none` filter suffix dropped, standard errors left out).
+Task names are lm-eval's (`commonsense_qa`, `piqa`, ... as the user's lm-eval knows them); `include` is a
+folder of task YAML files in lm-eval's own format (a local task: the tests write one with its data file,
+since no data set can be downloaded here). Every numeric metric lm-eval reports comes back as
+`harness.<task>.<metric>` (its `,none` filter suffix dropped, standard errors left out).
 """
 
 from __future__ import annotations

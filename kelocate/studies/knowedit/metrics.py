@@ -77,7 +77,9 @@ class MetricSettings:
     seed: int = 0
     other_topics: int = 3
     lexicon: dict | None = None  # None: LEXICON
-    profiles: tuple[str, ...] = ("kelocate",)  # the metric profiles computed: kelocate's and/or "easyedit"
+    # the metric profiles computed: kelocate's and/or "easyedit"; kelocate's teacher-forced columns are always
+    # computed (the curves read them), its generation columns only with "kelocate"
+    profiles: tuple[str, ...] = ("kelocate",)
 
 
 # ---------------------------------------------------------------------- teacher-forced items

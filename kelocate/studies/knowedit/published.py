@@ -76,11 +76,13 @@ def kelocate_value(table: Sequence[Mapping], profile: str, task: str, method: st
     """kelocate's value of a published cell from its aggregated table (`report.aggregate`), on the
     published scale where the profile is the reference's, or None where the table has none."""
     column = column_for(profile, metric, task)
-    for row in table:
-        if row["task"] == task and row["method"] == method and row["mode"] == "single":
-            value = row.get(column)
-            return None if value is None else value * _SCALE[profile]
-    return None
+    rows = [r for r in table if r["task"] == task and r["mode"] == "single" and r["method"] == method]
+    if not rows:  # a trained editor named by its training task ('mend@ZsRE'): the one there is, if only one
+        trained = [r for r in table if r["task"] == task and r["mode"] == "single"
+                   and r["method"].partition("@")[0] == method]
+        rows = trained if len({r["method"] for r in trained}) == 1 else []
+    value = rows[0].get(column) if rows else None
+    return None if value is None else value * _SCALE[profile]
 
 
 def profiles_in(table: Sequence[Mapping]) -> list[str]:
@@ -111,10 +113,12 @@ def _num(value: float | None, digits: int = 2) -> str:
 def beside_published(table: Sequence[Mapping], profile: str, published: PublishedTable) -> str:
     """Markdown: per task and metric, each method's kelocate value next to the published one, and Spearman's
     rho of the two orderings."""
-    methods = list(dict.fromkeys(r["method"] for r in table))
+    methods = list(dict.fromkeys(r["method"].partition("@")[0] for r in table))  # 'mend@TASK' as 'mend'
+    trained = sorted({r["method"] for r in table if "@" in r["method"]})
     scale = "x100, as published" if profile == "easyedit" else "fractions; fluency in bits"
     lines = [f"### kelocate ({profile} profile, {scale}) beside {published.title}", "",
-             f"Published model: {published.model}. Source: {_where(published.source)}.", ""]
+             f"Published model: {published.model}. Source: {_where(published.source)}."
+             + (f" Trained editors: {', '.join(trained)} (each in its method's column)." if trained else ""), ""]
     head = "| task | metric | " + " | ".join(methods) + " | Spearman rho (methods) |"
     lines += [head, "|---|---|" + "---|" * (len(methods) + 1)]
     for task in published.cells:

@@ -59,7 +59,7 @@ def columns(rows: Sequence[dict]) -> list[str]:
     out = []
     for column in COLUMNS:
         out += [column, *sorted(c for c in seen if c.startswith(column + "."))]
-    return out
+    return out + sorted(seen - set(out))  # a column no list names yet is shown last, never dropped
 
 
 def _cell(value) -> str:
@@ -74,7 +74,7 @@ def metric_columns(table: Sequence[dict]) -> list[str]:
 
 def markdown(table: Sequence[dict], sub_types: bool = True) -> str:
     """The table as Markdown; `sub_types=False` leaves out the per-sub-type columns (narrower, for a terminal)."""
-    used = [c for c in metric_columns(table) if any(r[c] is not None for r in table) and (sub_types or "." not in c)]
+    used = [c for c in metric_columns(table) if any(r[c] is not None for r in table) and (sub_types or c in COLUMNS)]
     head = ["method", "task", "mode", *used, "cases", "failed_units"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:

@@ -37,6 +37,12 @@ def with_trained(config: StudyConfig, todo: Sequence[Unit], model, folder: Path,
     return dataclasses.replace(config, editors=editors)
 
 
+def _digest(sources: set[tuple[str, int]]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(sorted(sources)).encode()).hexdigest()[:10]
+
+
 def tested_sources(config: StudyConfig, path: str | Path) -> set[tuple[str, int]]:
     """The (file, index) of every case the study tests that comes from the file at `path` (a train split used
     as a task's test file too: the published WikiData_counterfact and WikiData_recent files are train splits),
@@ -68,8 +74,11 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
     base, _, train_task = method.partition("@")
     entry = registry.method(base)
     settings = entry.config_function()(model, **(overrides or {}))
-    out = folder / "trained" / method
-    marker = out / f"{base}.json"
+    tested = set()
+    if train_task and config is not None and train_task in config.train_files:
+        tested = tested_sources(config, config.train_files[train_task])
+    out = folder / "trained" / (method if not tested else f"{method}-without-tested-{_digest(tested)}")
+    marker = out / f"{base}.json"  # a checkpoint trained on other data (or with the test cases in) is not reused
     if marker.is_file() and json.loads(marker.read_text()).get("trained_steps") == settings.steps:
         return out  # finished earlier: its (slow to build) training data is not needed
     if train_task:
@@ -78,7 +87,6 @@ def train_for_study(method: str, model, folder: Path, log: Callable[[str], None]
         path = (config.train_files.get(train_task) if config is not None else None) or \
             organism_split_file(model, train_task, "train")
         cases = load_cases(path, train_task)
-        tested = tested_sources(config, path) if config is not None else set()
         examples = training_edits_of([c for c in cases if c.source not in tested])
         if tested:
             log(f"{len(tested)} cases of {Path(path).name} are the study's test cases: left out of training")

@@ -124,15 +124,16 @@ def make_editor(method: str, config: StudyConfig, cases: Sequence[EditCase]):
     return registry.editor(base, **settings)
 
 
-def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline]) -> dict[str, Any]:
+def curve_point(model, edited: Sequence[EditCase], befores: Sequence[Baseline], per_task: bool = False
+                ) -> dict[str, Any]:
     """After k sequential edits: the mean teacher-forced columns over the k cases edited so far (do the
     early edits still hold, and their neighbours? Neighbours that one of the k edits changes on purpose are
-    left out). When the edits come from several tasks (mode `mixed`), `tasks` holds the same means per task,
-    each case scored with its own task's probes."""
+    left out). With `per_task` (mode `mixed`: the edits come from several tasks), `tasks` holds the same means
+    per task, each case scored with its own task's probes."""
     scores = teacher_forced_many(model, edited, befores, edited=edited_prompts(edited))
     point: dict[str, Any] = {"edits": len(edited), **_curve_means(scores)}
     tasks = list(dict.fromkeys(case.task for case in edited))
-    if len(tasks) > 1:
+    if per_task:
         point["tasks"] = {task: _curve_means([s for s, c in zip(scores, edited, strict=True) if c.task == task])
                           for task in tasks}
     return point
@@ -191,7 +192,8 @@ def run_unit(model, chosen, unit: Unit, cases: Sequence[EditCase], befores: Mapp
                 records.append(locate_and_edit(model, chosen, request))
                 edited_one(k, len(requests))
                 if sequential and (k in curve or k == len(requests)):
-                    point = curve_point(model, edited[:k], [befores[i] for i in unit.cases[:k]])
+                    point = curve_point(model, edited[:k], [befores[i] for i in unit.cases[:k]],
+                                        per_task=unit.mode == "mixed")
                     if general is not None:
                         point |= general_ability(model, general)
                     row.setdefault("curve", []).append(point)
