@@ -57,7 +57,7 @@ def test_the_orthogonality_penalty_is_what_pefts_forward_adds_to_its_own_loss(ti
     plain = torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:])
     penalty = orthogonality_penalty(wrapped).detach()
     assert float(penalty) > 0.1  # random A and B: far from orthogonal, so the comparison says something
-    assert float(out.loss) == __import__("pytest").approx(float(plain + 0.5 * penalty), rel=1e-5)
+    assert float(out.loss.detach()) == __import__("pytest").approx(float(plain.detach() + 0.5 * penalty), rel=1e-5)
     wrapped.merge_and_unload()
 
 
