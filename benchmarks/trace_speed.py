@@ -255,7 +255,7 @@ def child(args: argparse.Namespace) -> None:
                          f"expected {shape.n_tokens} and {shape.span}")
     answer = int(model.logits(ids)[0, -1].argmax())
     sigma = float(model.hf.get_input_embeddings().weight.detach().float().std())
-    noise = draw_noise(SAMPLES, 3, model.d_model, "gaussian", 1) * 3 * sigma
+    noise = draw_noise(SAMPLES, span[1] - span[0], model.d_model, "gaussian", 1) * 3 * sigma
     rows = None if args.child == "fast_full" else _rows(args.rows)
     problem = TraceProblem(ids, span, answer, noise, False, KINDS, (), default_window(model.n_layers), rows)
     if args.child == "plain_hooks":  # a plain HF model of the same weights: nothing of kelocate in the loop
@@ -440,7 +440,8 @@ def report(args: argparse.Namespace, shape: Shape, results: dict[str, dict], fig
     units = _units(shape, info, _rows(args.rows))
     rows = "all rows" if args.rows == "all" else f"rows {args.rows}"
     print()
-    print(f"causal tracing, {shape.describe()}, {shape.n_tokens} tokens, subject 1..3, {SAMPLES} samples, "
+    first, last = shape.span[0], shape.span[1] - 1
+    print(f"causal tracing, {shape.describe()}, {shape.n_tokens} tokens, subject {first}..{last}, {SAMPLES} samples, "
           f"kinds {'/'.join(KINDS)}, window {info['window']}, {args.threads} threads, "
           f"{figures['device']} {figures['dtype']}")
     base = results.get("oracle")
