@@ -173,15 +173,9 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
         config.harness_include = str(folder)
     for key in ("general_facts", "general_text"):
         if getattr(config, key) is not None:
-            path = (base / getattr(config, key)).resolve()
-            if not path.is_file():
-                raise KelocateError(f"{key} file {str(path)!r} does not exist; fix [study] {key}")
-            setattr(config, key, str(path))
+            setattr(config, key, _existing_file(base, getattr(config, key), key, f"[study] {key}"))
     if config.corpus != "model":
-        path = (base / config.corpus).resolve()
-        if not path.is_file():
-            raise KelocateError(f"corpus file {str(path)!r} does not exist; fix [study] corpus (or \"model\")")
-        config.corpus = str(path)
+        config.corpus = _existing_file(base, config.corpus, "corpus", "[study] corpus (or \"model\")")
     for path in config.files.values():
         if not Path(path).is_file():
             raise KelocateError(f"task file {path!r} does not exist; fix [study] files")
@@ -198,11 +192,16 @@ def check_config(config: StudyConfig, base: Path = Path(".")) -> StudyConfig:
             if corpus == "model":
                 settings.pop("corpus")
             else:
-                path = (base / corpus).resolve()
-                if not path.is_file():
-                    raise KelocateError(f"corpus file {str(path)!r} does not exist; fix [editors.{method}] corpus")
-                settings["corpus"] = str(path)
+                settings["corpus"] = _existing_file(base, corpus, "corpus", f"[editors.{method}] corpus")
     return config
+
+
+def _existing_file(base: Path, value: str, name: str, where: str) -> str:
+    """`value` resolved against the config's folder; one line of error naming the setting when no file is there."""
+    path = (base / value).resolve()
+    if not path.is_file():
+        raise KelocateError(f"{name} file {str(path)!r} does not exist; fix {where}")
+    return str(path)
 
 
 def same_config(saved: Mapping[str, Any], resolved: Mapping[str, Any]) -> bool:

@@ -105,21 +105,21 @@ def _joint(model, prompt: str, target: str) -> tuple[list[int], int]:
     return ids, len(model.encode(prompt).ids)
 
 
-@torch.no_grad()
 def predicted_tokens(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 32
                      ) -> list[tuple[list[int], list[int]]]:
     """(argmax token before each target position, target token) of every (prompt, target), as the reference's
-    teacher-forced scorer reads them."""
-    from kelocate.model.tokens import pad_batch
+    teacher-forced scorer reads them: the floor's batched scorer (`score_ids`) over the reference's token
+    split. An empty target span gives two empty lists (its accuracy is NaN: the reference drops it)."""
+    from kelocate.model.scoring import score_ids
 
     rows = [_joint(model, p, t) for p, t in zip(prompts, targets, strict=True)]
-    out = []
-    for lo in range(0, len(rows), batch_size):
-        chunk = rows[lo:lo + batch_size]
-        ids, mask = pad_batch([torch.tensor(r) for r, _ in chunk], model.pad_id)
-        argmax = model.logits(ids.to(model.device), mask.to(model.device)).argmax(-1).cpu()
-        for i, (row, start) in enumerate(chunk):
-            out.append((argmax[i, start - 1:len(row) - 1].tolist(), row[start:]))
+    scored = [i for i, (row, start) in enumerate(rows) if len(row) > start]
+    scores = score_ids(model.logits, [rows[i][0][:rows[i][1]] for i in scored],
+                       [rows[i][0][rows[i][1]:] for i in scored], model.pad_id, batch_size, model.device) \
+        if scored else []
+    out: list[tuple[list[int], list[int]]] = [([], []) for _ in rows]
+    for i, score in zip(scored, scores, strict=True):
+        out[i] = (list(score.predicted), list(score.target_ids))
     return out
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from kelocate.studies.numbers import fmt
+
 METRICS = ("edit_succ", "portability", "locality", "fluency")
 FACT_TASKS = ("WikiData_recent", "ZsRE", "WikiBio", "WikiData_counterfact")
 # kelocate's column for each published metric, per profile and task ('*' for every other task)
@@ -106,10 +108,6 @@ def spearman(ours: Mapping[str, float], theirs: Mapping[str, float]) -> tuple[fl
     return (None if math.isnan(rho) else rho), len(common)
 
 
-def _num(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def beside_published(table: Sequence[Mapping], profile: str, published: PublishedTable) -> str:
     """Markdown: per task and metric, each method's kelocate value next to the published one, and Spearman's
     rho of the two orderings."""
@@ -129,9 +127,9 @@ def beside_published(table: Sequence[Mapping], profile: str, published: Publishe
                 continue
             rho, n = spearman({m: v for m, v in ours.items() if v is not None},
                               {m: v for m, v in theirs.items() if v is not None})
-            cells = [f"{_num(ours[m])} / {_num(theirs[m])}" for m in methods]
+            cells = [f"{fmt(ours[m], '.2f')} / {fmt(theirs[m], '.2f')}" for m in methods]
             lines.append(f"| {task} | {column_for(profile, metric, task)} | " + " | ".join(cells)
-                         + f" | {_num(rho)} ({n}) |")
+                         + f" | {fmt(rho, '.2f')} ({n}) |")
     lines += ["", "(cells: kelocate / published; '-' where one side has no value)", ""]
     return "\n".join(lines)
 

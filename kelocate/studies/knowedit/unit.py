@@ -58,7 +58,8 @@ def task_state(config: StudyConfig, model, cases: Sequence[EditCase], settings: 
     if opinions and config.requests == "easyedit":  # the reference's instruction, a seeded direction
         from kelocate.studies.knowedit.easyedit_metrics import convsent_request
 
-        cases = [convsent_request(c, config.seed) if i in set(opinions) else c for i, c in enumerate(cases)]
+        asked = set(opinions)
+        cases = [convsent_request(c, config.seed) if i in asked else c for i, c in enumerate(cases)]
     elif opinions:
         from kelocate.studies.knowedit.metrics import against_held_opinions, lexicon_for
 
