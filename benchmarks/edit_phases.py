@@ -240,6 +240,39 @@ def run(args) -> dict:
     first = next(iter(generation.values()))
     out["generate_speedup_vs_uncached"] = round(first["speedup"], 2)
     out["generate_tokens_equal"] = all(g["tokens_equal"] for g in generation.values())
+    out |= hardware_floors(model, cases["counterfact"][0], rome.get("fast"), first, args.generate_tokens)
+    return out
+
+
+def hardware_floors(model, case, rome_fast: dict | None, generation: dict, n_tokens: int) -> dict:
+    """The machine's floors (`floors.py`) beside the measured times: ROME's target steps against their matrix
+    FLOPs at this machine's matrix rate, cached decoding against reading the weights once per token."""
+    import floors
+
+    from kelocate.edit.keys import templates_for
+    from kelocate.edit.registry import editor
+    from kelocate.studies.knowedit.unit import request_of
+
+    out = {}
+    per_token = floors.decode_floor_per_token(model)
+    best = generation["uncached_s"] / (n_tokens * per_token)
+    out |= {"decode_floor_s_per_token": round(per_token, 4), "generate_floor_speedup": round(best, 2),
+            "cached_s_per_token": round(generation["cached_s"] / n_tokens, 4)}
+    print(f"decoding floor (every weight read once per token): {per_token * 1e3:.1f} ms/token; cached decoding "
+          f"{generation['cached_s'] / n_tokens * 1e3:.1f} ms/token; the most any cached decoder could be faster "
+          f"than the uncached loop here: {best:.1f}x")
+    if rome_fast is not None and rome_fast.get("target_steps"):
+        rome = editor("rome")
+        hp = rome.hparams(model)
+        layer = hp["layers"][0]
+        step = floors.rome_step_floor(model, request_of(case), layer, templates_for(model, hp), hp)
+        steps = sum(rome_fast["target_steps"])
+        floor = steps * step["seconds"]
+        out |= {"rome_target_s": round(rome_fast["target"], 3), "rome_target_floor_s": round(floor, 3),
+                "rome_step_gflop": round(step["flops"] / 1e9, 1), "matmul_gflop_s": round(step["rate"] / 1e9, 1)}
+        print(f"ROME target optimisation: {steps} steps of {step['flops'] / 1e9:.1f} GFLOP of matrix products "
+              f"({step['rows']} rows, {step['positions']} positions); at this machine's "
+              f"{step['rate'] / 1e9:.0f} GFLOP/s that is at least {floor:.2f} s; measured {rome_fast['target']:.2f} s")
     return out
 
 

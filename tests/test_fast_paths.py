@@ -3,8 +3,9 @@
 - target optimisation: the block runner over cached prefixes (`engine="stack"`) vs a whole bridge forward
   per step (`engine="bridge"`): the same loss at every step and the same deltas, for every site kind an
   editor optimises (ROME's 'mlp', MEMIT's 'hidden', PMET's 'attn' + 'mlp') and both edit tokens;
-- decoding: greedy tokens from the key/value cache on the plain HF twin equal the uncached argmax loop over
-  the bridge token for token, and a sampled loop sees the same logits at every step;
+- decoding: greedy tokens from each cached decoder (the block runner's, `stack_decoding`, the default; HF's
+  cache on the plain twin) equal the uncached argmax loop over the bridge token for token, and a sampled loop
+  sees the same logits at every step;
 - the twin stands in for the bridge only where nothing differs (no hook attached, the same tensors).
 
 Tolerances: two float32 paths that reorder sums differ by ~1e-6 relative per forward (tests/tolerances.py).
@@ -26,7 +27,10 @@ from kelocate.edit.target import optimize_target
 from kelocate.model import sampling
 from kelocate.model.sites import Patch, bridge_has_hooks, patching, site
 from kelocate.model.stack import plain_paths
-from kelocate.model.twin import trusted_twin
+from kelocate.model.stack_decoding import StackDecoder, stack_decoding_step
+from kelocate.model.twin import decoding_step, trusted_twin
+
+CACHED_DECODERS = {"stack": stack_decoding_step, "twin": decoding_step}
 
 DELTA_REL = 1e-3
 
@@ -115,10 +119,11 @@ def test_cached_greedy_decoding_equals_the_uncached_argmax_loop(organism, prompt
     assert organism.generate(prompt, 60, stop_at_eos=False) == text
 
 
-def test_cached_sampling_sees_the_uncached_logits_at_every_step(gqa_model):
+@pytest.mark.parametrize("decoder", CACHED_DECODERS)
+def test_cached_sampling_sees_the_uncached_logits_at_every_step(gqa_model, decoder):
     ids = gqa_model.encode("alpha beta").ids[None].repeat(3, 1)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    cached_step = sampling.default_step(gqa_model)
+    cached_step = CACHED_DECODERS[decoder](gqa_model)
 
     def both(current: torch.Tensor) -> torch.Tensor:
         mine = cached_step(current)
@@ -129,6 +134,37 @@ def test_cached_sampling_sees_the_uncached_logits_at_every_step(gqa_model):
     assert len(seen) == 30
     for mine, reference in seen:
         assert_close(mine, reference, "next-token logits")
+
+
+@pytest.mark.parametrize("decoder", CACHED_DECODERS)
+def test_each_cached_decoder_equals_the_uncached_loop_past_its_first_buffers(gqa_model, decoder):
+    """A batch of two rows, 150 tokens: the block runner's buffers (128 positions at first) grow twice."""
+    ids = gqa_model.encode("alpha beta gamma").ids[None].repeat(2, 1)
+    cached = sampling.sample(gqa_model, ids, 150, greedy=True, step=CACHED_DECODERS[decoder](gqa_model))
+    assert torch.equal(cached, sampling.sample(gqa_model, ids, 150, greedy=True, step=_uncached(gqa_model)))
+
+
+def test_the_default_decoder_is_the_block_runners_where_it_stands_in(gqa_model):
+    assert isinstance(sampling.default_step(gqa_model), StackDecoder)
+    with plain_paths():  # the plain loop on request: no cache at all
+        step = sampling.default_step(gqa_model)
+        assert not isinstance(step, StackDecoder) and stack_decoding_step(gqa_model) is None
+        assert decoding_step(gqa_model) is None
+    with patching(gqa_model, [Patch(site("mlp", 1), 0.0)]):  # a user's patch must apply: the bridge decodes
+        assert stack_decoding_step(gqa_model) is None and decoding_step(gqa_model) is None
+    ids = gqa_model.encode("alpha beta").ids[None]
+    before = sampling.sample(gqa_model, ids, 20, greedy=True)
+    weight = gqa_model.hf.model.layers[1].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(-3.0)  # an edit in place: the next loop decodes the edited model
+    try:
+        edited = sampling.sample(gqa_model, ids, 20, greedy=True)
+        assert torch.equal(edited, sampling.sample(gqa_model, ids, 20, greedy=True, step=_uncached(gqa_model)))
+        assert not torch.equal(edited, before)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
 
 
 def test_cached_greedy_decoding_on_smollm2(smol):

@@ -15,6 +15,7 @@ from kelocate.studies.knowedit.published import (
     published_report,
     published_tables,
     spearman,
+    studies_report,
 )
 
 TASKS = ("WikiData_recent", "ZsRE", "WikiBio", "WikiData_counterfact", "ConvSent", "Sanitation")
@@ -113,3 +114,26 @@ def test_the_report_never_drops_a_column_it_does_not_list():
     assert row["ee.portability.Reasoning"] == 0.5 and row["brand_new"] == 0.25
     narrow = markdown(aggregate(rows), sub_types=False)
     assert "ee.edit" in narrow and "ee.portability.Reasoning" not in narrow  # a terminal shows the main columns
+
+
+def test_two_studies_stand_beside_each_other_and_the_published_table():
+    """A copy of the published table and the same table ordered backwards: each against the paper, and
+    against each other, with the numbers that make each cell."""
+    same = table_like_published(100.0)
+    backwards = [dict(row) for row in same]
+    for row in backwards:
+        for key in ("ee.edit", "ee.locality", "ee.portability", "ee.fluency", "ee.sentiment", "ee.kl"):
+            if key in row:
+                row[key] = 10.0 - row[key]  # every ordering reversed
+    text = studies_report({"copy": same, "reversed": backwards})
+    assert "## copy beside reversed beside the published numbers" in text
+    assert "| rho copy vs published | rho reversed vs published | rho copy vs reversed |" in text
+    zsre = next(line for line in text.splitlines() if line.startswith("| ZsRE | ee.edit |"))
+    assert "96.77 / 903.23 / 96.77" in zsre  # rome: copy / reversed / published
+    assert zsre.endswith("| 1.00 (8) | -1.00 (8) | -1.00 (8) |")
+    findings_rows = text.split("The paper's findings on each table")[1].splitlines()
+    rule_row = next(line for line in findings_rows if line.startswith("| Locate-then-edit beats fine-tuning"))
+    assert rule_row.count("| holds") == 2 and rule_row.count("| does not hold") == 1  # published, copy / reversed
+    no_shared = studies_report({"a": same, "b": [{"method": "rome", "task": "ZsRE", "mode": "single",
+                                                  "edit_tf": 0.9}]})
+    assert "no metric profile in common" in no_shared

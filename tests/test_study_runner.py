@@ -140,6 +140,13 @@ def test_report_writes_the_table(tmp_path, one_thread, capsys):
     assert "locality_tf.Relation_Specificity" in csv[0] and "locality_tf.Retain" in table  # sub-types too
     printed = capsys.readouterr().out
     assert "edit_tf" in printed and "locality_tf.Retain" not in printed  # the terminal gets the narrow table
+    assert not (out / "report" / "beside.md").exists()
+    assert main(["study", "report", str(out), "--beside", str(out)]) == 0  # the same study twice: same orderings
+    beside = (out / "report" / "beside.md").read_text()
+    assert "## organism beside organism (run) beside the published numbers" in beside
+    assert "rho organism vs organism (run)" in beside and "The paper's findings on each table" in beside
+    assert main(["study", "report", str(out), "--beside", str(tmp_path / "nowhere")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("text, message", [

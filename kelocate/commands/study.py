@@ -105,16 +105,24 @@ def register(app: typer.Typer) -> None:
     def report(
         results: Path = typer.Argument(..., help="The --out folder of `kelocate study run` (or its results.jsonl)."),
         out: Path = typer.Option(None, "--out", help="Folder for the tables (default: RESULTS/report)."),
+        beside: list[Path] = typer.Option(None, "--beside", help="Another study's --out folder to set beside "
+                                          "this one and the published table (beside.md); repeatable."),
     ) -> None:
         """The Table 4 analog: methods x tasks x metrics, teacher-forced and generation columns side by side,
         and (published.md) kelocate's cells beside the published Table 4, the ordering agreement and the
-        paper's findings."""
+        paper's findings; with --beside, other studies' cells too (beside.md)."""
         from kelocate.studies.knowedit.report import aggregate, markdown, write_report
-        from kelocate.studies.knowedit.store import read_results
+        from kelocate.studies.knowedit.store import read_results, study_label
 
         rows = read_results(results)
+        others = {}
+        if beside:
+            others = {study_label(results): rows}
+            for path in beside:
+                label = study_label(path)
+                others[label if label not in others else f"{label} ({path.name})"] = read_results(path)
         folder = out or (results if results.is_dir() else results.parent) / "report"
-        paths = write_report(rows, folder)
+        paths = write_report(rows, folder, others)
         console.print(markdown(aggregate(rows), sub_types=False), highlight=False, markup=False)
-        extra = "".join(f", {paths[k]}" for k in ("published", "failures") if k in paths)
+        extra = "".join(f", {paths[k]}" for k in ("published", "beside", "failures") if k in paths)
         console.print(f"written: {paths['markdown']}, {paths['csv']}{extra}", highlight=False)

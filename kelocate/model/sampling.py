@@ -6,9 +6,9 @@ the context prefixes key-value editors average their keys over, and the text gen
 statistics when a model has no corpus of its own.
 
 Each step runs `step(ids)` and appends one token per row. The default step decodes with a key/value cache on
-the plain HF twin where it may stand in for the bridge (`twin.decoding_step`; a served forward may offer its
-own, as SERAC's router does), else it is the model's `logits` at the last position (so hooks apply and a
-served editor samples too); a caller may pass its own.
+the block runner's weights where it may stand in for the bridge (`stack_decoding`), else on the plain HF twin
+(`twin.decoding_step`; a served forward may offer its own, as SERAC's router does), else it is the model's
+`logits` at the last position (so hooks apply and a served editor samples too); a caller may pass its own.
 Cached and uncached steps choose the same tokens (tested: greedy token for token, sampled logits to float
 tolerance):
 
@@ -28,18 +28,25 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from kelocate.model.stack_decoding import stack_decoding_step
 from kelocate.model.twin import decoding_step
 
 Step = Callable[[torch.Tensor], torch.Tensor]  # ids [batch, pos] -> next-token logits [batch, vocab]
 
 
+def cached_step(model) -> Step | None:
+    """Cached decoding of the bare model where it is exact: the block runner's decoder where the block runner
+    may stand in (`stack_decoding`), else HF's cache on the plain twin (`twin.decoding_step`), else None."""
+    return stack_decoding_step(model) or decoding_step(model)
+
+
 def default_step(model) -> Step:
-    """The step `sample` takes when given none: cached decoding where it is exact (the twin's, or a served
+    """The step `sample` takes when given none: cached decoding where it is exact (`cached_step`, or a served
     forward's own `decoding_step()` such as SERAC's router), else the model's `logits` at the last position.
     A fresh one per sampling loop (it keeps that loop's cache)."""
     served = model.serving.forward
     if served is None:
-        cached = decoding_step(model)
+        cached = cached_step(model)
     else:
         make = getattr(served, "decoding_step", None)
         cached = make() if make is not None else None

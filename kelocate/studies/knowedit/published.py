@@ -270,3 +270,57 @@ def published_report(table: Sequence[Mapping], name: str = "paper_table4") -> st
     parts += ["Other shipped tables (`kelocate.studies.knowedit.published.published_tables()`):", ""]
     parts += [f"- `{t.name}`: {t.title}; {_where(t.source)}" for t in published_tables().values() if t.name != name]
     return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------- several studies beside the paper
+def beside_studies(tables: Mapping[str, Sequence[Mapping]], profile: str, published: PublishedTable) -> str:
+    """Markdown: per task and metric, each method's value in every study (e.g. SmolLM2, the organism) and the
+    published one, then Spearman's rho of each study's ordering against the published ordering and of the
+    first two studies against each other (do two models order the methods alike?)."""
+    labels = list(tables)
+    methods = list(dict.fromkeys(r["method"].partition("@")[0] for t in tables.values() for r in t))
+    scale = "x100, as published" if profile == "easyedit" else "fractions; fluency in bits"
+    pairs = [(label, "published") for label in labels] + ([(labels[0], labels[1])] if len(labels) > 1 else [])
+    lines = [f"### {' / '.join(labels)} ({profile} profile, {scale}) beside {published.title}", "",
+             f"Published model: {published.model}. Source: {_where(published.source)}.", "",
+             "| task | metric | " + " | ".join(methods) + " | " + " | ".join(f"rho {a} vs {b}" for a, b in pairs)
+             + " |", "|---|---|" + "---|" * (len(methods) + len(pairs))]
+    for task in published.cells:
+        for metric in METRICS:
+            values = {label: {m: kelocate_value(t, profile, task, m, metric) for m in methods}
+                      for label, t in tables.items()}
+            values["published"] = {m: published.value(task, m, metric) for m in methods}
+            if all(v is None for label in labels for v in values[label].values()):
+                continue
+            cells = [" / ".join(fmt(values[label][m], ".2f") for label in [*labels, "published"]) for m in methods]
+            rhos = []
+            for a, b in pairs:
+                rho, n = spearman({m: v for m, v in values[a].items() if v is not None},
+                                  {m: v for m, v in values[b].items() if v is not None})
+                rhos.append(f"{fmt(rho, '.2f')} ({n})")
+            lines.append(f"| {task} | {column_for(profile, metric, task)} | " + " | ".join(cells) + " | "
+                         + " | ".join(rhos) + " |")
+    lines += ["", f"(cells: {' / '.join([*labels, 'published'])}; '-' where one has no value; rho over the "
+                  "methods both have, in brackets)", ""]
+    verdicts = {label: findings(t, profile, published) for label, t in tables.items()}
+    lines += [f"### The paper's findings on each table ({profile} profile)", "",
+              "| finding | published | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for i, finding in enumerate(FINDINGS):
+        first = verdicts[labels[0]][i]
+        row = [finding.text, f"{_verdict(first['published'])}: {first['published_numbers']}"]
+        row += [f"{_verdict(verdicts[label][i]['kelocate'])}: {verdicts[label][i]['kelocate_numbers']}"
+                for label in labels]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def studies_report(tables: Mapping[str, Sequence[Mapping]], name: str = "paper_table4") -> str:
+    """Several studies' Table 4 beside each other and the published table, for every profile they all hold."""
+    published = published_tables()[name]
+    shared = [p for p in ("easyedit", "kelocate") if all(p in profiles_in(t) for t in tables.values())]
+    parts = ["## " + " beside ".join(tables) + " beside the published numbers", ""]
+    if not shared:
+        parts.append("The studies hold no metric profile in common; nothing to set side by side.")
+    for profile in shared:
+        parts.append(beside_studies(tables, profile, published))
+    return "\n".join(parts) + "\n"

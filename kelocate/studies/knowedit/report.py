@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kelocate.atomic import write_text
@@ -82,9 +82,11 @@ def markdown(table: Sequence[dict], sub_types: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
+def write_report(rows: Sequence[dict], out: str | Path,
+                 beside: Mapping[str, Sequence[dict]] | None = None) -> dict[str, Path]:
     """Write table4.md, table4.csv, the sequential curves and (rows with replies) failures.md, the kinds of the
-    edited model's replies (`failures.py`), into folder `out`; returns their paths."""
+    edited model's replies (`failures.py`), into folder `out`; returns their paths. `beside` ({label: rows},
+    this study's first) adds beside.md: the studies' Table 4 next to each other and the published one."""
     folder = Path(out)
     table = aggregate(rows)
     buffer = io.StringIO()
@@ -101,6 +103,11 @@ def write_report(rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
     if any(r["mode"] == "single" for r in table):  # the published Table 4 is single edits
         paths["published"] = folder / "published.md"
         write_text(paths["published"], published_report(table))
+    if beside:
+        from kelocate.studies.knowedit.published import studies_report
+
+        paths["beside"] = folder / "beside.md"
+        write_text(paths["beside"], studies_report({label: aggregate(r) for label, r in beside.items()}))
     cross = cross_domain_table(table)
     if cross:
         paths["cross_domain"] = folder / "table6.md"

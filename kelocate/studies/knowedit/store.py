@@ -103,6 +103,17 @@ def environment(model) -> dict[str, Any]:
             "fingerprint": model.fingerprint, "threads": torch.get_num_threads()}
 
 
+def study_label(path: str | Path) -> str:
+    """A short name for a results folder in a side-by-side table: the model it ran (study.json), else the
+    folder's name."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        return str(json.loads((folder / STUDY).read_text())["environment"]["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return folder.name
+
+
 def read_results(path: str | Path) -> list[dict]:
     """The rows of a results file (a folder or the results.jsonl itself), one per unit: its last (a failed
     unit retried with --retry-failed has two)."""

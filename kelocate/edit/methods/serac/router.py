@@ -34,8 +34,9 @@ from kelocate.edit.methods.serac.config import CHECKPOINT, CONFIG, SERACConfig
 from kelocate.edit.request import EditRequest, fact_text
 from kelocate.errors import KelocateError
 from kelocate.model import tokens
+from kelocate.model.sampling import cached_step
 from kelocate.model.sites import read, site
-from kelocate.model.twin import cache_kwargs, decoding_step, plain_twin, returned_cache, trusted_twin
+from kelocate.model.twin import cache_kwargs, plain_twin, returned_cache, trusted_twin
 
 
 # ---------------------------------------------------------------------- the scope classifier
@@ -206,7 +207,7 @@ class Router:
         routes only each new position (the module docstring); None where the plain twin may not stand in for
         the bridge, so that the sampler calls the router on the whole sequence instead."""
         if not self.memory:
-            return decoding_step(self.model)
+            return cached_step(self.model)
         twin = trusted_twin(self.model)
         if twin is None:
             return None
