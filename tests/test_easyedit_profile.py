@@ -200,6 +200,13 @@ def test_convsent_requests_are_seeded_per_case_and_the_profiles_are_checked():
     assert first == again and first.target_new in ("good", "bad")
     directions = {ee.convsent_request(base, seed).extra["sentiment"] for seed in range(20)}
     assert directions == {"positive", "negative"}  # a seeded coin, not a fixed direction
+    from dataclasses import replace
+
+    for folder in ("/data/a", "/elsewhere/b/c"):  # the same file in another folder asks the same edits
+        moved = replace(base, source=(f"{folder}/f", 7))
+        assert all(ee.convsent_request(moved, seed) == replace(ee.convsent_request(base, seed), source=moved.source)
+                   for seed in range(20))
+        assert ee.case_seed(moved) == ee.case_seed(base) == "f:7"
     from kelocate.studies.knowedit.config import StudyConfig, check_config
 
     with pytest.raises(KelocateError, match="unknown metric profile 'paper'"):

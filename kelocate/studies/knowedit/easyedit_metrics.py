@@ -46,6 +46,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import torch
 
@@ -81,13 +82,21 @@ class ReferenceBaseline:
 
 
 # ---------------------------------------------------------------------- requests
+def case_seed(case: EditCase) -> str:
+    """A case's part of a seed: its file's name and record, not the file's path, so that the same file in
+    another folder (another checkout, another cache entry of the organism's export) draws the same."""
+    return f"{PurePath(case.source[0]).name}:{case.source[1]}"
+
+
 def convsent_request(case: EditCase, seed: int) -> EditCase:
     """A ConvSent case as the reference builds its edit: a seeded direction (per case, so resuming and Ray
     workers agree), the instruction around a seeded question template, the first reply of that sentiment as
-    the target. The reference misspells "positively" in the instruction; kelocate does not."""
+    the target. The reference misspells "positively" in the instruction; kelocate does not.
+
+    The seed names the case by its file's name and record (`case_seed`)."""
     from dataclasses import replace
 
-    rng = random.Random(f"{seed}:{case.source[0]}:{case.source[1]}")
+    rng = random.Random(f"{seed}:{case_seed(case)}")
     positive = rng.choice([0, 1]) == 0
     question = rng.choice(CONVSENT_QUESTIONS).format(case.subject)
     pos, neg = case.extra["pos"], case.extra["neg"]
@@ -281,7 +290,7 @@ def convsent_texts(model, case: EditCase, other: bool = False) -> tuple[list[str
     separator is the tokenizer's end-of-text token (Llama-2's "</s>"), the question a seeded template."""
     source = case.extra["next"] if other else case.extra
     subject = source.get("ent", case.subject)
-    rng = random.Random(f"convsent:{case.source[0]}:{case.source[1]}:{int(other)}")
+    rng = random.Random(f"convsent:{case_seed(case)}:{int(other)}")
     sep = model.tokenizer.eos_token or "</s>"
     wanted = case.extra["sentiment"] == "positive"
     texts, targets = [], []
