@@ -120,7 +120,11 @@ def register(app: typer.Typer) -> None:
             others = {study_label(results): rows}
             for path in beside:
                 label = study_label(path)
-                others[label if label not in others else f"{label} ({path.name})"] = read_results(path)
+                if label in others:
+                    label = f"{label} ({path.name})"
+                while label in others:  # the same model in folders of the same name
+                    label += "'"
+                others[label] = read_results(path)
         folder = out or (results if results.is_dir() else results.parent) / "report"
         paths = write_report(rows, folder, others)
         console.print(markdown(aggregate(rows), sub_types=False), highlight=False, markup=False)

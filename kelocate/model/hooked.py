@@ -234,10 +234,11 @@ class HookedModel:
     def generate(self, prompt: str, max_new_tokens: int = 20, stop_at_eos: bool = True) -> str:
         """Greedy continuation of `prompt` (the new text only): the argmax loop of `sampling.sample`.
 
-        It decodes with a key/value cache where that is exact (`sampling.default_step`: on the plain HF twin, or
-        a served editor's own cached step); otherwise (hooks attached) every step is a whole forward of
-        `logits`. HF's own cached decoding is not used through the bridge: once TransformerLens 4.3's bridge
-        wraps the HF modules it no longer matches a full forward (logits off by 0.35 on a 3-layer Llama).
+        It decodes with a key/value cache where that is exact (`sampling.default_step`: on the block runner's
+        weights, else HF's cache on the plain twin, or a served editor's own cached step); otherwise (hooks
+        attached) every step is a whole forward of `logits`. HF's own cached decoding is not used through the
+        bridge: once TransformerLens 4.3's bridge wraps the HF modules it no longer matches a full forward
+        (logits off by 0.35 on a 3-layer Llama).
         Tests check the cached tokens equal the uncached argmax loop's.
         """
         ids = self.encode(prompt).ids.to(self.device)[None]
