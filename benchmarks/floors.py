@@ -42,11 +42,11 @@ def matmul_rate(rows: int, d_in: int, d_out: int) -> float:
 
 def layer_matmul_flops(model) -> int:
     """Matrix FLOPs of one decoder layer at one position (q, k, v, o and the gated MLP's three products)."""
-    config = model.hf.config
-    d, heads = config.hidden_size, config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or d // heads
-    kv = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
-    return 2 * (2 * d * heads * head_dim + 2 * d * kv + 3 * d * config.intermediate_size)
+    from kelocate.model.stack import LlamaStack
+
+    stack, d = LlamaStack(model.hf), model.d_model  # the block runner's reading of the config
+    q, kv = stack.n_heads * stack.head_dim, stack.n_kv_heads * stack.head_dim
+    return 2 * (2 * d * q + 2 * d * kv + 3 * d * model.hf.config.intermediate_size)
 
 
 def rome_step_floor(model, request, layer: int, templates, hp: dict) -> dict:

@@ -47,7 +47,6 @@ class StackDecoder:
         self.keys: torch.Tensor | None = None  # [layers, batch, kv_heads, capacity, head_dim]
         self.values: torch.Tensor | None = None
         self.length = 0
-        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin [capacity, head_dim]
         self.weights = [_LayerWeights.of(block) for block in stack.layers]
         self.final_norm, self.head = _norm(stack.norm), _linear(stack.lm_head)
 
@@ -64,7 +63,7 @@ class StackDecoder:
         hidden = self.stack.embed(new)
         end = start + new.shape[1]
         self._reserve(hidden, end)
-        rope = self._rotary(hidden, start, end)
+        rope = self.stack._rope(start, end - start, hidden)  # the block runner's tables (cached per position)
         for layer in range(self.stack.n_layers):
             hidden = self._block(layer, hidden, start, rope)
         self.length = end
@@ -72,7 +71,7 @@ class StackDecoder:
         return F.linear(self.final_norm(last), *self.head)
 
     def _reserve(self, hidden: torch.Tensor, needed: int) -> None:
-        """Buffers (and rotary tables) for at least `needed` positions, doubling; a new batch starts afresh."""
+        """Buffers for at least `needed` positions, doubling; a new batch starts afresh."""
         stack, batch = self.stack, hidden.shape[0]
         if self.keys is not None and self.keys.shape[1] == batch and self.keys.shape[3] >= needed:
             return
@@ -85,23 +84,6 @@ class StackDecoder:
             values[:, :, :, :self.length] = self.values[:, :, :, :self.length]
         self.keys, self.values = keys, values
         self.layer_keys, self.layer_values = list(keys.unbind(0)), list(values.unbind(0))  # views, per layer
-        if not self._dynamic:
-            self._rope = self._tables(hidden, 0, capacity)
-
-    @property
-    def _dynamic(self) -> bool:
-        """Whether the rotary embedding rescales with the positions it is given ('dynamic' RoPE): its tables
-        are then computed for each call's positions, as HF's cached decoding does, never ahead."""
-        return "dynamic" in str(getattr(self.stack.rotary, "rope_type", ""))
-
-    def _tables(self, hidden: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.stack.rotary(hidden, torch.arange(start, end, device=hidden.device)[None])
-        return cos[0], sin[0]
-
-    def _rotary(self, hidden: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [new positions, 1, head_dim] of positions start..end-1."""
-        cos, sin = self._tables(hidden, start, end) if self._dynamic else (t[start:end] for t in self._rope)
-        return cos[:, None], sin[:, None]
 
     def _block(self, layer: int, hidden: torch.Tensor, start: int,
                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -113,10 +95,7 @@ class StackDecoder:
         x = w.input_norm(hidden)
         q = F.linear(x, *w.q).view(batch, length, heads, head_dim)
         k = F.linear(x, *w.k).view(batch, length, kv_heads, head_dim)
-        qk = torch.cat([q, k], dim=2)  # both rotated in one go
-        cos, sin = rope
-        half = head_dim // 2
-        qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+        qk = self.stack._rotate(torch.cat([q, k], dim=2), *rope)  # both rotated in one go
         keys, values = self.layer_keys[layer], self.layer_values[layer]
         keys[:, :, start:end] = qk[:, :, heads:].transpose(1, 2)
         values[:, :, start:end] = F.linear(x, *w.v).view(batch, length, kv_heads, head_dim).transpose(1, 2)
