@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -119,19 +119,32 @@ def beside_published(table: Sequence[Mapping], profile: str, published: Publishe
              + (f" Trained editors: {', '.join(trained)} (each in its method's column)." if trained else ""), ""]
     head = "| task | metric | " + " | ".join(methods) + " | Spearman rho (methods) |"
     lines += [head, "|---|---|" + "---|" * (len(methods) + 1)]
-    for task in published.cells:
-        for metric in METRICS:
-            ours = {m: kelocate_value(table, profile, task, m, metric) for m in methods}
-            theirs = {m: published.value(task, m, metric) for m in methods}
-            if all(v is None for v in ours.values()) or all(v is None for v in theirs.values()):
-                continue
-            rho, n = spearman({m: v for m, v in ours.items() if v is not None},
-                              {m: v for m, v in theirs.items() if v is not None})
-            cells = [f"{fmt(ours[m], '.2f')} / {fmt(theirs[m], '.2f')}" for m in methods]
-            lines.append(f"| {task} | {column_for(profile, metric, task)} | " + " | ".join(cells)
-                         + f" | {fmt(rho, '.2f')} ({n}) |")
+    for task, metric, values in _cell_values({"kelocate": table}, profile, published, methods):
+        ours, theirs = values["kelocate"], values["published"]
+        if all(v is None for v in ours.values()) or all(v is None for v in theirs.values()):
+            continue
+        cells = [f"{fmt(ours[m], '.2f')} / {fmt(theirs[m], '.2f')}" for m in methods]
+        lines.append(f"| {task} | {column_for(profile, metric, task)} | " + " | ".join(cells)
+                     + f" | {_rho(ours, theirs)} |")
     lines += ["", "(cells: kelocate / published; '-' where one side has no value)", ""]
     return "\n".join(lines)
+
+
+def _cell_values(tables: Mapping[str, Sequence[Mapping]], profile: str, published: PublishedTable,
+                 methods: Sequence[str]) -> Iterator[tuple[str, str, dict[str, dict[str, float | None]]]]:
+    """Per task and metric of the published table: {label: {method: value}} of each study, and 'published'."""
+    for task in published.cells:
+        for metric in METRICS:
+            values = {label: {m: kelocate_value(t, profile, task, m, metric) for m in methods}
+                      for label, t in tables.items()}
+            values["published"] = {m: published.value(task, m, metric) for m in methods}
+            yield task, metric, values
+
+
+def _rho(a: Mapping[str, float | None], b: Mapping[str, float | None]) -> str:
+    """Spearman's rho of two method -> value maps over the methods both have, and how many: '0.90 (8)'."""
+    rho, n = spearman({m: v for m, v in a.items() if v is not None}, {m: v for m, v in b.items() if v is not None})
+    return f"{fmt(rho, '.2f')} ({n})"
 
 
 def _where(source: Mapping[str, str]) -> str:
@@ -285,21 +298,12 @@ def beside_studies(tables: Mapping[str, Sequence[Mapping]], profile: str, publis
              f"Published model: {published.model}. Source: {_where(published.source)}.", "",
              "| task | metric | " + " | ".join(methods) + " | " + " | ".join(f"rho {a} vs {b}" for a, b in pairs)
              + " |", "|---|---|" + "---|" * (len(methods) + len(pairs))]
-    for task in published.cells:
-        for metric in METRICS:
-            values = {label: {m: kelocate_value(t, profile, task, m, metric) for m in methods}
-                      for label, t in tables.items()}
-            values["published"] = {m: published.value(task, m, metric) for m in methods}
-            if all(v is None for label in labels for v in values[label].values()):
-                continue
-            cells = [" / ".join(fmt(values[label][m], ".2f") for label in [*labels, "published"]) for m in methods]
-            rhos = []
-            for a, b in pairs:
-                rho, n = spearman({m: v for m, v in values[a].items() if v is not None},
-                                  {m: v for m, v in values[b].items() if v is not None})
-                rhos.append(f"{fmt(rho, '.2f')} ({n})")
-            lines.append(f"| {task} | {column_for(profile, metric, task)} | " + " | ".join(cells) + " | "
-                         + " | ".join(rhos) + " |")
+    for task, metric, values in _cell_values(tables, profile, published, methods):
+        if all(v is None for label in labels for v in values[label].values()):
+            continue
+        cells = [" / ".join(fmt(values[label][m], ".2f") for label in [*labels, "published"]) for m in methods]
+        lines.append(f"| {task} | {column_for(profile, metric, task)} | " + " | ".join(cells) + " | "
+                     + " | ".join(_rho(values[a], values[b]) for a, b in pairs) + " |")
     lines += ["", f"(cells: {' / '.join([*labels, 'published'])}; '-' where one has no value; rho over the "
                   "methods both have, in brackets)", ""]
     verdicts = {label: findings(t, profile, published) for label, t in tables.items()}
