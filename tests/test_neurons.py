@@ -297,3 +297,27 @@ def test_organism_control_facts_share_the_relation(organism):
     assert all(s.correct and s.prob >= 0.1 for s in score_targets(organism, *zip(*picked + unrelated, strict=True)))
     assert organism_candidates(organism, "Nothing of the world is", "x") is None
     assert unknown_notes(organism, ["The capital of Japan is"], "Tokyo") == []
+
+
+def test_a_top_token_that_is_no_text_alone_answers_every_paraphrase(tiny_model, monkeypatch):
+    """Without a ground truth (KnowEdit's WikiData_recent) KN attributes the model's top next token, which on a
+    real model may be a space or a newline: the paraphrases get that token as it is, not its text tokenized
+    again (a space alone is no answer text, so that raised "the answer is empty" on SmolLM2)."""
+    space = tiny_model.encode(" ", special=False).ids.tolist()
+    assert len(space) == 1
+    real = type(tiny_model).logits
+
+    def space_on_top(self, ids, attention_mask=None):
+        out = real(self, ids, attention_mask)
+        out[..., space[0]] += 1e3
+        return out
+
+    monkeypatch.setattr(type(tiny_model), "logits", space_on_top)  # the model's attributes are sealed
+    with pytest.raises(KelocateError, match="empty"):
+        tiny_model.answer_ids(PROMPT, tiny_model.decode(space))
+    res = find_knowledge_neurons(tiny_model, [PROMPT, "SMAP is from"], None, steps=2)
+    assert res.answer_tokens == space and res.answer == tiny_model.decode(space)
+    assert not [n for n in res.notes if "not known" in n]  # both prompts scored on that token: p ~ 1
+    assert integrated_gradients(tiny_model, "SMAP is from", space, steps=2).problem.answer_ids == tuple(space)
+    with pytest.raises(KelocateError, match="no token"):
+        make_problem(tiny_model, PROMPT, [])

@@ -25,7 +25,7 @@ import torch
 from kelocate.atomic import write_text
 from kelocate.errors import KelocateError
 from kelocate.locate.neurons.ig import Attribution, integrated_gradients
-from kelocate.model.scoring import TargetScore, score_targets
+from kelocate.model.scoring import TargetScore, score_ids, score_targets
 
 Neuron = tuple[int, int]  # (layer, index)
 
@@ -113,11 +113,18 @@ def is_known(score: TargetScore, min_p: float = MIN_KNOWN_P) -> bool:
     return score.correct and score.prob >= min_p
 
 
-def unknown_notes(model, prompts: Sequence[str], answer: str, min_p: float = MIN_KNOWN_P) -> list[str]:
-    """A note for each prompt whose answer the model does not know: attributing an unknown fact finds
-    neurons of whatever the model does predict there, which then dilute the refined neurons."""
+def unknown_notes(model, prompts: Sequence[str], answer: str | Sequence[int], min_p: float = MIN_KNOWN_P) -> list[str]:
+    """A note for each prompt whose answer (text, or token ids as they are) the model does not know:
+    attributing an unknown fact finds neurons of whatever the model does predict there, which then dilute the
+    refined neurons."""
+    if isinstance(answer, str):
+        scores = score_targets(model, prompts, [answer] * len(prompts))
+    else:
+        scores = score_ids(model.logits, [model.encode(q).ids.tolist() for q in prompts], [list(answer)] * len(prompts),
+                           model.pad_id, device=model.device)
+        answer = model.decode(list(answer))
     notes = []
-    for i, (q, s) in enumerate(zip(prompts, score_targets(model, prompts, [answer] * len(prompts)), strict=True)):
+    for i, (q, s) in enumerate(zip(prompts, scores, strict=True)):
         if is_known(s, min_p):
             continue
         top = model.decode([s.predicted[0]])
@@ -194,17 +201,19 @@ def layer_profile(attr: Attribution) -> list[float]:
     return torch.nan_to_num(attr.scores, nan=0.0).clamp(min=0).sum(-1).tolist()
 
 
-def find_knowledge_neurons(model, prompt: str | Sequence[str], answer: str | None, steps: int = 20,
+def find_knowledge_neurons(model, prompt: str | Sequence[str], answer: str | Sequence[int] | None, steps: int = 20,
                            threshold: float = 0.2, absolute: float | None = None, top_k: int | None = None,
                            p: float = 0.7, adaptive: bool = True, min_neurons: int = 2, max_neurons: int = 5,
                            target: str = "prob", layers: Sequence[int] | None = None,
                            engine: str = "fast") -> KnowledgeNeurons:
-    """Coarse neurons of each prompt and, for several prompts (paraphrases), the refined neurons."""
+    """Coarse neurons of each prompt and, for several prompts (paraphrases), the refined neurons. `answer`: its
+    text, its token ids, or None (the first prompt's top next token, the same token for every paraphrase)."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise KelocateError("no prompt given")
     first = integrated_gradients(model, prompts[0], answer, steps, target, layers, engine)
-    answer = first.problem.answer  # None: the first prompt's top token, used for every paraphrase
+    if answer is None:  # the first prompt's top token, as token ids, is every paraphrase's answer
+        answer = list(first.problem.answer_ids)
     attrs = [first, *(integrated_gradients(model, q, answer, steps, target, layers, engine)
                       for q in prompts[1:])]
     coarse = [coarse_neurons(a, threshold, absolute, top_k) for a in attrs]
@@ -219,7 +228,7 @@ def find_knowledge_neurons(model, prompt: str | Sequence[str], answer: str | Non
     notes = list(dict.fromkeys(a.meta["note"] for a in attrs if "note" in a.meta))
     notes += unknown_notes(model, prompts, answer)
     return KnowledgeNeurons(
-        prompts, answer, list(attrs[0].problem.answer_ids), target, attrs[0].target_description, steps,
+        prompts, first.problem.answer, list(first.problem.answer_ids), target, attrs[0].target_description, steps,
         threshold, absolute, top_k, attrs[0].engine, coarse, neurons,
         refined.p if refined else None, refined.counts if refined else {},
         [a.target_value for a in attrs], [layer_profile(a) for a in attrs], sum(a.seconds for a in attrs),

@@ -33,6 +33,8 @@ from kelocate.model.sites import Patch, patching, read, site
 from kelocate.model.stack import KV, LlamaStack, StackUnavailable, guarded_stack
 
 TARGETS = ("prob", "logprob")
+# an answer: its text, its token ids, or None for the model's own top next token
+Answer = str | Sequence[int] | None
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,9 @@ class IGProblem:
         return list(range(self.position, self.position + len(self.answer_ids)))
 
 
-def make_problem(model, prompt: str, answer: str | None = None) -> IGProblem:
-    """Tokenize `prompt` and `answer` (None: the model's own top next token)."""
+def make_problem(model, prompt: str, answer: Answer = None) -> IGProblem:
+    """Tokenize `prompt` and `answer`: its text, its token ids as they are, or None (the model's own top next
+    token). Ids let a token that is not text on its own (a space, a newline, a piece of a word) be the answer."""
     prompt_ids = model.encode(prompt).ids
     if len(prompt_ids) == 0:
         raise KelocateError("the prompt is empty; pass some text (e.g. 'SMAP was created in')")
@@ -60,8 +63,13 @@ def make_problem(model, prompt: str, answer: str | None = None) -> IGProblem:
         top = int(model.logits(prompt_ids)[0, -1].argmax())
         answer_ids = [top]
         answer = model.decode([top])
-    else:
+    elif isinstance(answer, str):
         answer_ids = model.answer_ids(prompt, answer)
+    else:
+        answer_ids = [int(t) for t in answer]
+        if not answer_ids:
+            raise KelocateError("the answer has no token; pass the answer's text (e.g. --answer Japan)")
+        answer = model.decode(answer_ids)
     ids = torch.cat([prompt_ids, torch.tensor(answer_ids[:-1], dtype=torch.long)])
     return IGProblem(prompt, answer, ids, len(prompt_ids) - 1, tuple(int(t) for t in answer_ids))
 
@@ -280,7 +288,7 @@ def ig_fast(model, problem: IGProblem, steps: int = 20, target: str = "prob",
 ENGINES = {"fast": ig_fast, "reference": ig_reference}
 
 
-def integrated_gradients(model, prompt: str, answer: str | None = None, steps: int = 20, target: str = "prob",
+def integrated_gradients(model, prompt: str, answer: Answer = None, steps: int = 20, target: str = "prob",
                          layers: Sequence[int] | None = None, engine: str = "fast") -> Attribution:
     """IG attribution of every MLP neuron of the chosen layers for `answer` after `prompt`."""
     if engine not in ENGINES:
