@@ -9,8 +9,9 @@ import torch
 
 from kelocate.errors import KelocateError
 from kelocate.locate.neurons.find import coarse_neurons, find_knowledge_neurons, refine, shared_neurons
-from kelocate.locate.neurons.ig import ig_fast, ig_reference, integrated_gradients, make_problem, target_at
+from kelocate.locate.neurons.ig import alphas, ig_fast, ig_reference, integrated_gradients, make_problem, target_at
 from kelocate.locate.neurons.intervene import enhance, random_control, random_like, scale_neurons, suppress
+from kelocate.model.sites import Patch, patching, read, site
 
 PROMPT = "SMAP was created in"
 
@@ -321,3 +322,43 @@ def test_a_top_token_that_is_no_text_alone_answers_every_paraphrase(tiny_model, 
     assert integrated_gradients(tiny_model, "SMAP is from", space, steps=2).problem.answer_ids == tuple(space)
     with pytest.raises(KelocateError, match="no token"):
         make_problem(tiny_model, PROMPT, [])
+
+
+LONG_ANSWER = "I liked them as a kid, though I can't say if they'd hold up today, since I haven't read them in years."
+
+
+@pytest.fixture(scope="module")
+def tiny_model_f64(tiny_model_dir):
+    from kelocate.loading import load_model
+
+    return load_model(tiny_model_dir, dtype="float64")
+
+
+@pytest.mark.parametrize("engine", [ig_fast, ig_reference])
+def test_an_answer_whose_probability_float32_cannot_hold(tiny_model, tiny_model_f64, engine):
+    """A ConvSent reply as the answer: p(answer) ~ e^-370, below float32's (and HF's float32 RMSNorm's) range. The
+    scores equal a float64 computation of the chain rule, dp/dx = p * dlog p/dx row by row, to float32 tolerance,
+    instead of denormal or zero gradients."""
+    problem = make_problem(tiny_model, PROMPT, LONG_ANSWER)
+    attr = engine(tiny_model, problem, steps=4)
+    assert attr.target_value < 1e-38 and attr.scores.dtype == torch.float64
+    assert torch.isfinite(attr.scores).all() and (attr.scores != 0).any()
+    ids = problem.ids[None]
+    pos, width = problem.position, len(problem.answer_ids)
+    with torch.no_grad():
+        _, cache = read(tiny_model_f64, ids, None, [site("mlp_post", layer) for layer in range(tiny_model.n_layers)])
+    answer = torch.tensor(problem.answer_ids)
+    for layer in range(tiny_model.n_layers):
+        base = cache[site("mlp_post", layer)][0, pos]
+        total = torch.zeros_like(base)
+        for alpha in alphas(4, dtype=torch.float64):  # one step at a time: the plain loop
+            leaf = (alpha * base)[None].requires_grad_(True)
+            with torch.enable_grad(), patching(tiny_model_f64, [Patch(site("mlp_post", layer), leaf, positions=pos,
+                                                                      differentiable=True)]):
+                out, _ = read(tiny_model_f64, ids, None, [])
+                logp = torch.log_softmax(out[0, pos:pos + width].double(), -1)
+                log_p = logp.gather(-1, answer[:, None]).sum()
+                (grad,) = torch.autograd.grad(log_p, leaf)
+            total += log_p.detach().exp() * grad[0]
+        expected = base * total / 4
+        assert float((attr.scores[layer] - expected).abs().max()) <= 1e-3 * float(expected.abs().max())

@@ -8,7 +8,8 @@ where a is layer l's MLP activation (the input of `down_proj`) at the scaled pos
 vector put in its place, and F the target. The scaled position is the prompt's last token (the one that
 predicts the answer). The target is p(answer) = the product of the answer tokens' probabilities, i.e.
 exp of the sum of their teacher-forced log-probabilities (`target="prob"`, Dai et al.'s choice), or that
-sum itself (`target="logprob"`).
+sum itself (`target="logprob"`). A long answer's p(answer) can lie below float32's range, so both engines take
+the gradient of p(answer) / p_clean(answer) and scale the scores back in float64 (`_scale_of`).
 
 - `ig_reference`: a full forward and backward of the TransformerBridge per layer and step batch, with a
   `Patch` that replaces `blocks.{l}.mlp.hook_post` at the position (as the public implementations do).
@@ -21,6 +22,7 @@ sum itself (`target="logprob"`).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,12 +76,29 @@ def make_problem(model, prompt: str, answer: Answer = None) -> IGProblem:
     return IGProblem(prompt, answer, ids, len(prompt_ids) - 1, tuple(int(t) for t in answer_ids))
 
 
-def _target(logits: torch.Tensor, problem: IGProblem, target: str) -> torch.Tensor:
-    """Target per batch row from logits [batch, n_answer, vocab] at the answer positions."""
+def _target(logits: torch.Tensor, problem: IGProblem, target: str, shift: float = 0.0) -> torch.Tensor:
+    """Target per batch row from logits [batch, n_answer, vocab] at the answer positions; with `shift` (prob
+    only) exp(log p(answer) - shift), i.e. p(answer) over the constant e^shift."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     ids = torch.tensor(problem.answer_ids, device=logits.device)
     total = logp.gather(-1, ids[None, :, None].expand(logp.shape[0], -1, 1)).squeeze(-1).sum(-1)
-    return total.exp() if target == "prob" else total
+    return (total - shift).exp() if target == "prob" else total
+
+
+def _scale_of(clean_logits: torch.Tensor, problem: IGProblem, target: str) -> tuple[float, float]:
+    """(F at the clean activations, the shift its gradients are taken at).
+
+    p(answer) of a long answer (a ConvSent reply of 30 tokens) is far below float32's range: its gradients
+    would be denormal (very slow on a CPU) or zero. So the engines differentiate p(answer) / p_clean (a
+    constant factor, close to 1) and multiply the scores back by p_clean in float64 (`_scores`)."""
+    width = len(problem.answer_ids)
+    log_p = float(_target(clean_logits[:, problem.position:problem.position + width], problem, "logprob")[0])
+    return (math.exp(log_p), log_p) if target == "prob" else (log_p, 0.0)
+
+
+def _scores(base: torch.Tensor, grad: torch.Tensor, shift: float) -> torch.Tensor:
+    """One layer's IG scores a * mean_k dF/dx in float64, the shift's factor e^shift restored."""
+    return (base.double() * grad.double().mean(0) * math.exp(shift)).cpu()
 
 
 def _check(model, problem: IGProblem, steps: int, target: str, layers: Sequence[int] | None) -> list[int]:
@@ -101,7 +120,7 @@ class Attribution:
     """IG scores [layer, neuron] of one prompt (rows of layers not computed are NaN)."""
 
     problem: IGProblem
-    scores: torch.Tensor  # [n_layers, d_mlp], float32
+    scores: torch.Tensor  # [n_layers, d_mlp], float64 (p(answer) of a long answer is below float32's range)
     activations: torch.Tensor  # [n_layers, d_mlp]: the clean activations a at the scaled position
     target_value: float  # F at the clean activations
     target: str
@@ -152,8 +171,8 @@ def ig_reference(model, problem: IGProblem, steps: int = 20, target: str = "prob
     with torch.no_grad():
         logits, cache = read(model, ids, None, names)
     acts = torch.stack([cache[n][0, pos] for n in names]).float()
-    value = float(_target(logits[:, pos:pos + width], problem, target)[0])
-    scores = torch.full((model.n_layers, model.d_mlp), float("nan"))
+    value, shift = _scale_of(logits, problem, target)
+    scores = torch.full((model.n_layers, model.d_mlp), float("nan"), dtype=torch.float64)
     a_k = alphas(steps, device)
     for layer in layer_list:
         base = cache[names[layer]][0, pos]
@@ -161,8 +180,8 @@ def ig_reference(model, problem: IGProblem, steps: int = 20, target: str = "prob
         scaled = Patch(names[layer], leaf, positions=pos, differentiable=True)  # step k's row: alpha_k * a
         with torch.enable_grad(), patching(model, [scaled]):
             out, _ = read(model, ids.expand(steps, -1), None, [])
-            (grad,) = torch.autograd.grad(_target(out[:, pos:pos + width], problem, target).sum(), leaf)
-        scores[layer] = (base.float() * grad.float().mean(0)).cpu()
+            (grad,) = torch.autograd.grad(_target(out[:, pos:pos + width], problem, target, shift).sum(), leaf)
+        scores[layer] = _scores(base, grad, shift)
     return Attribution(problem, scores, acts.cpu(), value, target, steps, layer_list, "reference",
                        time.perf_counter() - t0)
 
@@ -228,7 +247,7 @@ def target_at(model, problem: IGProblem, layer: int, scale: torch.Tensor, target
 
 
 def _staircase(stack: LlamaStack, clean: CleanRun, problem: IGProblem, leaves: dict[int, torch.Tensor],
-               target: str) -> torch.Tensor:
+               target: str, shift: float = 0.0) -> torch.Tensor:
     """Targets of all leaves' rows in one pass: rows of layer l join the batch at layer l's `down_proj`.
 
     Rows never interact, so running every layer's m steps together through the blocks they share
@@ -249,7 +268,7 @@ def _staircase(stack: LlamaStack, clean: CleanRun, problem: IGProblem, leaves: d
             new = torch.cat([first, rows[:, 1:] + clean.mlp_out[layer][:, p + 1:]], dim=1)
             hidden = new if hidden is None else torch.cat([hidden, new], dim=0)
     assert hidden is not None
-    return _target(stack.unembed(hidden[:, : len(problem.answer_ids)]), problem, target)
+    return _target(stack.unembed(hidden[:, : len(problem.answer_ids)]), problem, target, shift)
 
 
 def ig_fast(model, problem: IGProblem, steps: int = 20, target: str = "prob",
@@ -263,13 +282,13 @@ def ig_fast(model, problem: IGProblem, steps: int = 20, target: str = "prob",
     t0 = time.perf_counter()
     stack = guarded_stack(model)  # StackUnavailable when the runner's maths are not the model's
     device = model.device
-    pos, width = problem.position, len(problem.answer_ids)
+    pos = problem.position
     chunk = layers_per_pass or len(layer_list)
     with frozen_params(model.hf):
         clean = clean_run(stack, problem, device)
         acts = torch.stack([clean.mlp_post[layer][0, pos] for layer in range(model.n_layers)]).float()
-        value = float(_target(clean.logits[:, pos:pos + width], problem, target)[0])
-        scores = torch.full((model.n_layers, model.d_mlp), float("nan"))
+        value, shift = _scale_of(clean.logits, problem, target)
+        scores = torch.full((model.n_layers, model.d_mlp), float("nan"), dtype=torch.float64)
         a_k = alphas(steps, device)
         for i in range(0, len(layer_list), chunk):
             group = layer_list[i:i + chunk]
@@ -277,10 +296,10 @@ def ig_fast(model, problem: IGProblem, steps: int = 20, target: str = "prob",
             leaves = {layer: (a_k[:, None].to(b.dtype) * b[None]).detach().requires_grad_(True)
                       for layer, b in bases.items()}
             with torch.enable_grad():
-                total = _staircase(stack, clean, problem, leaves, target).sum()
+                total = _staircase(stack, clean, problem, leaves, target, shift).sum()
                 grads = torch.autograd.grad(total, list(leaves.values()))
             for (layer, base), grad in zip(bases.items(), grads, strict=True):
-                scores[layer] = (base.float() * grad.float().mean(0)).cpu()
+                scores[layer] = _scores(base, grad, shift)
     return Attribution(problem, scores, acts.cpu(), value, target, steps, layer_list, "fast",
                        time.perf_counter() - t0)
 
