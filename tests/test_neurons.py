@@ -362,3 +362,25 @@ def test_an_answer_whose_probability_float32_cannot_hold(tiny_model, tiny_model_
             total += log_p.detach().exp() * grad[0]
         expected = base * total / 4
         assert float((attr.scores[layer] - expected).abs().max()) <= 1e-3 * float(expected.abs().max())
+
+
+def test_a_long_answer_is_attributed_a_few_layers_per_pass(tiny_model):
+    """The fast engine's passes stay within a memory budget (a 30-token ConvSent reply on SmolLM2 asked for
+    25 GB in one pass and was killed): a one-token answer fits one pass, a long one is split, and the split
+    passes give the scores of one pass."""
+    from kelocate.locate.neurons.ig import PASS_BYTES, pass_size
+
+    short, long = make_problem(tiny_model, PROMPT, "Japan"), make_problem(tiny_model, PROMPT, LONG_ANSWER)
+    layers = tiny_model.n_layers
+    assert pass_size(tiny_model, short, 20, layers) == layers
+    per_row = len(long.answer_ids) * (layers * (12 * tiny_model.d_model + 4 * tiny_model.d_mlp) * 4
+                                      + 3 * tiny_model.hf.config.vocab_size * 4)
+    budget = 20 * per_row  # room for one layer's 20 steps
+    assert pass_size(tiny_model, long, 20, layers, budget) == 1
+    assert pass_size(tiny_model, long, 20, layers, 2 * budget - 1) == 1
+    assert pass_size(tiny_model, long, 20, layers, 2 * budget) == 2
+    assert pass_size(tiny_model, long, 20, layers, 10) == 1  # never none
+    assert PASS_BYTES >= 2**30
+    whole = ig_fast(tiny_model, long, steps=4, layers_per_pass=layers)
+    split = ig_fast(tiny_model, long, steps=4, layers_per_pass=1)
+    assert _rel(split.scores, whole.scores) < 1e-5

@@ -271,19 +271,37 @@ def _staircase(stack: LlamaStack, clean: CleanRun, problem: IGProblem, leaves: d
     return _target(stack.unembed(hidden[:, : len(problem.answer_ids)]), problem, target, shift)
 
 
+# what one batched pass of the fast engine may hold for backward (activations and answer logits), in bytes
+PASS_BYTES = 2 * 2**30
+
+
+def pass_size(model, problem: IGProblem, steps: int, n_scored: int, budget: int = PASS_BYTES) -> int:
+    """How many layers' steps one pass of `ig_fast` carries so that it stays within `budget` bytes.
+
+    Every row (a layer's step) keeps, per answer position, what backward needs of each block it runs through
+    (about 12 x d_model + 4 x d_mlp values) and its logits over the vocabulary (3 x vocab floats, with the
+    log-softmax). An upper bound: SmolLM2 measures 1.4 MB per row and answer token against 2.2 MB here. A
+    one-token answer fits in one pass; a ConvSent reply of 30 tokens would otherwise ask for 25 GB."""
+    width = len(problem.answer_ids)
+    item = torch.empty((), dtype=model.dtype).element_size()
+    vocab = int(model.hf.config.vocab_size)
+    per_row = width * (model.n_layers * (12 * model.d_model + 4 * model.d_mlp) * item + 3 * vocab * 4)
+    return max(1, min(n_scored, budget // (steps * per_row)))
+
+
 def ig_fast(model, problem: IGProblem, steps: int = 20, target: str = "prob",
             layers: Sequence[int] | None = None, layers_per_pass: int | None = None) -> Attribution:
     """IG with prefix reuse: same numbers as `ig_reference` (to float tolerance), far fewer FLOPs.
 
-    `layers_per_pass` bounds how many layers' steps share one batched pass (None: all; lower it to save
-    memory on big models).
+    `layers_per_pass` bounds how many layers' steps share one batched pass (None: as many as fit in
+    `PASS_BYTES`, see `pass_size`).
     """
     layer_list = _check(model, problem, steps, target, layers)
     t0 = time.perf_counter()
     stack = guarded_stack(model)  # StackUnavailable when the runner's maths are not the model's
     device = model.device
     pos = problem.position
-    chunk = layers_per_pass or len(layer_list)
+    chunk = layers_per_pass or pass_size(model, problem, steps, len(layer_list))
     with frozen_params(model.hf):
         clean = clean_run(stack, problem, device)
         acts = torch.stack([clean.mlp_post[layer][0, pos] for layer in range(model.n_layers)]).float()
