@@ -93,7 +93,9 @@ def _scale_of(clean_logits: torch.Tensor, problem: IGProblem, target: str) -> tu
     constant factor, close to 1) and multiply the scores back by p_clean in float64 (`_scores`)."""
     width = len(problem.answer_ids)
     log_p = float(_target(clean_logits[:, problem.position:problem.position + width], problem, "logprob")[0])
-    return (math.exp(log_p), log_p) if target == "prob" else (log_p, 0.0)
+    if target != "prob":
+        return log_p, 0.0
+    return math.exp(log_p), (log_p if math.isfinite(log_p) else 0.0)  # p_clean = 0: nothing to rescale by
 
 
 def _scores(base: torch.Tensor, grad: torch.Tensor, shift: float) -> torch.Tensor:
