@@ -285,7 +285,7 @@ def pass_size(model, problem: IGProblem, steps: int, n_scored: int, budget: int 
     log-softmax). An upper bound: SmolLM2 measures 1.4 MB per row and answer token against 2.2 MB here. A
     one-token answer fits in one pass; a ConvSent reply of 30 tokens would otherwise ask for 25 GB."""
     width = len(problem.answer_ids)
-    item = torch.empty((), dtype=model.dtype).element_size()
+    item = model.dtype.itemsize
     vocab = int(model.hf.config.vocab_size)
     per_row = width * (model.n_layers * (12 * model.d_model + 4 * model.d_mlp) * item + 3 * vocab * 4)
     return max(1, min(n_scored, budget // (steps * per_row)))
